@@ -1,0 +1,111 @@
+"""Microbenchmark of the receive path: parse, decide, reply/relay, count.
+
+Feeds a realistic INVITE straight into ``EdgeProtocol.datagram_received``
+with a transport that only records what would be sent, so the figure is the
+Python cost per datagram without the kernel.  Also splits it into its parts.
+
+    .venv/bin/python benchmarks/bench_receive.py [--entries 10,10000,1000000] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import random
+import statistics
+import sys
+import timeit
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sipgate.admission import AdmissionTable, Context, TrunkSource, decide  # noqa: E402
+from sipgate.config import Listener, SipConfig  # noqa: E402
+from sipgate.sip import build_response, derive_to_tag, parse  # noqa: E402
+from sipgate.transport import Edge, EdgeProtocol  # noqa: E402
+
+DOMAIN = "demo.sipgate.test"
+SDP = (b"v=0\r\no=- 20518 0 IN IP4 203.0.113.10\r\ns=-\r\nc=IN IP4 203.0.113.10\r\nt=0 0\r\n"
+       b"m=audio 16424 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
+       b"a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n")
+INVITE = (
+    f"INVITE sip:+15551234567@{DOMAIN} SIP/2.0\r\n"
+    "Via: SIP/2.0/UDP 127.0.0.2:5080;branch=z9hG4bK-524287-1---a1b2c3d4e5f6;rport\r\n"
+    "Max-Forwards: 70\r\n"
+    "Contact: <sip:+15557654321@127.0.0.2:5080;transport=udp>\r\n"
+    f"To: <sip:+15551234567@{DOMAIN}>\r\n"
+    "From: \"Carrier\" <sip:+15557654321@carrier.example>;tag=9fxced76sl\r\n"
+    "Call-ID: 3848276298220188511@127.0.0.2\r\n"
+    "CSeq: 1 INVITE\r\n"
+    "Allow: INVITE, ACK, CANCEL, OPTIONS, BYE, REFER, NOTIFY\r\n"
+    "Content-Type: application/sdp\r\n"
+    "Supported: replaces, timer\r\n"
+    "User-Agent: carrier-sbc/1.0\r\n"
+    f"Content-Length: {len(SDP)}\r\n\r\n"
+).encode() + SDP
+
+
+class NullTransport:
+    """Counts sends; the kernel is not part of this measurement."""
+
+    max_size = 65535
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def sendto(self, data: bytes, addr: tuple) -> None:
+        self.sent += 1
+
+
+def build_table(entries: int) -> AdmissionTable:
+    rng = random.Random(42)
+    # Random /24 networks below 127/8 plus the one source the INVITE comes from.
+    rows = [(f"IP{i:032x}", f"{rng.randrange(1, 127)}.{rng.randrange(256)}.{rng.randrange(256)}.0", 24) for i in range(entries - 1)]
+    rows.append(("IP" + "f" * 32, "127.0.0.2", 32))
+    acl = ("AL" + "1" * 32, "bench", tuple(rows))
+    return AdmissionTable.compile(1, [TrunkSource("TK" + "1" * 32, "AC" + "0" * 32, DOMAIN, (acl,))])
+
+
+def per_call(fn, number: int, repeat: int) -> float:
+    """Median seconds per call over ``repeat`` runs of ``number`` calls."""
+    return statistics.median(timeit.repeat(fn, number=number, repeat=repeat)) / number
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--entries", default="10,10000,1000000")
+    ap.add_argument("--quick", action="store_true", help="fewer iterations")
+    args = ap.parse_args()
+    number, repeat = (2000, 3) if args.quick else (20000, 7)
+    sizes = [int(s) for s in args.entries.split(",")]
+
+    print(f"# receive path microbenchmark — {datetime.date.today()} — Python {platform.python_version()} "
+          f"on {platform.machine()} ({platform.processor() or platform.platform()})\n")
+    print("| entries | parse | decide (admit) | decide (deny) | build 403 | whole path: denied INVITE -> 403 "
+          "| whole path: admitted INVITE -> relay |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for n in sizes:
+        table = build_table(n)
+        ctx = Context(own_hosts=frozenset({"127.0.0.1"}), secret=b"bench")
+        req = parse(INVITE)
+        edge = Edge(SipConfig(listen=(Listener("127.0.0.1", 5060),), pbx=("127.0.0.1", 5070)))
+        edge.install(table)
+        proto = EdgeProtocol(edge, edge.config.listen[0])
+        transport = NullTransport()
+        proto.connection_made(transport)  # type: ignore[arg-type]
+        t_parse = per_call(lambda: parse(INVITE), number, repeat)
+        t_admit = per_call(lambda: decide(req, "127.0.0.2", table, ctx), number, repeat)
+        t_deny = per_call(lambda: decide(req, "127.0.0.3", table, ctx), number, repeat)
+        t_build = per_call(lambda: build_response(req, 403, "Forbidden", to_tag=derive_to_tag(req, b"bench"),
+                                                  headers=[("Warning", "399 sipgate \"x\"")]), number, repeat)
+        t_denied = per_call(lambda: proto.datagram_received(INVITE, ("127.0.0.3", 5080)), number, repeat)
+        t_admitted = per_call(lambda: proto.datagram_received(INVITE, ("127.0.0.2", 5080)), number, repeat)
+        assert edge.stats.internal_errors == 0
+        cells = [t_parse, t_admit, t_deny, t_build, t_denied, t_admitted]
+        print(f"| {n:,} | " + " | ".join(f"{c * 1e6:.1f} µs" for c in cells) + " |")
+    print("\nMedians of repeated timeit runs; the whole path includes metrics and the (null) send.")
+
+
+if __name__ == "__main__":
+    main()

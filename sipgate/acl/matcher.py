@@ -1,0 +1,193 @@
+"""Immutable longest-prefix matcher: one hash table per distinct prefix length."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Generic, NoReturn, TypeVar
+
+from sipgate.acl.address import _OCTET_0, _OCTET_1, _OCTET_2, _OCTET_3, parse_address
+from sipgate.acl.network import MAX_PREFIX, normalize_network
+
+__all__ = ["PrefixMatcher"]
+
+T = TypeVar("T")
+
+_MAPPED_HIGH = 0xFFFF
+_MASK32 = 0xFFFFFFFF
+
+# A probe list: (shift, table) pairs, longest prefix first.  The key of a
+# network of prefix length L in a family of width W is ``network >> (W - L)``,
+# so an address matches it iff ``table.get(address >> (W - L))`` hits.  A
+# lookup therefore costs one shift and one dict probe per distinct prefix
+# length present (at most 33 or 129), whatever the number of entries.
+_Probes = tuple[tuple[int, dict[int, tuple[Any, ...]]], ...]
+
+
+class PrefixMatcher(Generic[T]):
+    """Maps IPv4/IPv6 networks to payloads; answers longest-prefix queries.
+
+    Build it with :meth:`build` (or :meth:`empty`); it cannot be changed
+    afterwards, so it can be swapped in atomically and shared by readers.
+    """
+
+    __slots__ = ("_v4", "_v6", "_entries", "_networks")
+
+    _v4: _Probes
+    _v6: _Probes
+    _entries: int
+    _networks: int
+
+    def __init__(self, v4: _Probes, v6: _Probes, entries: int) -> None:
+        """Internal: use :meth:`build` or :meth:`empty`."""
+        set_ = object.__setattr__
+        set_(self, "_v4", v4)
+        set_(self, "_v6", v6)
+        set_(self, "_entries", entries)
+        set_(self, "_networks", sum(len(table) for _, table in v4 + v6))
+
+    def __setattr__(self, name: str, value: object) -> NoReturn:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __delattr__(self, name: str) -> NoReturn:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    @classmethod
+    def build(cls, entries: Iterable[tuple[str, int | None, T]]) -> PrefixMatcher[T]:
+        """Compile ``(address, prefix length or None, payload)`` entries.
+
+        Host bits below the prefix are ignored, IPv4-mapped IPv6 networks
+        are stored as IPv4, and entries naming the same network all keep
+        their payload (in entry order).  Raises ValueError naming the first
+        invalid entry.
+        """
+        # (version, prefix length) -> {key: payloads}.  Values are tuples
+        # from the start so the common unique case allocates nothing more;
+        # duplicates collect in ``extra`` to keep the build linear.
+        groups: dict[tuple[int, int], dict[int, tuple[Any, ...]]] = {}
+        extra: dict[tuple[int, int, int], list[Any]] = {}
+        count = 0
+        for entry in entries:
+            try:
+                text, prefix, payload = entry
+                version, network, length = normalize_network(text, prefix)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"invalid ACL entry {entry!r}: {exc}") from exc
+            count += 1
+            key = network >> (MAX_PREFIX[version] - length)
+            table = groups.get((version, length))
+            if table is None:
+                table = groups[(version, length)] = {}
+            found = table.get(key)
+            if found is None:
+                table[key] = (payload,)
+            else:
+                extra.setdefault((version, length, key), list(found)).append(payload)
+        for (version, length, key), payloads in extra.items():
+            groups[(version, length)][key] = tuple(payloads)
+        return cls(cls._probes(groups, 4), cls._probes(groups, 6), count)
+
+    @staticmethod
+    def _probes(groups: dict[tuple[int, int], dict[int, tuple[Any, ...]]], version: int) -> _Probes:
+        width = MAX_PREFIX[version]
+        lengths = sorted((length for v, length in groups if v == version), reverse=True)
+        return tuple((width - length, groups[(version, length)]) for length in lengths)
+
+    @classmethod
+    def empty(cls) -> PrefixMatcher[T]:
+        """A matcher with no entries: matches nothing."""
+        return cls((), (), 0)
+
+    def contains(self, addr_text: str) -> bool:
+        """True if the address text is inside any network; False if invalid."""
+        # The IPv4 parse is inlined: this is the per-INVITE admission check
+        # and a call plus a result tuple would be a third of its cost.
+        try:
+            if ":" not in addr_text:
+                a, b, c, d = addr_text.split(".")
+                value = _OCTET_3[a] | _OCTET_2[b] | _OCTET_1[c] | _OCTET_0[d]
+                for shift, table in self._v4:
+                    if value >> shift in table:
+                        return True
+                return False
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return False
+        parsed = parse_address(addr_text)
+        return parsed is not None and self.contains_value(*parsed)
+
+    def lookup(self, addr_text: str) -> tuple[T, ...]:
+        """Payloads of the longest matching network; () if none or invalid."""
+        try:
+            if ":" not in addr_text:
+                a, b, c, d = addr_text.split(".")
+                value = _OCTET_3[a] | _OCTET_2[b] | _OCTET_1[c] | _OCTET_0[d]
+                for shift, table in self._v4:
+                    hit = table.get(value >> shift)
+                    if hit is not None:
+                        return hit
+                return ()
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return ()
+        parsed = parse_address(addr_text)
+        if parsed is None:
+            return ()
+        return self.lookup_value(*parsed)
+
+    def contains_value(self, version: int, value: int) -> bool:
+        """Like :meth:`contains` for an address already parsed to an int."""
+        if version == 4:
+            probes = self._v4
+        elif version == 6:
+            if value >> 32 == _MAPPED_HIGH:
+                # Callers normally pass parse_address() output, already
+                # unwrapped; a raw mapped value must not miss the IPv4 table.
+                value &= _MASK32
+                probes = self._v4
+            else:
+                probes = self._v6
+        else:
+            return False
+        for shift, table in probes:
+            if value >> shift in table:
+                return True
+        return False
+
+    def lookup_value(self, version: int, value: int) -> tuple[T, ...]:
+        """Like :meth:`lookup` for an address already parsed to an int."""
+        if version == 4:
+            probes = self._v4
+        elif version == 6:
+            if value >> 32 == _MAPPED_HIGH:
+                value &= _MASK32
+                probes = self._v4
+            else:
+                probes = self._v6
+        else:
+            return ()
+        for shift, table in probes:
+            hit = table.get(value >> shift)
+            if hit is not None:
+                return hit
+        return ()
+
+    def __len__(self) -> int:
+        """Number of entries the matcher was built from (duplicates count)."""
+        return self._entries
+
+    @property
+    def networks(self) -> int:
+        """Number of distinct networks (after masking and unwrapping)."""
+        return self._networks
+
+    def prefix_lengths(self, version: int) -> tuple[int, ...]:
+        """Distinct prefix lengths present for IP ``version``, ascending."""
+        if version not in MAX_PREFIX:
+            raise ValueError(f"IP version must be 4 or 6, not {version!r}")
+        width = MAX_PREFIX[version]
+        probes = self._v4 if version == 4 else self._v6
+        return tuple(sorted(width - shift for shift, _ in probes))
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} entries={self._entries} networks={self._networks}"
+            f" v4={self.prefix_lengths(4)} v6={self.prefix_lengths(6)}>"
+        )

@@ -1,0 +1,61 @@
+"""Build-time validation and canonical form of ACL networks (uses netaddr)."""
+
+from __future__ import annotations
+
+import netaddr
+
+__all__ = ["MAX_PREFIX", "normalize_network"]
+
+MAX_PREFIX: dict[int, int] = {4: 32, 6: 128}
+
+# ::ffff:0:0/96, the IPv4-mapped IPv6 range: value >> 32 of its members.
+_MAPPED_HIGH = 0xFFFF
+_MASK32 = 0xFFFFFFFF
+
+
+def _parse_prefix(text: str) -> int:
+    # Strict decimal only: int() would also take " 8", "+8", "0_8" and
+    # non-ASCII digits, none of which belong in a stored ACL entry.
+    if not (text.isascii() and text.isdigit()) or len(text) > 3:
+        raise ValueError(f"prefix length {text!r} is not a decimal number")
+    return int(text)
+
+
+def normalize_network(text: str, prefix: int | None) -> tuple[int, int, int]:
+    """Return ``(version, network, prefix)`` for an ACL entry.
+
+    ``text`` is an IPv4 or IPv6 address (strict, as ``inet_pton`` reads it;
+    no zone id).  ``prefix`` is the prefix length, or None for a single host
+    (/32 or /128); ``text`` may instead carry it as ``"addr/len"`` when
+    ``prefix`` is None.  Host bits below the prefix are cleared, and
+    IPv4-mapped IPv6 networks (``::ffff:0:0/96`` and longer) become their
+    IPv4 equivalents, so that two spellings of the same network compare
+    equal.  Raises ValueError on anything invalid.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"address must be text, not {type(text).__name__}")
+    if "/" in text:
+        if prefix is not None:
+            raise ValueError(f"{text!r} carries a prefix length and prefix={prefix!r} was given too")
+        text, _, prefix_text = text.partition("/")
+        prefix = _parse_prefix(prefix_text)
+    try:
+        address = netaddr.IPAddress(text, flags=netaddr.INET_PTON)
+    except (netaddr.AddrFormatError, ValueError, TypeError) as exc:
+        raise ValueError(f"{text!r} is not an IPv4 or IPv6 address") from exc
+    version = address.version
+    width = MAX_PREFIX[version]
+    if prefix is None:
+        prefix = width
+    # bool is an int subclass; True/False as a prefix length is a caller bug.
+    elif not isinstance(prefix, int) or isinstance(prefix, bool):
+        raise ValueError(f"prefix length {prefix!r} is not an integer")
+    elif not 0 <= prefix <= width:
+        raise ValueError(f"prefix length {prefix} is out of range 0..{width} for IPv{version}")
+    shift = width - prefix
+    value = int(address) >> shift << shift
+    if version == 6 and prefix >= 96 and value >> 32 == _MAPPED_HIGH:
+        # A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d and
+        # parse_address unwraps them, so the table must hold IPv4 too.
+        return 4, value & _MASK32, prefix - 96
+    return version, value, prefix

@@ -1,0 +1,108 @@
+"""The ``sipgate`` command: serve, seed, check, check-config."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from sipgate.config import ConfigError, load_config
+
+__all__ = ["main"]
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from sipgate.server import run
+
+    config = load_config(args.config)
+    return run(config, seed=args.seed)
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    from sipgate.store import open_store
+    from sipgate.store.seed import load_seed
+
+    config = load_config(args.config)
+    store = open_store(config.store.url)
+    try:
+        report = load_seed(store, args.file)
+    finally:
+        store.close()
+    print(f"{args.file}: {report}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from sipgate.admission import Context, explain
+    from sipgate.reload import compile_store
+    from sipgate.store import open_store
+
+    config = load_config(args.config)
+    store = open_store(config.store.url)
+    try:
+        table = compile_store(store)
+    finally:
+        store.close()
+    # The same compiled table and trunk lookup the listener uses, with the
+    # first listener's default trunk for IP-literal hosts.
+    listener = config.sip.listen[0]
+    ctx = Context(own_hosts=frozenset({listener.public_host.lower(), *config.sip.aliases}),
+                  default_trunk=listener.default_trunk)
+    result = explain(table, args.trunk, args.address, ctx)
+    print(result.text)
+    return 0 if result.admitted else 1
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    print(f"{args.file}: OK ({len(config.sip.listen)} listener(s), PBX {config.sip.pbx[0]}:{config.sip.pbx[1]}, "
+          f"store {config.store.url})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sipgate", description="SIP edge admission filter.")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the SIP edge")
+    p.add_argument("--config", help="TOML config file (default: embedded defaults)")
+    p.add_argument("--seed", help="TOML seed file applied (idempotently) before serving")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("seed", help="load trunks and lists from a TOML seed file into the store")
+    p.add_argument("file")
+    p.add_argument("--config", help="TOML config file naming the store")
+    p.set_defaults(func=cmd_seed)
+
+    p = sub.add_parser("check", help="would ADDRESS be admitted for the trunk of DOMAIN, and why")
+    p.add_argument("--trunk", required=True, metavar="DOMAIN", help="the trunk's domain name")
+    p.add_argument("address", help="source IP address")
+    p.add_argument("--config", help="TOML config file naming the store")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("check-config", help="validate a config file")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sipgate`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"sipgate: config error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
+        print(f"sipgate: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

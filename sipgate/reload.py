@@ -1,0 +1,105 @@
+"""Store snapshot -> AdmissionTable, compiled aside and swapped in whole.
+
+Like Kamailio's ``reload_address_table``: the new table is built next to the
+one in force and replaces it with one reference assignment only when the
+build succeeded; a failed build leaves the old table enforcing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sipgate.admission import AdmissionTable, TrunkSource
+
+__all__ = ["Reloader", "compile_snapshot", "compile_store"]
+
+log = logging.getLogger("sipgate.reload")
+
+
+def compile_snapshot(snapshot: Any) -> AdmissionTable:
+    """Compile a store ``Snapshot`` into an AdmissionTable."""
+    acls = snapshot.acls
+    names = snapshot.acl_names
+    sources = [
+        TrunkSource(
+            sid=t.sid,
+            account_sid=t.account_sid,
+            domain_name=t.domain_name,
+            acls=tuple(
+                (acl_sid, names.get(acl_sid, ""),
+                 tuple((e.ip_sid, e.ip_address, e.cidr_prefix_length) for e in acls.get(acl_sid, ())))
+                for acl_sid in t.acl_sids
+            ),
+        )
+        for t in snapshot.trunks
+    ]
+    return AdmissionTable.compile(snapshot.revision, sources)
+
+
+def compile_store(store: Any) -> AdmissionTable:
+    """Read one consistent snapshot from ``store`` and compile it."""
+    return compile_snapshot(store.snapshot())
+
+
+class Reloader:
+    """Keeps the edge's table in step with the store's revision.
+
+    ``refresh()`` compiles in a worker thread (a million entries take
+    seconds, which must not stall the receive path) and calls ``install``
+    with the new table on the event loop.  Concurrent refresh requests are
+    coalesced: at most one compile runs, and one more follows if a change
+    arrived meanwhile.  A periodic revision check catches changes made by
+    other processes.
+    """
+
+    def __init__(self, store: Any, install: Callable[[AdmissionTable, float], None],
+                 poll_interval: float = 0.5) -> None:
+        self.store = store
+        self.install = install
+        self.poll_interval = poll_interval
+        self.generation = -1
+        self.failures = 0
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    async def refresh(self, force: bool = False) -> bool:
+        """Compile and install the store's state if its revision moved."""
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            try:
+                revision = await loop.run_in_executor(None, self.store.revision)
+                if not force and revision == self.generation:
+                    return False
+                started = time.perf_counter()
+                table = await loop.run_in_executor(None, compile_store, self.store)
+            except Exception as exc:  # keep the table in force; say why
+                self.failures += 1
+                log.error("table reload failed, keeping generation %s: %s", self.generation, exc)
+                return False
+            self.generation = table.generation
+            self.install(table, time.perf_counter() - started)
+            return True
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            await self.refresh()
+
+    def start(self) -> None:
+        """Start the periodic revision check."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._poll())
+
+    async def stop(self) -> None:
+        """Stop the periodic check."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None

@@ -1,0 +1,136 @@
+"""Process lifecycle: open the store, compile the table, bind, serve, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from sipgate.config import Config
+from sipgate.metrics import EdgeStats, serve_metrics
+from sipgate.reload import Reloader
+from sipgate.store import open_store
+from sipgate.store.seed import load_seed
+from sipgate.transport import Edge, EdgeProtocol, open_listener
+
+__all__ = ["Server", "new_event_loop", "run"]
+
+log = logging.getLogger("sipgate.server")
+
+
+class Server:
+    """One sipgate edge process: listeners, table reloader, metrics."""
+
+    def __init__(self, config: Config, *, seed: str | None = None) -> None:
+        self.config = config
+        self.seed = seed or config.seed
+        self.stats = EdgeStats()
+        self.edge = Edge(config.sip, self.stats)
+        self.store: Any = None
+        self.reloader: Reloader | None = None
+        self.transports: list[asyncio.DatagramTransport] = []
+        self.protocols: list[EdgeProtocol] = []
+        self.metrics_server: Any = None
+        self.metrics_port: int | None = None
+
+    @property
+    def sip_addresses(self) -> list[tuple[str, int]]:
+        """(host, port) of every bound SIP listener."""
+        return [(p.listener.host, p.listener.port) for p in self.protocols]
+
+    async def start(self) -> None:
+        """Open the store, apply the seed, compile the table, then bind.
+
+        The listeners are bound only once a table is in force, so the first
+        datagram is already judged by the stored lists.
+        """
+        loop = asyncio.get_running_loop()
+        self.store = await loop.run_in_executor(None, open_store, self.config.store.url)
+        if self.seed:
+            report = await loop.run_in_executor(None, load_seed, self.store, self.seed)
+            log.info("seed %s: %s", self.seed, report)
+        self.reloader = Reloader(self.store, self.edge.install, self.config.store.poll_interval)
+        await self.reloader.refresh(force=True)
+        table = self.edge.table
+        log.info("admission table generation %d: %d trunks, %d entries",
+                 table.generation, len(table.by_sid), table.entries)
+        try:
+            for listener in self.config.sip.listen:
+                transport, protocol = await open_listener(self.edge, listener)
+                self.transports.append(transport)
+                self.protocols.append(protocol)
+                log.info("SIP/UDP listening on %s:%d, relaying admitted calls to %s:%d",
+                         protocol.listener.host, protocol.listener.port, *self.config.sip.pbx)
+            metrics = self.config.metrics
+            if metrics.enabled:
+                self.metrics_server = await loop.run_in_executor(
+                    None, _start_metrics, self.stats, metrics.host, metrics.port)
+                self.metrics_port = self.metrics_server.server_port
+                log.info("metrics on http://%s:%d/metrics", metrics.host, self.metrics_port)
+        except BaseException:
+            await self.stop()
+            raise
+        self.reloader.start()
+
+    async def stop(self) -> None:
+        """Stop receiving, then release everything."""
+        for transport in self.transports:
+            transport.close()
+        self.transports.clear()
+        if self.reloader is not None:
+            await self.reloader.stop()
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+            self.metrics_server.server_close()
+            self.metrics_server = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+
+def _start_metrics(stats: EdgeStats, host: str, port: int) -> Any:
+    _registry, server = serve_metrics(stats, host, port)
+    return server
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when installed (about 30 % more datagrams/s here), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+async def serve(config: Config, *, seed: str | None = None,
+                on_ready: Callable[[Server], None] | None = None) -> None:
+    """Run until SIGINT or SIGTERM."""
+    server = Server(config, seed=seed)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    if on_ready:
+        on_ready(server)
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping")
+        await server.stop()
+
+
+def run(config: Config, *, seed: str | None = None) -> int:
+    """Blocking entry point for ``sipgate serve``."""
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(serve(config, seed=seed))
+    return 0
+
+
+def with_ephemeral_ports(config: Config) -> Config:
+    """A copy of ``config`` with every port 0 (for tests)."""
+    sip = replace(config.sip, listen=tuple(replace(l, port=0) for l in config.sip.listen))
+    return replace(config, sip=sip, metrics=replace(config.metrics, port=0))

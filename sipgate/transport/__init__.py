@@ -1,0 +1,5 @@
+"""UDP transport of the SIP edge."""
+
+from sipgate.transport.udp import Edge, EdgeProtocol, make_socket, open_listener
+
+__all__ = ["Edge", "EdgeProtocol", "make_socket", "open_listener"]

@@ -1,0 +1,361 @@
+"""The asyncio UDP edge: one datagram in, at most one datagram out.
+
+A thin ``DatagramProtocol`` around the pure layers (aioquic's server style):
+parse, decide, reply or relay, count.  No per-datagram task, log line or
+lock; nothing raises out of ``datagram_received``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from dataclasses import dataclass
+
+from sipgate.acl import parse_address
+from sipgate.admission import (
+    TRUNK_PARAM,
+    AdmissionTable,
+    Admit,
+    Context,
+    Drop,
+    Reject,
+    decide,
+)
+from sipgate.config import Listener, SipConfig
+from sipgate.metrics import EdgeStats
+from sipgate.sip import (
+    Request,
+    Response,
+    SipParseError,
+    build_response,
+    compute_branch,
+    derive_to_tag,
+    format_host,
+    parse,
+    parse_name_addr,
+    parse_uri,
+    relay_request,
+    relay_response,
+)
+
+__all__ = ["Edge", "EdgeProtocol", "open_listener"]
+
+log = logging.getLogger("sipgate.transport")
+
+# Requests that create dialogs: sipgate Record-Routes these (RFC 3261 §16.6
+# step 4) so the dialog's later requests come back through the edge.
+DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
+_ALWAYS_EMPTY = frozenset({b"", b"\r\n", b"\r\n\r\n", b"\n", b"\n\n"})
+_REQUIRED_FOR_REPLY = ("via", "from", "to", "call-id", "cseq")
+_perf_counter = time.perf_counter
+
+
+class _LogLimiter:
+    """At most one log line per ``interval`` seconds for a recurring fault."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self.next_at = 0.0
+        self.suppressed = 0
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        if now < self.next_at:
+            self.suppressed += 1
+            return False
+        self.next_at = now + self.interval
+        return True
+
+
+class Edge:
+    """State shared by every listener: settings, the table in force, stats."""
+
+    def __init__(self, config: SipConfig, stats: EdgeStats | None = None) -> None:
+        self.config = config
+        self.stats = stats or EdgeStats()
+        self.table = AdmissionTable.empty()
+        self.secret = config.secret.encode()
+        self.pbx = config.pbx
+        self.trusted = config.trusted_hosts
+        self.server_header = ("Server", config.server_header) if config.server_header else None
+        self.error_log = _LogLimiter()
+
+    def install(self, table: AdmissionTable, compile_seconds: float = 0.0) -> None:
+        """Swap in a new table: one reference assignment, so a datagram is
+        judged wholly by the old table or wholly by the new one."""
+        self.table = table
+        s = self.stats
+        s.table_generation = table.generation
+        s.table_entries = table.entries
+        s.table_trunks = len(table.by_sid)
+        s.table_compiled_at = time.time()
+        s.table_compile_seconds = compile_seconds
+
+
+@dataclass(frozen=True, slots=True)
+class _Local:
+    """How one listener names itself on the wire."""
+
+    host: str
+    port: int
+    via_prefix: str  # "SIP/2.0/UDP host:port;branch="
+    rr_prefix: str  # "<sip:host:port;lr;sgt="
+
+
+class EdgeProtocol(asyncio.DatagramProtocol):
+    """One UDP listener of the edge."""
+
+    def __init__(self, edge: Edge, listener: Listener) -> None:
+        self.edge = edge
+        self.listener = listener
+        self.transport: asyncio.DatagramTransport | None = None
+        public = listener.public_host.lower()
+        own = {public, *edge.config.aliases}
+        if listener.host not in ("0.0.0.0", "::"):
+            own.add(listener.host.lower())
+        self.ctx = Context(
+            own_hosts=frozenset(own),
+            default_trunk=listener.default_trunk,
+            unknown_host=edge.config.unknown_host,
+            secret=edge.secret,
+        )
+        hostport = f"{format_host(public)}:{listener.port}"
+        self.local = _Local(public, listener.port, f"SIP/2.0/UDP {hostport};branch=",
+                            f"<sip:{hostport};lr;{TRUNK_PARAM}=")
+
+    # -- asyncio callbacks -------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        # The selector loop's datagram transport allocates max_size bytes per
+        # recvfrom (256 KiB by default); a UDP datagram never exceeds 65535.
+        if hasattr(transport, "max_size"):
+            transport.max_size = 65535  # type: ignore[attr-defined]
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors (e.g. port unreachable when the PBX is down) arrive
+        # here on the next socket operation: count them, keep serving.
+        self.edge.stats.send_errors += 1
+        if self.edge.error_log.allow():
+            log.warning("socket error on %s:%s: %s", self.listener.host, self.listener.port, exc)
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[override]
+        started = _perf_counter()
+        stats = self.edge.stats
+        stats.datagrams_received += 1
+        stats.bytes_received += len(data)
+        try:
+            self._handle(data, addr)
+        except Exception:  # never out of the receive path
+            stats.internal_errors += 1
+            if self.edge.error_log.allow():
+                log.exception("internal error handling a datagram from %s", addr[0])
+        stats.latency.observe(_perf_counter() - started)
+
+    # -- the receive path --------------------------------------------------
+    def _send(self, data: bytes, dest: tuple[str, int]) -> None:
+        self.transport.sendto(data, dest)  # type: ignore[union-attr]
+        self.edge.stats.datagrams_sent += 1
+
+    def _handle(self, data: bytes, addr: tuple) -> None:
+        edge = self.edge
+        if data in _ALWAYS_EMPTY or not data.strip():
+            # RFC 5626 §4.4.1 CRLF keepalives and empty datagrams.
+            edge.stats.keepalives += 1
+            return
+        try:
+            msg = parse(data, max_size=edge.config.max_datagram)
+        except SipParseError as exc:
+            self._bad_request(exc, addr)
+            return
+        source = addr[0]
+        try:
+            if type(msg) is Response:
+                self._relay_response(msg, source)
+            elif source in edge.trusted:
+                self._from_pbx(msg, addr)  # type: ignore[arg-type]
+            else:
+                self._from_outside(msg, addr)  # type: ignore[arg-type]
+        except SipParseError as exc:
+            # A header parsed lazily (Via, Route, ...) turned out malformed.
+            if type(msg) is Response:
+                edge.stats.parse_errors += 1
+                edge.stats.decision("drop", "bad_request")
+            else:
+                self._bad_request(exc, addr, msg)  # type: ignore[arg-type]
+
+    def _reply(self, request: Request, status: int, phrase: str, warning: str | None,
+               addr: tuple) -> None:
+        """A stateless response, sent where RFC 3261 §18.2.2 / RFC 3581 say."""
+        headers = []
+        if warning:
+            headers.append(("Warning", warning))
+        if self.edge.server_header:
+            headers.append(self.edge.server_header)
+        data = build_response(request, status, phrase,
+                              to_tag=derive_to_tag(request, self.edge.secret), headers=headers)
+        via = request.top_via
+        # The reply goes back to the packet's source address; its port is the
+        # source port when the client asked for rport (RFC 3581) or
+        # sent-by says nothing, else the sent-by port.
+        port = addr[1] if via.rport is not None or via.port is None else via.port
+        self._send(data, (addr[0], port))
+
+    def _from_outside(self, request: Request, addr: tuple) -> None:
+        edge = self.edge
+        decision = decide(request, addr[0], edge.table, self.ctx)
+        stats = edge.stats
+        key = (decision.result, decision.reason)
+        stats.decisions[key] = stats.decisions.get(key, 0) + 1
+        if type(decision) is Admit:
+            local = self.local
+            rr = None
+            if decision.reason == "admitted" and request.method in DIALOG_CREATING:
+                rr = f"{local.rr_prefix}{decision.trunk.sid}>"
+            data = relay_request(
+                request,
+                via=local.via_prefix + compute_branch(request, edge.secret),
+                source=(addr[0], addr[1]),
+                record_route=rr,
+                pop_route=decision.pop_route,
+            )
+            self._send(data, edge.pbx)
+            stats.relayed_requests["to_pbx"] += 1
+        elif type(decision) is Drop:
+            return
+        else:
+            self._reply(request, decision.status, decision.phrase,
+                        decision.warning if type(decision) is Reject else None, addr)
+
+    def _from_pbx(self, request: Request, addr: tuple) -> None:
+        """Requests from the trusted side are routed, not judged (§16.4-16.6)."""
+        stats = self.edge.stats
+        method = request.method
+        own = self.ctx.own_hosts
+        if request.to_tag is None and method == "OPTIONS" and request.request_uri.host in own:
+            stats.decision("answer", "keepalive")
+            self._reply(request, 200, "OK", None, addr)
+            return
+        routes = request.values("route")
+        pop = False
+        target = None
+        if routes:
+            top = parse_uri(parse_name_addr(routes[0]).uri)
+            if top.host in own:
+                pop = True
+                if len(routes) > 1:
+                    target = parse_uri(parse_name_addr(routes[1]).uri)
+            else:
+                target = top
+        if target is None:
+            target = request.request_uri
+        host = target.params.get("maddr") or target.host
+        if parse_address(host) is None or host in own:
+            # sipgate routes by IP literal only: no DNS on the receive path.
+            if method != "ACK":
+                stats.decision("reject", "unroutable")
+                self._reply(request, 502, "Bad Gateway",
+                            '399 sipgate "next hop is not an IP address"', addr)
+            else:
+                stats.decision("drop", "not_ours")
+            return
+        if request.max_forwards == 0:
+            if method != "ACK":
+                stats.decision("reject", "too_many_hops")
+                self._reply(request, 483, "Too Many Hops", None, addr)
+            return
+        data = relay_request(
+            request,
+            via=self.local.via_prefix + compute_branch(request, self.edge.secret),
+            source=(addr[0], addr[1]),
+            pop_route=pop,
+        )
+        self._send(data, (host, target.port or 5060))
+        stats.relayed_requests["from_pbx"] += 1
+
+    def _relay_response(self, response: Response, source: str) -> None:
+        """Pop our Via and pass the response to the next one (§16.7, §18.2.2)."""
+        stats = self.edge.stats
+        try:
+            via = response.top_via
+        except SipParseError:
+            stats.parse_errors += 1
+            return
+        if via.host != self.local.host or (via.port or 5060) != self.local.port:
+            stats.decision("drop", "not_ours")
+            return
+        relayed = relay_response(response)
+        if relayed is None:
+            return
+        data, dest = relayed
+        from_pbx = source in self.edge.trusted
+        if not from_pbx and dest[0] not in self.edge.trusted:
+            # A response from outside may only travel towards the PBX: never
+            # let a forged Via turn the edge into a reflector.
+            stats.decision("drop", "not_ours")
+            return
+        self._send(data, dest)
+        stats.relayed_responses["from_pbx" if from_pbx else "to_pbx"] += 1
+
+    def _bad_request(self, exc: SipParseError, addr: tuple, request: Request | None = None) -> None:
+        """400 (or the error's status) when a reply can be built, else drop."""
+        stats = self.edge.stats
+        stats.parse_errors += 1
+        if request is None:
+            request = exc.partial
+        if request is None or request.method == "ACK" or addr[0] in self.edge.trusted:
+            stats.decision("drop", "bad_request")
+            return
+        try:
+            if not all(request.first(name) for name in _REQUIRED_FOR_REPLY):
+                raise SipParseError(400, "Bad Request", "cannot build a response")
+            warning = '399 sipgate "' + exc.detail.replace('"', "'")[:200] + '"'
+            self._reply(request, exc.status, exc.reason, warning, addr)
+        except SipParseError:
+            stats.decision("drop", "bad_request")
+            return
+        stats.decision("reject", "bad_request")
+
+
+def make_socket(listener: Listener, buffer_size: int, reuse_port: bool = False) -> socket.socket:
+    """A bound, non-blocking UDP socket with generous buffers.
+
+    Bursts of thousands of datagrams must not overflow the kernel queue while
+    the loop is busy; Linux caps the request at net.core.rmem_max/wmem_max.
+    """
+    family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, opt, buffer_size)
+            except OSError:
+                pass
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6 and listener.host == "::":
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((listener.host, listener.port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def open_listener(edge: Edge, listener: Listener,
+                        reuse_port: bool = False) -> tuple[asyncio.DatagramTransport, EdgeProtocol]:
+    """Bind ``listener`` and serve it on the running loop.
+
+    A port of 0 binds an ephemeral port; the returned protocol's
+    ``listener`` then carries the real one.
+    """
+    sock = make_socket(listener, edge.config.socket_buffer, reuse_port)
+    port = sock.getsockname()[1]
+    if port != listener.port:
+        listener = Listener(listener.host, port, listener.advertise, listener.default_trunk)
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(
+        lambda: EdgeProtocol(edge, listener), sock=sock)
+    return transport, protocol  # type: ignore[return-value]

@@ -1,0 +1,200 @@
+"""Shared test helpers: SIP request text, a UDP peer, a running edge."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import replace
+from pathlib import Path
+
+from sipgate.admission import AdmissionTable, TrunkSource
+from sipgate.config import Config, Listener, MetricsConfig, SipConfig, StoreConfig
+
+DEMO_DOMAIN = "demo.sipgate.test"
+ALLOWED = "127.0.0.2"
+DENIED = "127.0.0.3"
+SIPGATE = [sys.executable, "-m", "sipgate.cli"]
+
+
+def request(
+    method: str = "INVITE",
+    ruri: str = f"sip:+15551234567@{DEMO_DOMAIN}",
+    *,
+    via_host: str = "127.0.0.2:5080",
+    branch: str = "z9hG4bK-test-1",
+    call_id: str = "call-1@127.0.0.2",
+    from_tag: str = "from-1",
+    to_tag: str | None = None,
+    cseq: int = 1,
+    cseq_method: str | None = None,
+    max_forwards: int | None = 70,
+    routes: Iterable[str] = (),
+    extra: Iterable[str] = (),
+    body: bytes = b"",
+    rport: bool = False,
+) -> bytes:
+    """A well-formed SIP request, in the shape carriers send."""
+    via = f"Via: SIP/2.0/UDP {via_host};branch={branch}" + (";rport" if rport else "")
+    to = f"To: <sip:+15551234567@{DEMO_DOMAIN}>" + (f";tag={to_tag}" if to_tag else "")
+    lines = [
+        f"{method} {ruri} SIP/2.0",
+        via,
+        *(f"Route: {r}" for r in routes),
+        *([f"Max-Forwards: {max_forwards}"] if max_forwards is not None else []),
+        f"From: \"Carrier\" <sip:+15557654321@carrier.example>;tag={from_tag}",
+        to,
+        f"Call-ID: {call_id}",
+        f"CSeq: {cseq} {cseq_method or method}",
+        "Contact: <sip:+15557654321@127.0.0.2:5080>",
+        "User-Agent: test-carrier",
+        *extra,
+        f"Content-Length: {len(body)}",
+        "",
+        "",
+    ]
+    return "\r\n".join(lines).encode() + body
+
+
+def table(trunks: Iterable[tuple[str, str | None, Iterable[tuple[str, Iterable[str]]]]],
+          generation: int = 1) -> AdmissionTable:
+    """Compile a table from (trunk sid, domain, [(acl sid, [cidr, ...])])."""
+    sources = []
+    for sid, domain, acls in trunks:
+        compiled_acls = []
+        for acl_sid, cidrs in acls:
+            entries = []
+            for i, cidr in enumerate(cidrs):
+                address, _, prefix = cidr.partition("/")
+                entries.append((f"IP{acl_sid[2:]}{i:04d}", address, int(prefix) if prefix else None))
+            compiled_acls.append((acl_sid, f"name-{acl_sid}", tuple(entries)))
+        sources.append(TrunkSource(sid, "AC" + "0" * 32, domain, tuple(compiled_acls)))
+    return AdmissionTable.compile(generation, sources)
+
+
+TRUNK_SID = "TK" + "1" * 32
+ACL_SID = "AL" + "1" * 32
+
+
+def demo_table() -> AdmissionTable:
+    """The demo trunk: its one list admits 127.0.0.2/32."""
+    return table([(TRUNK_SID, DEMO_DOMAIN, [(ACL_SID, [f"{ALLOWED}/32"])])])
+
+
+class UdpPeer:
+    """A real UDP socket bound on a loopback address, with blocking helpers."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.bind((host, port))
+        self.sock.settimeout(2.0)
+        self.address: tuple[str, int] = self.sock.getsockname()[:2]
+
+    def send(self, data: bytes, dest: tuple[str, int]) -> None:
+        self.sock.sendto(data, dest)
+
+    def recv(self, timeout: float = 2.0) -> tuple[bytes, tuple[str, int]]:
+        self.sock.settimeout(timeout)
+        data, addr = self.sock.recvfrom(65535)
+        return data, addr[:2]
+
+    def nothing(self, timeout: float = 0.3) -> bool:
+        """True when no datagram arrives within ``timeout``."""
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.recvfrom(65535)
+        except (TimeoutError, socket.timeout):
+            return True
+        return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> UdpPeer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def edge_config(tmp_path, pbx: tuple[str, int], **sip: object) -> Config:
+    """Config for a test edge on an ephemeral loopback port."""
+    listener = Listener(host="127.0.0.1", port=0, default_trunk=DEMO_DOMAIN)
+    return Config(
+        sip=replace(SipConfig(listen=(listener,), pbx=pbx), **sip),
+        store=StoreConfig(url=f"sqlite:{tmp_path / 'sipgate.db'}", poll_interval=0.05),
+        metrics=MetricsConfig(enabled=True, host="127.0.0.1", port=0),
+    )
+
+
+async def arecv(peer: UdpPeer, timeout: float = 2.0) -> tuple[bytes, tuple[str, int]]:
+    """Receive on a blocking peer without blocking the event loop."""
+    return await asyncio.get_running_loop().run_in_executor(None, peer.recv, timeout)
+
+
+async def anothing(peer: UdpPeer, timeout: float = 0.3) -> bool:
+    return await asyncio.get_running_loop().run_in_executor(None, peer.nothing, timeout)
+
+
+@contextlib.asynccontextmanager
+async def running_server(config: Config, seed: str | None = None) -> AsyncIterator[object]:
+    """Start a Server on the running loop, yield it, stop it."""
+    from sipgate.server import Server
+
+    server = Server(config, seed=seed)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def write_config(tmp_path: Path, pbx_port: int) -> Path:
+    path = tmp_path / "sipgate.toml"
+    path.write_text(
+        "[sip]\n"
+        f'listen = [{{ address = "127.0.0.1:0", default_trunk = "{DEMO_DOMAIN}" }}]\n'
+        f'pbx = "127.0.0.1:{pbx_port}"\n'
+        "[store]\n"
+        f'url = "sqlite:{tmp_path / "edge.db"}"\n'
+        "poll_interval = 0.1\n"
+        "[metrics]\n"
+        'listen = "127.0.0.1:0"\n'
+    )
+    return path
+
+
+class Serving:
+    """A `sipgate serve` subprocess; learns its ports from its log."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.proc = subprocess.Popen([*SIPGATE, *args], stderr=subprocess.PIPE, text=True)
+        self.sip_port = self.metrics_port = 0
+        deadline = time.monotonic() + 20
+        self.log: list[str] = []
+        while not (self.sip_port and self.metrics_port):
+            assert time.monotonic() < deadline, "sipgate did not start:\n" + "".join(self.log)
+            line = self.proc.stderr.readline()
+            assert line, "sipgate exited:\n" + "".join(self.log)
+            self.log.append(line)
+            if m := re.search(r"SIP/UDP listening on 127\.0\.0\.1:(\d+)", line):
+                self.sip_port = int(m.group(1))
+            if m := re.search(r"metrics on http://127\.0\.0\.1:(\d+)", line):
+                self.metrics_port = int(m.group(1))
+
+    def stop(self) -> int:
+        os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(10)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
