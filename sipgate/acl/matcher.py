@@ -51,6 +51,10 @@ class PrefixMatcher(Generic[T]):
     def __delattr__(self, name: str) -> NoReturn:
         raise AttributeError(f"{type(self).__name__} is immutable")
 
+    def __reduce__(self) -> tuple[type[PrefixMatcher[T]], tuple[_Probes, _Probes, int]]:
+        # The default slot-state protocol would go through __setattr__.
+        return type(self), (self._v4, self._v6, self._entries)
+
     @classmethod
     def build(cls, entries: Iterable[tuple[str, int | None, T]]) -> PrefixMatcher[T]:
         """Compile ``(address, prefix length or None, payload)`` entries.

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import netaddr
-
 __all__ = ["MAX_PREFIX", "normalize_network"]
 
 MAX_PREFIX: dict[int, int] = {4: 32, 6: 128}
@@ -39,6 +37,10 @@ def normalize_network(text: str, prefix: int | None) -> tuple[int, int, int]:
             raise ValueError(f"{text!r} carries a prefix length and prefix={prefix!r} was given too")
         text, _, prefix_text = text.partition("/")
         prefix = _parse_prefix(prefix_text)
+    # Imported here, at build time only: netaddr pulls in socket, which the
+    # pure layers must not load (the receive path never calls this).
+    import netaddr
+
     try:
         address = netaddr.IPAddress(text, flags=netaddr.INET_PTON)
     except (netaddr.AddrFormatError, ValueError, TypeError) as exc:

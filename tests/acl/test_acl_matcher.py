@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ast
+import copy
 import pathlib
+import pickle
 
 import pytest
 
@@ -234,7 +236,7 @@ def test_value_api_out_of_range_values_miss() -> None:
 )
 def test_invalid_entry_raises_naming_it(entry: object, needle: str) -> None:
     with pytest.raises(ValueError, match="invalid ACL entry") as info:
-        PrefixMatcher.build([("192.0.2.1", None, "ok"), entry])  # type: ignore[list-item]
+        PrefixMatcher.build([("192.0.2.1", None, "ok"), entry])  # type: ignore[arg-type]
     assert needle in str(info.value)
 
 
@@ -263,7 +265,7 @@ def test_empty_matcher_matches_nothing() -> None:
 
 
 def test_build_of_nothing_is_empty() -> None:
-    m = PrefixMatcher.build(iter(()))
+    m: PrefixMatcher[str] = PrefixMatcher.build(iter(()))
     assert len(m) == 0 and not m.contains("10.0.0.1")
 
 
@@ -289,11 +291,19 @@ def test_build_consumes_any_iterable_once() -> None:
 def test_matcher_is_immutable() -> None:
     m = PrefixMatcher.build([("10.0.0.0", 8, "a")])
     with pytest.raises(AttributeError):
-        m._v4 = ()  # type: ignore[misc]
+        m._v4 = ()
     with pytest.raises(AttributeError):
         del m._entries
     with pytest.raises(AttributeError):
-        m.extra = 1  # type: ignore[attr-defined]
+        m.extra = 1
+
+
+def test_copy_and_pickle_round_trip() -> None:
+    m = PrefixMatcher.build([("10.0.0.0", 8, "a"), ("2001:db8::", 32, "b")])
+    for clone in (copy.copy(m), copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
+        assert clone.lookup("10.1.1.1") == ("a",)
+        assert clone.lookup("2001:db8::1") == ("b",)
+        assert len(clone) == 2 and clone.networks == 2
 
 
 def test_generic_subscription() -> None:

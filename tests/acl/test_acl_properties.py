@@ -17,7 +17,7 @@ MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 def ref_network(text: str, prefix: int | None) -> Network:
     """The network an entry denotes, with IPv4-mapped networks unwrapped."""
     net = ipaddress.ip_network(f"{text}/{prefix}" if prefix is not None else text, strict=False)
-    if net.version == 6 and net.prefixlen >= 96 and net.subnet_of(MAPPED):  # type: ignore[arg-type]
+    if net.version == 6 and net.prefixlen >= 96 and net.subnet_of(MAPPED):
         return ipaddress.IPv4Network((int(net.network_address) & 0xFFFFFFFF, net.prefixlen - 96))
     return net
 
@@ -28,8 +28,8 @@ def ref_lookup(entries: list[tuple[Network, int]], probe: str) -> tuple[int, ...
         addr = ipaddress.ip_address(probe)
     except ValueError:
         return ()
-    if addr.version == 6 and addr.ipv4_mapped is not None:  # type: ignore[union-attr]
-        addr = addr.ipv4_mapped  # type: ignore[union-attr]
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
     hits = [(net, p) for net, p in entries if net.version == addr.version and addr in net]
     if not hits:
         return ()
