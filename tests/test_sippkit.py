@@ -135,7 +135,7 @@ class Deny403Responder(threading.Thread):
         self.addr = self.sock.getsockname()
         self.invites: dict[str, dict] = {}   # call-id -> info
         self.acks: list[dict] = []
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     @staticmethod
     def _parse(data: bytes):
@@ -148,7 +148,7 @@ class Deny403Responder(threading.Thread):
         return lines[0], headers
 
     def run(self):
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 data, peer = self.sock.recvfrom(65535)
             except socket.timeout:
@@ -175,7 +175,7 @@ class Deny403Responder(threading.Thread):
                                   "cseq": h.get("cseq"), "peer": peer})
 
     def stop(self):
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=2)
         self.sock.close()
 

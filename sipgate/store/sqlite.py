@@ -144,6 +144,8 @@ class SqliteStore:
         # BEGIN IMMEDIATE takes the write lock first, so two processes opening
         # a new file at once apply each migration exactly once.
         with self._lock:
+            if self._db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS):
+                return  # up to date: no need to wait for the write lock
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 version = self._db.execute("PRAGMA user_version").fetchone()[0]
