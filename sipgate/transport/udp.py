@@ -121,6 +121,9 @@ class EdgeProtocol(asyncio.DatagramProtocol):
             unknown_host=edge.config.unknown_host,
             secret=edge.secret,
         )
+        # A dual-stack IPv6 socket (bound to ::) reports IPv4 peers as
+        # ::ffff:a.b.c.d and can only send to them in that form.
+        self.dual_stack = listener.host == "::"
         hostport = f"{format_host(public)}:{listener.port}"
         self.local = _Local(public, listener.port, f"SIP/2.0/UDP {hostport};branch=",
                             f"<sip:{hostport};lr;{TRUNK_PARAM}=")
@@ -155,6 +158,8 @@ class EdgeProtocol(asyncio.DatagramProtocol):
 
     # -- the receive path --------------------------------------------------
     def _send(self, data: bytes, dest: tuple[str, int]) -> None:
+        if self.dual_stack and ":" not in dest[0]:
+            dest = ("::ffff:" + dest[0], dest[1])
         self.transport.sendto(data, dest)  # type: ignore[union-attr]
         self.edge.stats.datagrams_sent += 1
 
@@ -170,6 +175,9 @@ class EdgeProtocol(asyncio.DatagramProtocol):
             self._bad_request(exc, addr)
             return
         source = addr[0]
+        if self.dual_stack and source.startswith("::ffff:") and "." in source:
+            source = source[7:]
+            addr = (source, addr[1])
         try:
             if type(msg) is Response:
                 self._relay_response(msg, source)
