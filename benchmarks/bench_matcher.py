@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
-import ipaddress
 import json
 import os
 import pickle
@@ -170,7 +169,8 @@ def worker(name: str, data_path: str, repeat: int) -> None:
     with open(data_path, "rb") as f:
         entries, probes = pickle.load(f)
     gc.collect()
-    rss0, peak0 = status_kib("VmRSS"), reset_peak()
+    rss0 = status_kib("VmRSS")
+    reset_peak()
     t0 = time.perf_counter()
     fns = build_impl(name, entries)
     build_s = time.perf_counter() - t0

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import re
 import signal
@@ -11,12 +9,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable
-from dataclasses import replace
+from collections.abc import Iterable
 from pathlib import Path
 
 from sipgate.admission import AdmissionTable, TrunkSource
-from sipgate.config import Config, Listener, MetricsConfig, SipConfig, StoreConfig
 
 DEMO_DOMAIN = "demo.sipgate.test"
 ALLOWED = "127.0.0.2"
@@ -123,38 +119,6 @@ class UdpPeer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def edge_config(tmp_path, pbx: tuple[str, int], **sip: object) -> Config:
-    """Config for a test edge on an ephemeral loopback port."""
-    listener = Listener(host="127.0.0.1", port=0, default_trunk=DEMO_DOMAIN)
-    return Config(
-        sip=replace(SipConfig(listen=(listener,), pbx=pbx), **sip),
-        store=StoreConfig(url=f"sqlite:{tmp_path / 'sipgate.db'}", poll_interval=0.05),
-        metrics=MetricsConfig(enabled=True, host="127.0.0.1", port=0),
-    )
-
-
-async def arecv(peer: UdpPeer, timeout: float = 2.0) -> tuple[bytes, tuple[str, int]]:
-    """Receive on a blocking peer without blocking the event loop."""
-    return await asyncio.get_running_loop().run_in_executor(None, peer.recv, timeout)
-
-
-async def anothing(peer: UdpPeer, timeout: float = 0.3) -> bool:
-    return await asyncio.get_running_loop().run_in_executor(None, peer.nothing, timeout)
-
-
-@contextlib.asynccontextmanager
-async def running_server(config: Config, seed: str | None = None) -> AsyncIterator[object]:
-    """Start a Server on the running loop, yield it, stop it."""
-    from sipgate.server import Server
-
-    server = Server(config, seed=seed)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 def write_config(tmp_path: Path, pbx_port: int) -> Path:

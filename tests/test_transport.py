@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from helpers import ALLOWED, DENIED, TRUNK_SID, UdpPeer, request
+from helpers import DEMO_DOMAIN, TRUNK_SID, UdpPeer, request, table
+from sipgate.config import Listener
 from sipgate.sip import Request, Response, build_response, parse
 
 
@@ -242,9 +243,6 @@ def test_oversized_datagram_gets_513(make_edge, denied, pbx):
 
 
 def test_ipv6_source_and_via(make_edge, pbx):
-    from helpers import DEMO_DOMAIN, table
-    from sipgate.config import Listener
-
     # ::1 is the only IPv6 loopback address, so the caller gets it and the
     # PBX stays on 127.0.0.1, reached through the dual-stack socket.
     edge = make_edge(listen=(Listener(host="::", port=0, advertise="::1", default_trunk=DEMO_DOMAIN),))
@@ -263,9 +261,6 @@ def test_ipv6_source_and_via(make_edge, pbx):
 
 
 def test_dual_stack_listener_serves_ipv4_peers(make_edge, allowed, denied, pbx):
-    from helpers import DEMO_DOMAIN
-    from sipgate.config import Listener
-
     edge = make_edge(listen=(Listener(host="::", port=0, advertise="127.0.0.1", default_trunk=DEMO_DOMAIN),))
     target = ("127.0.0.1", edge.address[1])
     denied.send(request(via_host=via_of(denied)), target)
@@ -289,8 +284,6 @@ def test_decision_metrics_and_latency_recorded(edge, allowed, denied, pbx):
 
 
 def test_table_swap_applies_to_next_datagram(edge, allowed):
-    from helpers import DEMO_DOMAIN, table
-
     allowed.send(request(via_host=via_of(allowed), call_id="swap-1"), edge.address)
     edge.call(edge.edge.install, table([(TRUNK_SID, DEMO_DOMAIN, [("AL" + "5" * 32, ["10.0.0.0/8"])])], 2))
     allowed.send(request(via_host=via_of(allowed), call_id="swap-2"), edge.address)
