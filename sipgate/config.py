@@ -9,6 +9,7 @@ from typing import Any
 
 __all__ = [
     "AccountConfig",
+    "ApiConfig",
     "Config",
     "ConfigError",
     "Listener",
@@ -107,6 +108,15 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiConfig:
+    """The Twilio-compatible REST API (served in the edge's event loop)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8088
+
+
+@dataclass(frozen=True, slots=True)
 class AccountConfig:
     """An API account: its SID and auth token."""
 
@@ -122,6 +132,7 @@ class Config:
     sip: SipConfig = field(default_factory=SipConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
     accounts: tuple[AccountConfig, ...] = ()
     seed: str | None = None
 
@@ -255,6 +266,17 @@ def _metrics(table: dict[str, Any]) -> MetricsConfig:
     return replace(MetricsConfig(), **kw)
 
 
+def _api(table: dict[str, Any]) -> ApiConfig:
+    p = "api."
+    _check_keys(table, {"enabled", "listen"}, p)
+    kw: dict[str, Any] = {}
+    if "enabled" in table:
+        kw["enabled"] = _typed(table, "enabled", bool, p)
+    if "listen" in table:
+        kw["host"], kw["port"] = parse_hostport(_typed(table, "listen", str, p), p + "listen")
+    return replace(ApiConfig(), **kw)
+
+
 def _accounts(items: Any) -> tuple[AccountConfig, ...]:
     if not isinstance(items, list):
         raise ConfigError("accounts", "expected an array of tables ([[accounts]])")
@@ -281,9 +303,9 @@ def _accounts(items: Any) -> tuple[AccountConfig, ...]:
 def config_from_dict(data: dict[str, Any], source: str | None = None, base_dir: Path | None = None) -> Config:
     """Build a Config from parsed TOML, raising ConfigError naming the key."""
     try:
-        _check_keys(data, {"sip", "store", "metrics", "accounts", "seed"}, "")
+        _check_keys(data, {"sip", "store", "metrics", "api", "accounts", "seed"}, "")
         kw: dict[str, Any] = {}
-        for key, build in (("sip", _sip), ("store", _store), ("metrics", _metrics)):
+        for key, build in (("sip", _sip), ("store", _store), ("metrics", _metrics), ("api", _api)):
             if key in data:
                 if not isinstance(data[key], dict):
                     raise ConfigError(key, "expected a table")

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from sipgate.config import Config
@@ -35,6 +34,8 @@ class Server:
         self.protocols: list[EdgeProtocol] = []
         self.metrics_server: Any = None
         self.metrics_port: int | None = None
+        self.api_runner: Any = None
+        self.api_port: int | None = None
 
     @property
     def sip_addresses(self) -> list[tuple[str, int]]:
@@ -64,6 +65,8 @@ class Server:
                 self.protocols.append(protocol)
                 log.info("SIP/UDP listening on %s:%d, relaying admitted calls to %s:%d",
                          protocol.listener.host, protocol.listener.port, *self.config.sip.pbx)
+            if self.config.api.enabled:
+                await self._start_api()
             metrics = self.config.metrics
             if metrics.enabled:
                 self.metrics_server = await loop.run_in_executor(
@@ -75,11 +78,34 @@ class Server:
             raise
         self.reloader.start()
 
+    async def _start_api(self) -> None:
+        from aiohttp import web
+
+        from sipgate.api import make_app
+
+        loop = asyncio.get_running_loop()
+        for account in self.config.accounts:
+            await loop.run_in_executor(None, self.store.ensure_account, account.sid, account.friendly_name)
+        reloader = self.reloader
+        assert reloader is not None
+        app = make_app(self.store, {a.sid: a.auth_token for a in self.config.accounts},
+                       lambda: reloader.refresh())
+        self.api_runner = web.AppRunner(app, access_log=None)
+        await self.api_runner.setup()
+        site = web.TCPSite(self.api_runner, self.config.api.host, self.config.api.port)
+        await site.start()
+        self.api_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        log.info("API on http://%s:%d (%d account(s))", self.config.api.host, self.api_port,
+                 len(self.config.accounts))
+
     async def stop(self) -> None:
         """Stop receiving, then release everything."""
         for transport in self.transports:
             transport.close()
         self.transports.clear()
+        if self.api_runner is not None:
+            await self.api_runner.cleanup()
+            self.api_runner = None
         if self.reloader is not None:
             await self.reloader.stop()
         if self.metrics_server is not None:
@@ -129,8 +155,3 @@ def run(config: Config, *, seed: str | None = None) -> int:
         runner.run(serve(config, seed=seed))
     return 0
 
-
-def with_ephemeral_ports(config: Config) -> Config:
-    """A copy of ``config`` with every port 0 (for tests)."""
-    sip = replace(config.sip, listen=tuple(replace(l, port=0) for l in config.sip.listen))
-    return replace(config, sip=sip, metrics=replace(config.metrics, port=0))

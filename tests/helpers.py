@@ -18,6 +18,11 @@ DEMO_DOMAIN = "demo.sipgate.test"
 ALLOWED = "127.0.0.2"
 DENIED = "127.0.0.3"
 SIPGATE = [sys.executable, "-m", "sipgate.cli"]
+# The demo seed's account, and a second one that must never see its objects.
+ACCOUNT_SID = "AC00000000000000000000000000000001"
+AUTH_TOKEN = "test-token-1"
+OTHER_ACCOUNT_SID = "AC00000000000000000000000000000002"
+OTHER_AUTH_TOKEN = "test-token-2"
 
 
 def request(
@@ -132,6 +137,14 @@ def write_config(tmp_path: Path, pbx_port: int) -> Path:
         "poll_interval = 0.1\n"
         "[metrics]\n"
         'listen = "127.0.0.1:0"\n'
+        "[api]\n"
+        'listen = "127.0.0.1:0"\n'
+        "[[accounts]]\n"
+        f'sid = "{ACCOUNT_SID}"\n'
+        f'auth_token = "{AUTH_TOKEN}"\n'
+        "[[accounts]]\n"
+        f'sid = "{OTHER_ACCOUNT_SID}"\n'
+        f'auth_token = "{OTHER_AUTH_TOKEN}"\n'
     )
     return path
 
@@ -141,10 +154,10 @@ class Serving:
 
     def __init__(self, args: list[str]) -> None:
         self.proc = subprocess.Popen([*SIPGATE, *args], stderr=subprocess.PIPE, text=True)
-        self.sip_port = self.metrics_port = 0
+        self.sip_port = self.metrics_port = self.api_port = 0
         deadline = time.monotonic() + 20
         self.log: list[str] = []
-        while not (self.sip_port and self.metrics_port):
+        while not (self.sip_port and self.metrics_port and self.api_port):
             assert time.monotonic() < deadline, "sipgate did not start:\n" + "".join(self.log)
             line = self.proc.stderr.readline()
             assert line, "sipgate exited:\n" + "".join(self.log)
@@ -153,6 +166,8 @@ class Serving:
                 self.sip_port = int(m.group(1))
             if m := re.search(r"metrics on http://127\.0\.0\.1:(\d+)", line):
                 self.metrics_port = int(m.group(1))
+            if m := re.search(r"API on http://127\.0\.0\.1:(\d+)", line):
+                self.api_port = int(m.group(1))
 
     def stop(self) -> int:
         os.kill(self.proc.pid, signal.SIGTERM)

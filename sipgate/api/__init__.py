@@ -1,0 +1,5 @@
+"""Twilio-compatible REST control plane."""
+
+from sipgate.api.app import make_app
+
+__all__ = ["make_app"]

@@ -1,0 +1,232 @@
+"""The REST API driven by the real twilio-python client, and enforced live on SIP."""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from twilio.base.exceptions import TwilioRestException
+from twilio.rest import Client
+
+from helpers import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    DEMO_DOMAIN,
+    DENIED,
+    OTHER_ACCOUNT_SID,
+    OTHER_AUTH_TOKEN,
+    Serving,
+    UdpPeer,
+    request,
+    write_config,
+)
+from sipgate.sip import parse
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[Serving]:
+    tmp = tmp_path_factory.mktemp("api")
+    pbx = UdpPeer("127.0.0.1")
+    srv = Serving(["serve", "--config", str(write_config(tmp, pbx.address[1])),
+                   "--seed", str(ROOT / "config" / "demo-seed.toml")])
+    srv.pbx = pbx  # type: ignore[attr-defined]
+    try:
+        yield srv
+    finally:
+        assert srv.stop() == 0
+        pbx.close()
+
+
+def client(server: Serving, sid: str = ACCOUNT_SID, token: str = AUTH_TOKEN) -> Client:
+    c = Client(sid, token)
+    base = f"http://127.0.0.1:{server.api_port}"
+    c.trunking.base_url = base
+    c.api.base_url = base
+    return c
+
+
+def http(server: Serving, method: str, path: str, form: dict[str, str] | None = None,
+         auth: tuple[str, str] | None = (ACCOUNT_SID, AUTH_TOKEN), body: bytes | None = None):
+    data = body if body is not None else (urllib.parse.urlencode(form).encode() if form is not None else None)
+    req = urllib.request.Request(f"http://127.0.0.1:{server.api_port}{path}", data=data, method=method)
+    if auth:
+        req.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
+    if data is not None:
+        req.add_header("Content-Type", "application/x-www-form-urlencoded")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            raw = resp.read()
+            return resp.status, dict(resp.headers), (json.loads(raw) if raw else None)
+    except urllib.error.HTTPError as err:
+        raw = err.read()
+        return err.code, dict(err.headers), (json.loads(raw) if raw else None)
+
+
+def sip_verdict(server: Serving, source: str, domain: str, call_id: str) -> str:
+    """'relayed' if the INVITE reached the PBX, else the status sipgate answered."""
+    edge = ("127.0.0.1", server.sip_port)
+    with UdpPeer(source) as peer:
+        peer.send(request(ruri=f"sip:1@{domain}", via_host=f"{source}:{peer.address[1]}", call_id=call_id), edge)
+        if not server.pbx.nothing(0.5):  # type: ignore[attr-defined]
+            return "relayed"
+        return str(parse(peer.recv()[0]).status)
+
+
+def test_trunk_lifecycle_with_helper_library(server):
+    c = client(server)
+    trunk = c.trunking.v1.trunks.create(friendly_name="Lifecycle", domain_name="life.sipgate.test")
+    assert trunk.sid.startswith("TK") and trunk.domain_name == "life.sipgate.test"
+    assert trunk.recording == {"mode": "do-not-record", "trim": "do-not-trim"}
+    assert trunk.url == f"http://127.0.0.1:{server.api_port}/v1/Trunks/{trunk.sid}"
+    assert trunk.date_created is not None
+    fetched = c.trunking.v1.trunks(trunk.sid).fetch()
+    assert fetched.friendly_name == "Lifecycle"
+    updated = c.trunking.v1.trunks(trunk.sid).update(friendly_name="Renamed", secure=True)
+    assert updated.friendly_name == "Renamed" and updated.secure is True
+    assert c.trunking.v1.trunks(trunk.sid).delete() is True
+    with pytest.raises(TwilioRestException) as err:
+        c.trunking.v1.trunks(trunk.sid).fetch()
+    assert err.value.status == 404 and err.value.code == 20404
+
+
+def test_acl_and_addresses_with_helper_library(server):
+    c = client(server)
+    lists = c.api.v2010.account.sip.ip_access_control_lists
+    acl = lists.create(friendly_name="carriers-x")
+    assert acl.sid.startswith("AL") and acl.subresource_uris["ip_addresses"].endswith("/IpAddresses.json")
+    ip = lists(acl.sid).ip_addresses.create(friendly_name="edge", ip_address="198.51.100.0", cidr_prefix_length=24)
+    assert (ip.ip_address, ip.cidr_prefix_length, ip.ip_access_control_list_sid) == ("198.51.100.0", 24, acl.sid)
+    v6 = lists(acl.sid).ip_addresses.create(friendly_name="v6", ip_address="2001:db8::1")
+    assert v6.cidr_prefix_length == 128  # absent: one host
+    assert {i.sid for i in lists(acl.sid).ip_addresses.list()} == {ip.sid, v6.sid}
+    assert lists(acl.sid).ip_addresses(ip.sid).update(friendly_name="renamed").friendly_name == "renamed"
+    assert lists(acl.sid).update(friendly_name="carriers-y").friendly_name == "carriers-y"
+    with pytest.raises(TwilioRestException) as err:
+        lists(acl.sid).ip_addresses.create(friendly_name="dup", ip_address="198.51.100.77", cidr_prefix_length=24)
+    assert err.value.status == 400 and err.value.code == 21235
+    with pytest.raises(TwilioRestException) as err:
+        lists(acl.sid).ip_addresses.create(friendly_name="bad", ip_address="999.1.1.1")
+    assert err.value.code == 21235
+    assert lists(acl.sid).ip_addresses(v6.sid).delete() is True
+    assert lists(acl.sid).delete() is True
+
+
+def test_paging_is_followed_to_the_end(server):
+    c = client(server)
+    made = {c.trunking.v1.trunks.create(friendly_name=f"p{i}", domain_name=f"page{i}.sipgate.test").sid
+            for i in range(7)}
+    seen = [t.sid for t in c.trunking.v1.trunks.list(page_size=2)]
+    assert made <= set(seen) and len(seen) == len(set(seen))
+    page = c.trunking.v1.trunks.page(page_size=3)
+    assert len(list(page)) == 3 and page.next_page_url.startswith(f"http://127.0.0.1:{server.api_port}/v1/Trunks?")
+    lists = c.api.v2010.account.sip.ip_access_control_lists
+    for i in range(5):
+        lists.create(friendly_name=f"paged-{i}")
+    names = [a.friendly_name for a in lists.list(page_size=2)]
+    assert all(f"paged-{i}" in names for i in range(5))
+
+
+def test_change_is_enforced_when_the_api_answers(server):
+    c = client(server)
+    domain = "live.sipgate.test"
+    trunk = c.trunking.v1.trunks.create(friendly_name="Live", domain_name=domain)
+    assert sip_verdict(server, DENIED, domain, "live-1") == "403"  # a trunk with no list admits nothing
+    acl = c.api.v2010.account.sip.ip_access_control_lists.create(friendly_name="live-list")
+    ip = c.api.v2010.account.sip.ip_access_control_lists(acl.sid).ip_addresses.create(
+        friendly_name="denied-host", ip_address=DENIED)
+    assert sip_verdict(server, DENIED, domain, "live-2") == "403"  # listed, but not associated yet
+    assoc = c.trunking.v1.trunks(trunk.sid).ip_access_control_lists.create(ip_access_control_list_sid=acl.sid)
+    assert assoc.sid == acl.sid and assoc.trunk_sid == trunk.sid
+    assert sip_verdict(server, DENIED, domain, "live-3") == "relayed"
+    c.api.v2010.account.sip.ip_access_control_lists(acl.sid).ip_addresses(ip.sid).delete()
+    assert sip_verdict(server, DENIED, domain, "live-4") == "403"
+    c.api.v2010.account.sip.ip_access_control_lists(acl.sid).ip_addresses.create(
+        friendly_name="back", ip_address="127.0.0.0", cidr_prefix_length=24)
+    assert sip_verdict(server, DENIED, domain, "live-5") == "relayed"
+    # Deleting the list takes its association with it: nothing dangles.
+    c.api.v2010.account.sip.ip_access_control_lists(acl.sid).delete()
+    assert c.trunking.v1.trunks(trunk.sid).ip_access_control_lists.list() == []
+    assert sip_verdict(server, DENIED, domain, "live-6") == "403"
+    c.trunking.v1.trunks(trunk.sid).delete()
+    assert sip_verdict(server, DENIED, domain, "live-7") == "404"
+
+
+def test_trunk_acl_association_errors(server):
+    c = client(server)
+    trunk = c.trunking.v1.trunks.create(domain_name="assoc.sipgate.test")
+    acl = c.api.v2010.account.sip.ip_access_control_lists.create(friendly_name="assoc")
+    c.trunking.v1.trunks(trunk.sid).ip_access_control_lists.create(ip_access_control_list_sid=acl.sid)
+    with pytest.raises(TwilioRestException) as err:
+        c.trunking.v1.trunks(trunk.sid).ip_access_control_lists.create(ip_access_control_list_sid=acl.sid)
+    assert err.value.code == 21245
+    fetched = c.trunking.v1.trunks(trunk.sid).ip_access_control_lists(acl.sid).fetch()
+    assert fetched.friendly_name == "assoc"
+    assert c.trunking.v1.trunks(trunk.sid).ip_access_control_lists(acl.sid).delete() is True
+    with pytest.raises(TwilioRestException) as err:
+        c.trunking.v1.trunks.create(domain_name="ASSOC.sipgate.test")
+    assert err.value.code == 21248
+
+
+def test_accounts_are_isolated(server):
+    mine = client(server).api.v2010.account.sip.ip_access_control_lists.create(friendly_name="private")
+    other = client(server, OTHER_ACCOUNT_SID, OTHER_AUTH_TOKEN)
+    with pytest.raises(TwilioRestException) as err:
+        other.api.v2010.accounts(ACCOUNT_SID).sip.ip_access_control_lists(mine.sid).fetch()
+    assert err.value.status == 404
+    with pytest.raises(TwilioRestException) as err:
+        other.api.v2010.account.sip.ip_access_control_lists(mine.sid).fetch()
+    assert err.value.status == 404
+    trunk = client(server).trunking.v1.trunks.create(domain_name="iso.sipgate.test")
+    with pytest.raises(TwilioRestException):
+        other.trunking.v1.trunks(trunk.sid).delete()
+    assert client(server).trunking.v1.trunks(trunk.sid).fetch().sid == trunk.sid
+
+
+def test_error_bodies(server):
+    status, headers, body = http(server, "GET", "/v1/Trunks", auth=None)
+    assert status == 401 and body["code"] == 20003 and headers["WWW-Authenticate"] == 'Basic realm="Twilio API"'
+    assert set(body) == {"code", "message", "more_info", "status"}
+    wrong = http(server, "GET", "/v1/Trunks", auth=(ACCOUNT_SID, "wrong"))
+    unknown = http(server, "GET", "/v1/Trunks", auth=("AC" + "f" * 32, "wrong"))
+    assert wrong[0] == unknown[0] == 401 and wrong[2] == unknown[2]
+    base = f"/2010-04-01/Accounts/{ACCOUNT_SID}/SIP/IpAccessControlLists"
+    status, _, body = http(server, "POST", base + ".json", form={})
+    assert status == 400 and body["code"] == 20001 and "FriendlyName" in body["message"]
+    status, _, body = http(server, "POST", f"/v1/Trunks/TK{'0' * 32}/IpAccessControlLists", form={})
+    assert status == 400 and "IpAccessControlListSid" in body["message"]
+    status, _, body = http(server, "GET", base + f"/AL{'0' * 32}.json")
+    assert status == 404 and body["code"] == 20404
+    status, headers, body = http(server, "PUT", "/v1/Trunks", form={"FriendlyName": "x"})
+    assert status == 405 and body["status"] == 405
+    status, _, body = http(server, "POST", base + ".json", body=b"FriendlyName=" + b"x" * 200_000)
+    assert status == 413 and body["status"] == 413
+    status, _, body = http(server, "GET", "/v1/Trunks?PageSize=0")
+    assert status == 400 and "PageSize" in body["message"]
+    status, _, _ = http(server, "DELETE", base + f"/AL{'0' * 32}.json")
+    assert status == 404
+    status, _, body = http(server, "POST", "/v1/Trunks", form={"Secure": "maybe"})
+    assert status == 400 and "Secure" in body["message"]
+
+
+def test_v2010_envelope_has_only_twilio_keys(server):
+    status, _, body = http(server, "GET", f"/2010-04-01/Accounts/{ACCOUNT_SID}/SIP/IpAccessControlLists.json")
+    assert status == 200
+    assert set(body) == {"ip_access_control_lists", "end", "first_page_uri", "next_page_uri", "page",
+                         "page_size", "previous_page_uri", "start", "uri"}
+    status, _, body = http(server, "GET", "/v1/Trunks")
+    assert set(body) == {"trunks", "meta"} and body["meta"]["key"] == "trunks"
+
+
+def test_demo_trunk_visible_and_sip_still_enforced(server):
+    trunks = {t.domain_name: t for t in client(server).trunking.v1.trunks.list()}
+    demo = trunks[DEMO_DOMAIN]
+    assert demo.auth_type == "IP_ACL"
+    acls = client(server).trunking.v1.trunks(demo.sid).ip_access_control_lists.list()
+    assert [a.friendly_name for a in acls] == ["demo-carrier"]
