@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from sipgate.config import ConfigError, load_config
+from sipgate.config import ConfigError, load_config, store_limits
 
 __all__ = ["main"]
 
@@ -24,7 +24,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
     from sipgate.store.seed import load_seed
 
     config = load_config(args.config)
-    store = open_store(config.store.url)
+    store = open_store(config.store.url, **store_limits(config.store))
     try:
         report = load_seed(store, args.file)
     finally:
@@ -39,7 +39,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from sipgate.store import open_store
 
     config = load_config(args.config)
-    store = open_store(config.store.url)
+    store = open_store(config.store.url, **store_limits(config.store))
     try:
         table = compile_store(store)
     finally:

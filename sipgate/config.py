@@ -90,12 +90,22 @@ class SipConfig:
 
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
-    """Where trunks and lists live."""
+    """Where trunks and lists live, and how much of them an account may have."""
 
     url: str = "sqlite:sipgate.db"
+    # Twilio allows 100 entries per list and 1,000 lists per account;
+    # sipgate has no limit unless one is set here (0 = unlimited).
+    max_ips_per_list: int = 0
+    max_lists_per_account: int = 0
     # How often the edge checks the store's revision for changes made by
     # another process (``sipgate seed``, a second node); seconds.
     poll_interval: float = 0.5
+
+
+def store_limits(store: StoreConfig) -> dict[str, int | None]:
+    """The store's limit keyword arguments (None = unlimited)."""
+    return {"max_ips_per_list": store.max_ips_per_list or None,
+            "max_lists_per_account": store.max_lists_per_account or None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,8 +253,14 @@ def _sip(table: dict[str, Any]) -> SipConfig:
 
 def _store(table: dict[str, Any]) -> StoreConfig:
     p = "store."
-    _check_keys(table, {"url", "poll_interval"}, p)
+    _check_keys(table, {"url", "poll_interval", "max_ips_per_list", "max_lists_per_account"}, p)
     kw: dict[str, Any] = {}
+    for key in ("max_ips_per_list", "max_lists_per_account"):
+        if key in table:
+            value = _typed(table, key, int, p)
+            if value < 0:
+                raise ConfigError(p + key, "must be 0 (unlimited) or more")
+            kw[key] = value
     if "url" in table:
         kw["url"] = _typed(table, "url", str, p)
     if "poll_interval" in table:

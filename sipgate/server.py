@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from functools import partial
 from collections.abc import Callable
 from typing import Any
 
-from sipgate.config import Config
+from sipgate.config import Config, store_limits
 from sipgate.metrics import EdgeStats, serve_metrics
 from sipgate.reload import Reloader
 from sipgate.store import open_store
@@ -49,7 +50,8 @@ class Server:
         datagram is already judged by the stored lists.
         """
         loop = asyncio.get_running_loop()
-        self.store = await loop.run_in_executor(None, open_store, self.config.store.url)
+        self.store = await loop.run_in_executor(
+            None, partial(open_store, self.config.store.url, **store_limits(self.config.store)))
         if self.seed:
             report = await loop.run_in_executor(None, load_seed, self.store, self.seed)
             log.info("seed %s: %s", self.seed, report)

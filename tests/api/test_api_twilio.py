@@ -230,3 +230,111 @@ def test_demo_trunk_visible_and_sip_still_enforced(server):
     assert demo.auth_type == "IP_ACL"
     acls = client(server).trunking.v1.trunks(demo.sid).ip_access_control_lists.list()
     assert [a.friendly_name for a in acls] == ["demo-carrier"]
+
+
+def test_isolation_on_every_method(server):
+    mine = client(server)
+    trunk = mine.trunking.v1.trunks.create(domain_name="every.sipgate.test")
+    acl = mine.api.v2010.account.sip.ip_access_control_lists.create(friendly_name="every")
+    ip = mine.api.v2010.account.sip.ip_access_control_lists(acl.sid).ip_addresses.create(
+        friendly_name="e", ip_address="192.0.2.10")
+    mine.trunking.v1.trunks(trunk.sid).ip_access_control_lists.create(ip_access_control_list_sid=acl.sid)
+    b = (OTHER_ACCOUNT_SID, OTHER_AUTH_TOKEN)
+    a_lists = f"/2010-04-01/Accounts/{ACCOUNT_SID}/SIP/IpAccessControlLists"
+    b_lists = f"/2010-04-01/Accounts/{OTHER_ACCOUNT_SID}/SIP/IpAccessControlLists"
+    attempts = [
+        ("GET", f"/v1/Trunks/{trunk.sid}", None),
+        ("POST", f"/v1/Trunks/{trunk.sid}", {"FriendlyName": "stolen"}),
+        ("DELETE", f"/v1/Trunks/{trunk.sid}", None),
+        ("GET", f"/v1/Trunks/{trunk.sid}/IpAccessControlLists", None),
+        ("POST", f"/v1/Trunks/{trunk.sid}/IpAccessControlLists", {"IpAccessControlListSid": acl.sid}),
+        ("GET", f"/v1/Trunks/{trunk.sid}/IpAccessControlLists/{acl.sid}", None),
+        ("DELETE", f"/v1/Trunks/{trunk.sid}/IpAccessControlLists/{acl.sid}", None),
+    ]
+    for lists in (a_lists, b_lists):
+        attempts += [
+            ("GET", f"{lists}/{acl.sid}.json", None),
+            ("POST", f"{lists}/{acl.sid}.json", {"FriendlyName": "stolen"}),
+            ("DELETE", f"{lists}/{acl.sid}.json", None),
+            ("GET", f"{lists}/{acl.sid}/IpAddresses.json", None),
+            ("POST", f"{lists}/{acl.sid}/IpAddresses.json", {"FriendlyName": "x", "IpAddress": "10.9.9.9"}),
+            ("GET", f"{lists}/{acl.sid}/IpAddresses/{ip.sid}.json", None),
+            ("POST", f"{lists}/{acl.sid}/IpAddresses/{ip.sid}.json", {"IpAddress": "10.9.9.9"}),
+            ("DELETE", f"{lists}/{acl.sid}/IpAddresses/{ip.sid}.json", None),
+        ]
+    attempts.append(("GET", f"{a_lists}.json", None))
+    for method, path, form in attempts:
+        status, _, body = http(server, method, path, form=form, auth=b)
+        assert status == 404 and body["code"] == 20404, (method, path, status, body)
+    # Nothing changed for the owner.
+    assert mine.trunking.v1.trunks(trunk.sid).fetch().friendly_name == ""
+    assert mine.api.v2010.account.sip.ip_access_control_lists(acl.sid).ip_addresses(ip.sid).fetch().ip_address \
+        == "192.0.2.10"
+    assert len(mine.trunking.v1.trunks(trunk.sid).ip_access_control_lists.list()) == 1
+
+
+def test_paging_walks_more_than_1000_records(server, tmp_path):
+    seed = tmp_path / "many.toml"
+    rows = ",\n".join(f'  {{ ip_address = "10.{i // 256}.{i % 256}.0", cidr_prefix_length = 24 }}' for i in range(1050))
+    seed.write_text(f'[[accounts]]\nsid = "{ACCOUNT_SID}"\n[[accounts.ip_access_control_lists]]\n'
+                    f'friendly_name = "many"\nip_addresses = [\n{rows}\n]\n')
+    import subprocess
+    import sys
+    config = next(Path(p) for p in server.proc.args if str(p).endswith("sipgate.toml"))
+    subprocess.run([sys.executable, "-m", "sipgate.cli", "seed", str(seed), "--config", str(config)],
+                   check=True, capture_output=True, timeout=60)
+    c = client(server)
+    acl = next(a for a in c.api.v2010.account.sip.ip_access_control_lists.list() if a.friendly_name == "many")
+    got = [ip.ip_address for ip in c.api.v2010.account.sip.ip_access_control_lists(acl.sid).ip_addresses.list(
+        page_size=100)]
+    assert len(got) == 1050 and len(set(got)) == 1050
+    # Walk the raw links too, as any HTTP client would.
+    path = f"/2010-04-01/Accounts/{ACCOUNT_SID}/SIP/IpAccessControlLists/{acl.sid}/IpAddresses.json?PageSize=1000"
+    pages = []
+    while path:
+        status, _, body = http(server, "GET", path)
+        assert status == 200
+        pages.append(len(body["ip_addresses"]))
+        path = body["next_page_uri"]
+    assert pages == [1000, 50]
+
+
+def test_no_datagram_lost_while_tables_swap(server):
+    import select
+    import threading
+
+    c = client(server)
+    domain = "swap.sipgate.test"
+    trunk = c.trunking.v1.trunks.create(domain_name=domain)
+    acl = c.api.v2010.account.sip.ip_access_control_lists.create(friendly_name="swap")
+    c.api.v2010.account.sip.ip_access_control_lists(acl.sid).ip_addresses.create(friendly_name="d", ip_address=DENIED)
+    stop = threading.Event()
+
+    def toggle() -> None:
+        while not stop.is_set():
+            c.trunking.v1.trunks(trunk.sid).ip_access_control_lists.create(ip_access_control_list_sid=acl.sid)
+            c.trunking.v1.trunks(trunk.sid).ip_access_control_lists(acl.sid).delete()
+
+    worker = threading.Thread(target=toggle)
+    worker.start()
+    edge = ("127.0.0.1", server.sip_port)
+    answered = relayed = 0
+    try:
+        with UdpPeer(DENIED) as peer:
+            for i in range(200):
+                peer.send(request(ruri=f"sip:1@{domain}", via_host=f"{DENIED}:{peer.address[1]}",
+                                  call_id=f"swap-{i}"), edge)
+                # Every INVITE gets exactly one outcome: a 403 back or a relay.
+                ready, _, _ = select.select([peer.sock, server.pbx.sock], [], [], 2.0)  # type: ignore[attr-defined]
+                assert ready, f"INVITE swap-{i} was lost"
+                if peer.sock in ready:
+                    assert parse(peer.recv()[0]).status == 403
+                    answered += 1
+                else:
+                    server.pbx.recv()  # type: ignore[attr-defined]
+                    relayed += 1
+    finally:
+        stop.set()
+        worker.join(30)
+    assert answered + relayed == 200
+    assert answered and relayed  # the verdict really flipped while we sent
