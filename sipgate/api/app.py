@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from sipgate.api import wire
+from sipgate.api.openapi import openapi_document
 from sipgate.store import (
     Conflict,
     InvalidParameter,
@@ -38,6 +39,7 @@ STORE_KEY = web.AppKey("store", object)
 ACCOUNTS_KEY = web.AppKey("accounts", dict)
 ON_CHANGE_KEY = web.AppKey("on_change", object)
 ACCOUNT = "sipgate.account"
+PUBLIC_PATHS = frozenset({"/openapi.json"})
 
 # v1 trunk form fields -> store field names.
 TRUNK_FORM = {
@@ -92,7 +94,7 @@ def _authenticate(request: web.Request) -> str | None:
 async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                   ) -> web.StreamResponse:
     try:
-        if request.path not in ("/-/healthy",):
+        if request.path not in PUBLIC_PATHS:
             account = _authenticate(request)
             if account is None:
                 return _unauthorized()
@@ -328,6 +330,8 @@ def make_app(store: Any, accounts: Mapping[str, str], on_change: Callable[[], Aw
     api = Api(store, on_change)
     acls = wire.V2010 + "/Accounts/{account}/SIP/IpAccessControlLists"
     r = app.router
+    document = openapi_document()
+    r.add_get("/openapi.json", lambda _request: wire.json_response(document))
     r.add_get("/v1/Trunks", api.list_trunks)
     r.add_post("/v1/Trunks", api.create_trunk)
     r.add_get("/v1/Trunks/{sid}", api.fetch_trunk)

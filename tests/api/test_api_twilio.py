@@ -25,6 +25,7 @@ from helpers import (
     request,
     write_config,
 )
+from openapi_check import OpenApiChecker
 from sipgate.sip import parse
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,10 +64,21 @@ def http(server: Serving, method: str, path: str, form: dict[str, str] | None = 
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             raw = resp.read()
-            return resp.status, dict(resp.headers), (json.loads(raw) if raw else None)
+            status, headers = resp.status, dict(resp.headers)
     except urllib.error.HTTPError as err:
         raw = err.read()
-        return err.code, dict(err.headers), (json.loads(raw) if raw else None)
+        status, headers = err.code, dict(err.headers)
+    body = json.loads(raw) if raw else None
+    # Every response must match sipgate's own /openapi.json.
+    checker(server).check(method, path, status, body)
+    return status, headers, body
+
+
+def checker(server: Serving) -> OpenApiChecker:
+    if not hasattr(server, "openapi"):
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.api_port}/openapi.json", timeout=10) as resp:
+            server.openapi = OpenApiChecker(json.loads(resp.read()))  # type: ignore[attr-defined]
+    return server.openapi  # type: ignore[attr-defined]
 
 
 def sip_verdict(server: Serving, source: str, domain: str, call_id: str) -> str:
@@ -338,3 +350,37 @@ def test_no_datagram_lost_while_tables_swap(server):
         worker.join(30)
     assert answered + relayed == 200
     assert answered and relayed  # the verdict really flipped while we sent
+
+
+def test_every_operation_answers_as_its_openapi_says(server):
+    a = f"/2010-04-01/Accounts/{ACCOUNT_SID}/SIP/IpAccessControlLists"
+    status, _, trunk = http(server, "POST", "/v1/Trunks", form={"FriendlyName": "oa", "DomainName": "oa.sipgate.test",
+                                                                 "Secure": "true", "TransferMode": "sip-only"})
+    assert status == 201 and trunk["secure"] is True and trunk["transfer_mode"] == "sip-only"
+    t = f"/v1/Trunks/{trunk['sid']}"
+    status, _, acl = http(server, "POST", a + ".json", form={"FriendlyName": "oa"})
+    assert status == 201
+    l = f"{a}/{acl['sid']}"
+    status, _, ip = http(server, "POST", l + "/IpAddresses.json",
+                         form={"FriendlyName": "oa", "IpAddress": "2001:db8::", "CidrPrefixLength": "32"})
+    assert status == 201 and ip["cidr_prefix_length"] == 32
+    steps = [
+        ("GET", "/v1/Trunks", None, 200), ("GET", t, None, 200), ("POST", t, {"FriendlyName": "oa2"}, 200),
+        ("POST", t + "/IpAccessControlLists", {"IpAccessControlListSid": acl["sid"]}, 201),
+        ("GET", t + "/IpAccessControlLists", None, 200), ("GET", f"{t}/IpAccessControlLists/{acl['sid']}", None, 200),
+        ("GET", a + ".json", None, 200), ("GET", l + ".json", None, 200),
+        ("POST", l + ".json", {"FriendlyName": "oa2"}, 200), ("GET", l + "/IpAddresses.json", None, 200),
+        ("GET", f"{l}/IpAddresses/{ip['sid']}.json", None, 200),
+        ("POST", f"{l}/IpAddresses/{ip['sid']}.json", {"CidrPrefixLength": "48"}, 200),
+        ("DELETE", f"{l}/IpAddresses/{ip['sid']}.json", None, 204),
+        ("DELETE", f"{t}/IpAccessControlLists/{acl['sid']}", None, 204),
+        ("DELETE", l + ".json", None, 204), ("DELETE", t, None, 204),
+    ]
+    for method, path, form, expected in steps:
+        status, _, body = http(server, method, path, form=form)
+        assert status == expected, (method, path, status, body)
+    document = checker(server).doc
+    declared = {(m.upper(), template, code) for template, ops in document["paths"].items()
+                for m, op in ops.items() if m != "parameters"
+                for code in op["responses"] if code.startswith("2")}
+    assert declared <= checker(server).checked, declared - checker(server).checked
