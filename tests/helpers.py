@@ -152,10 +152,10 @@ def write_config(tmp_path: Path, pbx_port: int) -> Path:
 class Serving:
     """A `sipgate serve` subprocess; learns its ports from its log."""
 
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], timeout: float = 20.0) -> None:
         self.proc = subprocess.Popen([*SIPGATE, *args], stderr=subprocess.PIPE, text=True)
         self.sip_port = self.metrics_port = self.api_port = 0
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + timeout
         self.log: list[str] = []
         while not (self.sip_port and self.metrics_port and self.api_port):
             assert time.monotonic() < deadline, "sipgate did not start:\n" + "".join(self.log)

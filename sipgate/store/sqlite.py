@@ -289,7 +289,7 @@ class SqliteStore:
     def list_trunks(self, account_sid: str, *, limit: int, offset: int = 0) -> list[Trunk]:
         v.page(limit, offset)
         with self._read() as cur:
-            rows = cur.execute(self._TRUNK_SELECT + " WHERE t.account_sid = ? ORDER BY t.date_created, t.sid "
+            rows = cur.execute(self._TRUNK_SELECT + " WHERE t.account_sid = ? ORDER BY t.date_created, t.rowid "
                                "LIMIT ? OFFSET ?", (account_sid, limit, offset)).fetchall()
         return [self._trunk(r[:-1], r[-1]) for r in rows]
 
@@ -357,7 +357,7 @@ class SqliteStore:
         v.page(limit, offset)
         with self._read() as cur:
             rows = cur.execute("SELECT sid, account_sid, friendly_name, date_created, date_updated FROM acls "
-                               "WHERE account_sid = ? ORDER BY date_created, sid LIMIT ? OFFSET ?",
+                               "WHERE account_sid = ? ORDER BY date_created, rowid LIMIT ? OFFSET ?",
                                (account_sid, limit, offset)).fetchall()
         return [self._acl(r) for r in rows]
 
@@ -430,7 +430,7 @@ class SqliteStore:
         v.page(limit, offset)
         with self._read() as cur:
             self._get_acl(cur, account_sid, acl_sid)
-            rows = cur.execute(self._IP_SELECT + " WHERE acl_sid = ? ORDER BY date_created, sid LIMIT ? OFFSET ?",
+            rows = cur.execute(self._IP_SELECT + " WHERE acl_sid = ? ORDER BY date_created, rowid LIMIT ? OFFSET ?",
                                (acl_sid, limit, offset)).fetchall()
         return [self._ip(r) for r in rows]
 
@@ -528,7 +528,7 @@ class SqliteStore:
             trunks = tuple(
                 TrunkRules(sid, account, domain, tuple(acl_sids.get(sid, ())))
                 for sid, account, domain in cur.execute(
-                    "SELECT sid, account_sid, domain_name FROM trunks ORDER BY date_created, sid")
+                    "SELECT sid, account_sid, domain_name FROM trunks ORDER BY date_created, rowid")
             )
             names = dict(cur.execute("SELECT sid, friendly_name FROM acls"))
             entries: dict[str, list[AclEntry]] = {sid: [] for sid in names}

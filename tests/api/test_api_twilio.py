@@ -384,3 +384,20 @@ def test_every_operation_answers_as_its_openapi_says(server):
                 for m, op in ops.items() if m != "parameters"
                 for code in op["responses"] if code.startswith("2")}
     assert declared <= checker(server).checked, declared - checker(server).checked
+
+
+def test_full_flow_as_an_operator_runs_it(server):
+    """List, addresses (IPv4 host and CIDR), trunk, association, paging, SIP, dissociation."""
+    c = client(server)
+    lists = c.api.v2010.account.sip.ip_access_control_lists
+    acl = lists.create(friendly_name="operator-flow")
+    lists(acl.sid).ip_addresses.create(friendly_name="sbc", ip_address="127.0.0.2")
+    lists(acl.sid).ip_addresses.create(friendly_name="carrier range", ip_address="192.0.2.0", cidr_prefix_length=24)
+    trunk = c.trunking.v1.trunks.create(friendly_name="Flow", domain_name="flow.sipgate.test")
+    c.trunking.v1.trunks(trunk.sid).ip_access_control_lists.create(ip_access_control_list_sid=acl.sid)
+    assert [ip.cidr_prefix_length for ip in lists(acl.sid).ip_addresses.list(page_size=1)] == [32, 24]
+    assert [a.sid for a in c.trunking.v1.trunks(trunk.sid).ip_access_control_lists.list(page_size=1)] == [acl.sid]
+    assert sip_verdict(server, "127.0.0.2", "flow.sipgate.test", "flow-1") == "relayed"
+    assert sip_verdict(server, DENIED, "flow.sipgate.test", "flow-2") == "403"
+    c.trunking.v1.trunks(trunk.sid).ip_access_control_lists(acl.sid).delete()
+    assert sip_verdict(server, "127.0.0.2", "flow.sipgate.test", "flow-3") == "403"

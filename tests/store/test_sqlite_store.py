@@ -286,11 +286,13 @@ def test_snapshot_matches_a_simple_model(tmp_path_factory, ops):
     s.ensure_account(A)
     trunks: dict[str, list[str]] = {}
     acls: dict[str, dict[str, str]] = {}
+    made = 0
     try:
         for op, i, j, octet in ops:
             tl, al = sorted(trunks), sorted(acls)
             if op == "trunk":
-                trunks[s.create_trunk(A, domain_name=f"t{len(trunks)}-{octet}.example").sid] = []
+                made += 1  # unique even after deletes: a reused domain would be a Conflict
+                trunks[s.create_trunk(A, domain_name=f"t{made}-{octet}.example").sid] = []
             elif op == "acl":
                 acls[s.create_acl(A, f"l{octet}").sid] = {}
             elif op == "ip" and al:
