@@ -9,7 +9,7 @@ decides, never a header.  This module is pure: no sockets, no clocks, no I/O.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sipgate.acl import PrefixMatcher, parse_address
 from sipgate.sip import Request, SipParseError, derive_to_tag, parse_name_addr, parse_uri
@@ -90,6 +90,8 @@ class AdmissionTable:
     # Union of every trunk's lists: "admitted by any trunk" (keepalives).
     any_trunk: PrefixMatcher[Match]
     entries: int
+    # List SID -> name, for every list some trunk uses (for apply_changes).
+    acl_names: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def empty(cls) -> AdmissionTable:
@@ -104,7 +106,9 @@ class AdmissionTable:
         union: list[tuple[str, int | None, Match]] = []
         entries = 0
         seen_acls: set[str] = set()
+        trunks_seen = []
         for trunk in trunks:
+            trunks_seen.append(trunk)
             rows: list[tuple[str, int | None, Match]] = []
             for acl_sid, acl_name, addresses in trunk.acls:
                 acl_rows = [
@@ -127,7 +131,43 @@ class AdmissionTable:
             by_sid[entry.sid] = entry
             if entry.domain_name:
                 by_domain[entry.domain_name] = entry
-        return cls(generation, by_domain, by_sid, PrefixMatcher.build(union), entries)
+        names = {acl_sid: acl_name for t in trunks_seen for acl_sid, acl_name, _ in t.acls}
+        return cls(generation, by_domain, by_sid, PrefixMatcher.build(union), entries, names)
+
+    def apply_changes(self, generation: int,
+                      changes: Iterable[tuple[str, str, str, str, int | None]]) -> AdmissionTable:
+        """A new table with list entries added ("+") and removed ("-").
+
+        ``changes`` are (op, list SID, IP address SID, address, prefix).
+        Only the matchers of trunks using a changed list (and the union)
+        are touched, and those by copying the affected prefix-length
+        tables only; everything else is shared with this table.
+        """
+        delta: dict[str, tuple[list[tuple[str, int | None, Match]], list[tuple[str, int | None, Match]]]] = {}
+        for op, acl_sid, ip_sid, address, prefix in changes:
+            if acl_sid not in self.acl_names:
+                continue  # a list no trunk uses: nothing compiled to change
+            row = (address, prefix, Match(acl_sid, self.acl_names[acl_sid], ip_sid, _network_text(address, prefix)))
+            added, removed = delta.setdefault(acl_sid, ([], []))
+            (added if op == "+" else removed).append(row)
+        if not delta:
+            return replace(self, generation=generation)
+        by_sid = dict(self.by_sid)
+        by_domain = dict(self.by_domain)
+        for trunk in self.by_sid.values():
+            touched = [acl for acl in trunk.acl_sids if acl in delta]
+            if not touched:
+                continue
+            new = replace(trunk, matcher=trunk.matcher.with_changes(
+                [r for acl in touched for r in delta[acl][0]], [r for acl in touched for r in delta[acl][1]]))
+            by_sid[trunk.sid] = new
+            if trunk.domain_name:
+                by_domain[trunk.domain_name] = new
+        union_added = [r for added, _ in delta.values() for r in added]
+        union_removed = [r for _, removed in delta.values() for r in removed]
+        return AdmissionTable(generation, by_domain, by_sid,
+                              self.any_trunk.with_changes(union_added, union_removed),
+                              self.entries + len(union_added) - len(union_removed), self.acl_names)
 
 
 def _network_text(address: str, prefix: int | None) -> str:

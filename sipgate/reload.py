@@ -57,9 +57,13 @@ class Reloader:
     """
 
     def __init__(self, store: Any, install: Callable[[AdmissionTable, float], None],
-                 poll_interval: float = 0.5) -> None:
+                 poll_interval: float = 0.5, current: Callable[[], AdmissionTable] | None = None) -> None:
         self.store = store
         self.install = install
+        # The table in force, for incremental updates (None: always full).
+        self.current = current
+        self.incremental = 0
+        self.full = 0
         self.poll_interval = poll_interval
         self.generation = -1
         self.failures = 0
@@ -75,7 +79,15 @@ class Reloader:
                 if not force and revision == self.generation:
                     return False
                 started = time.perf_counter()
-                table = await loop.run_in_executor(None, compile_store, self.store)
+                table = None
+                if not force and self.current is not None and self.generation >= 0:
+                    # Only list entries changed: patch the affected matchers.
+                    table = await loop.run_in_executor(None, self._patch, self.current(), self.generation)
+                if table is None:
+                    table = await loop.run_in_executor(None, compile_store, self.store)
+                    self.full += 1
+                else:
+                    self.incremental += 1
             except Exception as exc:  # keep the table in force; say why
                 self.failures += 1
                 log.error("table reload failed, keeping generation %s: %s", self.generation, exc)
@@ -83,6 +95,19 @@ class Reloader:
             self.generation = table.generation
             self.install(table, time.perf_counter() - started)
             return True
+
+    def _patch(self, table: AdmissionTable, generation: int) -> AdmissionTable | None:
+        if table.generation != generation:
+            return None
+        delta = self.store.changes_since(generation)
+        if delta is None:
+            return None
+        revision, changes = delta
+        try:
+            return table.apply_changes(revision, changes)
+        except ValueError as exc:  # the log and the table disagree: rebuild
+            log.warning("incremental update failed (%s); recompiling the whole table", exc)
+            return None
 
     async def _poll(self) -> None:
         while True:

@@ -55,7 +55,8 @@ class Server:
         if self.seed:
             report = await loop.run_in_executor(None, load_seed, self.store, self.seed)
             log.info("seed %s: %s", self.seed, report)
-        self.reloader = Reloader(self.store, self.edge.install, self.config.store.poll_interval)
+        self.reloader = Reloader(self.store, self.edge.install, self.config.store.poll_interval,
+                                 current=lambda: self.edge.table)
         await self.reloader.refresh(force=True)
         table = self.edge.table
         log.info("admission table generation %d: %d trunks, %d entries",

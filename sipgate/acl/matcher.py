@@ -90,6 +90,53 @@ class PrefixMatcher(Generic[T]):
             groups[(version, length)][key] = tuple(payloads)
         return cls(cls._probes(groups, 4), cls._probes(groups, 6), count)
 
+    def with_changes(self, added: Iterable[tuple[str, int | None, T]] = (),
+                     removed: Iterable[tuple[str, int | None, T]] = ()) -> PrefixMatcher[T]:
+        """A new matcher with ``removed`` entries taken out and ``added`` put in.
+
+        Only the tables of the prefix lengths a change touches are copied;
+        the rest are shared with this matcher (both stay immutable), so a
+        one-entry change costs one table copy, not a rebuild.  Removing an
+        entry that is not there raises ValueError.
+        """
+        groups: dict[tuple[int, int], dict[int, tuple[Any, ...]]] = {}
+        for version, probes in ((4, self._v4), (6, self._v6)):
+            for shift, table in probes:
+                groups[(version, MAX_PREFIX[version] - shift)] = table
+        copied: set[tuple[int, int]] = set()
+        count = self._entries
+
+        def table_for(entry: tuple[str, int | None, Any]) -> tuple[dict[int, tuple[Any, ...]], int, Any]:
+            try:
+                text, prefix, payload = entry
+                version, network, length = normalize_network(text, prefix)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"invalid ACL entry {entry!r}: {exc}") from exc
+            group = (version, length)
+            if group not in copied:
+                groups[group] = dict(groups.get(group, {}))  # copy on write
+                copied.add(group)
+            return groups[group], network >> (MAX_PREFIX[version] - length), payload
+
+        for entry in removed:
+            table, key, payload = table_for(entry)
+            found = table.get(key, ())
+            if payload not in found:
+                raise ValueError(f"ACL entry {entry!r} is not in the matcher")
+            i = found.index(payload)
+            rest = found[:i] + found[i + 1:]
+            if rest:
+                table[key] = rest
+            else:
+                del table[key]
+            count -= 1
+        for entry in added:
+            table, key, payload = table_for(entry)
+            table[key] = table.get(key, ()) + (payload,)
+            count += 1
+        groups = {group: table for group, table in groups.items() if table}
+        return type(self)(self._probes(groups, 4), self._probes(groups, 6), count)
+
     @staticmethod
     def _probes(groups: dict[tuple[int, int], dict[int, tuple[Any, ...]]], version: int) -> _Probes:
         width = MAX_PREFIX[version]

@@ -85,7 +85,18 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (trunk_sid, acl_sid));
     CREATE INDEX trunk_acls_acl ON trunk_acls (acl_sid);
     """,
+    # 1 -> 2: the change log the edge recompiles incrementally from.  Per
+    # revision either the list entries added ("+") and removed ("-"), or
+    # one "S" row: something structural changed, recompile everything.
+    """
+    CREATE TABLE changes (
+        revision INTEGER NOT NULL, op TEXT NOT NULL,
+        acl_sid TEXT, ip_sid TEXT, address TEXT, prefix INTEGER);
+    CREATE INDEX changes_revision ON changes (revision);
+    """,
 )
+# Revisions of change log kept; an edge further behind recompiles in full.
+CHANGE_LOG_KEEP = 1000
 
 _TRUNK_COLUMNS = ("sid", "account_sid", "friendly_name", "domain_name", "disaster_recovery_method",
                   "disaster_recovery_url", "secure", "recording_mode", "recording_trim", "transfer_mode",
@@ -109,11 +120,18 @@ def _unavailable(exc: sqlite3.Error) -> Unavailable:
 class _Tx:
     """One write transaction; ``changed = False`` skips the revision bump."""
 
-    def __init__(self, cur: sqlite3.Cursor, now: datetime) -> None:
+    def __init__(self, cur: sqlite3.Cursor, now: datetime, entries_only: bool) -> None:
         self.cur = cur
         self.now = now
         self.ts = _ts(now)
         self.changed = True
+        # True for writes that only add/remove/alter list entries: they are
+        # logged entry by entry; any other write is logged as structural.
+        self.entries_only = entries_only
+        self.log: list[tuple[str, str, str, str, int]] = []
+
+    def entry(self, op: str, acl_sid: str, ip_sid: str, address: str, prefix: int) -> None:
+        self.log.append((op, acl_sid, ip_sid, address, prefix))
 
 
 class SqliteStore:
@@ -160,18 +178,25 @@ class SqliteStore:
                 raise
 
     @contextmanager
-    def _write(self) -> Iterator[_Tx]:
+    def _write(self, entries_only: bool = False) -> Iterator[_Tx]:
         with self._lock:
             try:
                 cur = self._db.cursor()
                 cur.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise _unavailable(exc) from None
-            tx = _Tx(cur, v.utcnow())
+            tx = _Tx(cur, v.utcnow(), entries_only)
             try:
                 yield tx
                 if tx.changed:
                     cur.execute("UPDATE meta SET revision = revision + 1 WHERE id = 1")
+                    revision = cur.execute("SELECT revision FROM meta WHERE id = 1").fetchone()[0]
+                    if tx.entries_only and tx.log:
+                        cur.executemany("INSERT INTO changes VALUES (?, ?, ?, ?, ?, ?)",
+                                        [(revision, *row) for row in tx.log])
+                    else:
+                        cur.execute("INSERT INTO changes (revision, op) VALUES (?, 'S')", (revision,))
+                    cur.execute("DELETE FROM changes WHERE revision <= ?", (revision - CHANGE_LOG_KEEP,))
                 cur.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback(cur)
@@ -405,7 +430,7 @@ class SqliteStore:
                           cidr_prefix_length: int | None = None) -> IpAddress:
         name = v.friendly_name(friendly_name, required=True)
         entry = v.ip_entry(ip_address, cidr_prefix_length)
-        with self._write() as tx:
+        with self._write(entries_only=True) as tx:
             return self._create_ip(tx, account_sid, acl_sid, name, entry)
 
     def _create_ip(self, tx: _Tx, account_sid: str, acl_sid: str, name: str, entry: v.IpEntry) -> IpAddress:
@@ -419,6 +444,7 @@ class SqliteStore:
         sid = v.new_sid("IP")
         tx.cur.execute("INSERT INTO ip_addresses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (sid, account_sid, acl_sid, name, entry.address, entry.prefix, entry.network, tx.ts, tx.ts))
+        tx.entry("+", acl_sid, sid, entry.address, entry.prefix)
         return IpAddress(sid, account_sid, acl_sid, name, entry.address, entry.prefix, tx.now, tx.now)
 
     def get_ip_address(self, account_sid: str, acl_sid: str, sid: str) -> IpAddress:
@@ -441,7 +467,7 @@ class SqliteStore:
 
     def update_ip_address(self, account_sid: str, acl_sid: str, sid: str, *, friendly_name: str | None = None,
                           ip_address: str | None = None, cidr_prefix_length: int | None = None) -> IpAddress:
-        with self._write() as tx:
+        with self._write(entries_only=True) as tx:
             self._get_acl(tx.cur, account_sid, acl_sid)
             current = self._get_ip(tx.cur, account_sid, acl_sid, sid)
             name = current.friendly_name if friendly_name is None else v.friendly_name(friendly_name, required=True)
@@ -456,13 +482,17 @@ class SqliteStore:
             tx.cur.execute("UPDATE ip_addresses SET friendly_name = ?, ip_address = ?, cidr_prefix_length = ?, "
                            "network = ?, date_updated = ? WHERE sid = ?",
                            (name, entry.address, entry.prefix, entry.network, tx.ts, sid))
+            if (entry.address, entry.prefix) != (current.ip_address, current.cidr_prefix_length):
+                tx.entry("-", acl_sid, sid, current.ip_address, current.cidr_prefix_length)
+                tx.entry("+", acl_sid, sid, entry.address, entry.prefix)
             return self._get_ip(tx.cur, account_sid, acl_sid, sid)
 
     def delete_ip_address(self, account_sid: str, acl_sid: str, sid: str) -> None:
-        with self._write() as tx:
+        with self._write(entries_only=True) as tx:
             self._get_acl(tx.cur, account_sid, acl_sid)
-            self._get_ip(tx.cur, account_sid, acl_sid, sid)
+            ip = self._get_ip(tx.cur, account_sid, acl_sid, sid)
             tx.cur.execute("DELETE FROM ip_addresses WHERE sid = ?", (sid,))
+            tx.entry("-", acl_sid, sid, ip.ip_address, ip.cidr_prefix_length)
 
     # -- trunk <-> list associations -----------------------------------------
     _ASSOC_SELECT = ("SELECT a.account_sid, a.trunk_sid, a.acl_sid, l.friendly_name, a.date_created, "
@@ -518,6 +548,24 @@ class SqliteStore:
                 raise NotFound("IpAccessControlList", acl_sid)
 
     # -- the edge's view -----------------------------------------------------
+    def changes_since(self, revision: int) -> tuple[int, list[tuple[str, str, str, str, int]]] | None:
+        """(current revision, entry changes after ``revision``), in order.
+
+        None when something structural changed since (trunks, lists,
+        associations) or the log no longer reaches back that far: the
+        caller then compiles a full snapshot.
+        """
+        with self._read() as cur:
+            current = cur.execute("SELECT revision FROM meta WHERE id = 1").fetchone()[0]
+            if current == revision:
+                return current, []
+            rows = cur.execute("SELECT revision, op, acl_sid, ip_sid, address, prefix FROM changes "
+                               "WHERE revision > ? ORDER BY rowid", (revision,)).fetchall()
+        if current < revision or len({r[0] for r in rows}) != current - revision \
+                or any(r[1] == "S" for r in rows):
+            return None
+        return current, [r[1:] for r in rows]
+
     def snapshot(self) -> Snapshot:
         """Every trunk with its lists, and every list's entries, consistently."""
         with self._read() as cur:
