@@ -55,6 +55,11 @@ class Server:
         if self.seed:
             report = await loop.run_in_executor(None, load_seed, self.store, self.seed)
             log.info("seed %s: %s", self.seed, report)
+        # Accounts before the first compile: creating one is a write, and a
+        # write right after the compile would force the first API change
+        # into a full recompile.
+        for account in self.config.accounts:
+            await loop.run_in_executor(None, self.store.ensure_account, account.sid, account.friendly_name)
         self.reloader = Reloader(self.store, self.edge.install, self.config.store.poll_interval,
                                  current=lambda: self.edge.table)
         await self.reloader.refresh(force=True)
@@ -86,9 +91,6 @@ class Server:
 
         from sipgate.api import make_app
 
-        loop = asyncio.get_running_loop()
-        for account in self.config.accounts:
-            await loop.run_in_executor(None, self.store.ensure_account, account.sid, account.friendly_name)
         reloader = self.reloader
         assert reloader is not None
         app = make_app(self.store, {a.sid: a.auth_token for a in self.config.accounts},

@@ -314,6 +314,7 @@ def test_paging_walks_more_than_1000_records(server, tmp_path):
 def test_no_datagram_lost_while_tables_swap(server):
     import select
     import threading
+    import time
 
     c = client(server)
     domain = "swap.sipgate.test"
@@ -325,7 +326,9 @@ def test_no_datagram_lost_while_tables_swap(server):
     def toggle() -> None:
         while not stop.is_set():
             c.trunking.v1.trunks(trunk.sid).ip_access_control_lists.create(ip_access_control_list_sid=acl.sid)
+            stop.wait(0.02)  # hold each state long enough for INVITEs to meet it
             c.trunking.v1.trunks(trunk.sid).ip_access_control_lists(acl.sid).delete()
+            stop.wait(0.02)
 
     worker = threading.Thread(target=toggle)
     worker.start()
@@ -345,6 +348,7 @@ def test_no_datagram_lost_while_tables_swap(server):
                 else:
                     server.pbx.recv()  # type: ignore[attr-defined]
                     relayed += 1
+                time.sleep(0.003)
     finally:
         stop.set()
         worker.join(30)
