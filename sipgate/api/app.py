@@ -26,7 +26,6 @@ from sipgate.store import (
     InvalidParameter,
     LimitExceeded,
     NotFound,
-    StoreError,
     Unavailable,
 )
 
@@ -102,7 +101,7 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
         return await handler(request)
     except ApiError as exc:
         return wire.error(exc.status, exc.code, exc.message)
-    except NotFound as exc:
+    except NotFound:
         return wire.error(404, 20404, f"The requested resource {request.path} was not found")
     except (InvalidParameter, Conflict, LimitExceeded) as exc:
         return wire.error(400, exc.code, exc.message)
