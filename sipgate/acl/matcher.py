@@ -14,13 +14,21 @@ T = TypeVar("T")
 
 _MAPPED_HIGH = 0xFFFF
 _MASK32 = 0xFFFFFFFF
+_LIMIT = {4: 1 << 32, 6: 1 << 128}
 
-# A probe list: (shift, table) pairs, longest prefix first.  The key of a
-# network of prefix length L in a family of width W is ``network >> (W - L)``,
-# so an address matches it iff ``table.get(address >> (W - L))`` hits.  A
-# lookup therefore costs one shift and one dict probe per distinct prefix
-# length present (at most 33 or 129), whatever the number of entries.
-_Probes = tuple[tuple[int, dict[int, tuple[Any, ...]]], ...]
+# A probe list: (shift, shard shift, shards) per prefix length, longest
+# first.  The key of a network of prefix length L in a family of width W is
+# ``network >> (W - L)``, so an address matches it iff its key is in the
+# table of that length.  Each length's table is split by the key's top
+# SHARD_BITS bits into shards (``shards[key >> shard_shift]``): a change
+# then copies one shard, not a table of a million entries.  A lookup costs
+# two shifts and one dict probe per distinct prefix length present (at most
+# 33 or 129), whatever the number of entries.
+SHARD_BITS = 8
+_Table = dict[int, tuple[Any, ...]]
+_Probes = tuple[tuple[int, int, tuple[_Table, ...]], ...]
+# The one shared empty shard; never written to (writers copy first).
+_EMPTY: _Table = {}
 
 
 class PrefixMatcher(Generic[T]):
@@ -43,7 +51,7 @@ class PrefixMatcher(Generic[T]):
         set_(self, "_v4", v4)
         set_(self, "_v6", v6)
         set_(self, "_entries", entries)
-        set_(self, "_networks", sum(len(table) for _, table in v4 + v6))
+        set_(self, "_networks", sum(len(shard) for _, _, shards in v4 + v6 for shard in shards))
 
     def __setattr__(self, name: str, value: object) -> NoReturn:
         raise AttributeError(f"{type(self).__name__} is immutable")
@@ -94,54 +102,83 @@ class PrefixMatcher(Generic[T]):
                      removed: Iterable[tuple[str, int | None, T]] = ()) -> PrefixMatcher[T]:
         """A new matcher with ``removed`` entries taken out and ``added`` put in.
 
-        Only the tables of the prefix lengths a change touches are copied;
-        the rest are shared with this matcher (both stay immutable), so a
-        one-entry change costs one table copy, not a rebuild.  Removing an
-        entry that is not there raises ValueError.
+        Only the shards a change touches are copied; every other shard is
+        shared with this matcher (both stay immutable), so a one-entry
+        change costs one small dict copy, not a rebuild.  Removing an entry
+        that is not there raises ValueError.
         """
-        groups: dict[tuple[int, int], dict[int, tuple[Any, ...]]] = {}
+        groups: dict[tuple[int, int], tuple[int, list[_Table]]] = {}
         for version, probes in ((4, self._v4), (6, self._v6)):
-            for shift, table in probes:
-                groups[(version, MAX_PREFIX[version] - shift)] = table
-        copied: set[tuple[int, int]] = set()
+            for shift, shard_shift, shards in probes:
+                groups[(version, MAX_PREFIX[version] - shift)] = (shard_shift, list(shards))
+        copied: set[tuple[int, int, int]] = set()
         count = self._entries
 
-        def table_for(entry: tuple[str, int | None, Any]) -> tuple[dict[int, tuple[Any, ...]], int, Any]:
+        def shard_for(entry: tuple[str, int | None, Any]) -> tuple[_Table, int, Any]:
             try:
                 text, prefix, payload = entry
                 version, network, length = normalize_network(text, prefix)
             except (ValueError, TypeError) as exc:
                 raise ValueError(f"invalid ACL entry {entry!r}: {exc}") from exc
-            group = (version, length)
-            if group not in copied:
-                groups[group] = dict(groups.get(group, {}))  # copy on write
-                copied.add(group)
-            return groups[group], network >> (MAX_PREFIX[version] - length), payload
+            group = groups.get((version, length))
+            if group is None:
+                shard_shift = max(length - SHARD_BITS, 0)
+                group = groups[(version, length)] = (shard_shift, [_EMPTY] * (1 << (length - shard_shift)))
+            shard_shift, shards = group
+            key = network >> (MAX_PREFIX[version] - length)
+            index = key >> shard_shift
+            if (version, length, index) not in copied:
+                shards[index] = dict(shards[index])  # copy on write
+                copied.add((version, length, index))
+            return shards[index], key, payload
 
         for entry in removed:
-            table, key, payload = table_for(entry)
-            found = table.get(key, ())
+            shard, key, payload = shard_for(entry)
+            found = shard.get(key, ())
             if payload not in found:
                 raise ValueError(f"ACL entry {entry!r} is not in the matcher")
             i = found.index(payload)
             rest = found[:i] + found[i + 1:]
             if rest:
-                table[key] = rest
+                shard[key] = rest
             else:
-                del table[key]
+                del shard[key]
             count -= 1
         for entry in added:
-            table, key, payload = table_for(entry)
-            table[key] = table.get(key, ()) + (payload,)
+            shard, key, payload = shard_for(entry)
+            shard[key] = shard.get(key, ()) + (payload,)
             count += 1
-        groups = {group: table for group, table in groups.items() if table}
-        return type(self)(self._probes(groups, 4), self._probes(groups, 6), count)
+        touched = {(version, length) for version, length, _ in copied}
+        originals = {(version, MAX_PREFIX[version] - shift): shards
+                     for version, probes_ in ((4, self._v4), (6, self._v6)) for shift, _, shards in probes_}
+        probes: dict[int, list[tuple[int, int, tuple[_Table, ...]]]] = {4: [], 6: []}
+        for (version, length), (shard_shift, shards) in sorted(groups.items(), key=lambda g: -g[0][1]):
+            if (version, length) not in touched:
+                kept = originals[(version, length)]  # share the whole length untouched
+            elif any(shards):
+                kept = tuple(shard or _EMPTY for shard in shards)
+            else:
+                continue  # the last entry of this length went
+            probes[version].append((MAX_PREFIX[version] - length, shard_shift, kept))
+        return type(self)(tuple(probes[4]), tuple(probes[6]), count)
 
     @staticmethod
     def _probes(groups: dict[tuple[int, int], dict[int, tuple[Any, ...]]], version: int) -> _Probes:
+        """Shard each length's table (see SHARD_BITS), longest length first."""
         width = MAX_PREFIX[version]
         lengths = sorted((length for v, length in groups if v == version), reverse=True)
-        return tuple((width - length, groups[(version, length)]) for length in lengths)
+        probes = []
+        for length in lengths:
+            shard_shift = max(length - SHARD_BITS, 0)
+            shards: list[_Table] = [_EMPTY] * (1 << (length - shard_shift))
+            for key, payloads in groups[(version, length)].items():
+                index = key >> shard_shift
+                shard = shards[index]
+                if shard is _EMPTY:
+                    shard = shards[index] = {}
+                shard[key] = payloads
+            probes.append((width - length, shard_shift, tuple(shards)))
+        return tuple(probes)
 
     @classmethod
     def empty(cls) -> PrefixMatcher[T]:
@@ -156,8 +193,9 @@ class PrefixMatcher(Generic[T]):
             if ":" not in addr_text:
                 a, b, c, d = addr_text.split(".")
                 value = _OCTET_3[a] | _OCTET_2[b] | _OCTET_1[c] | _OCTET_0[d]
-                for shift, table in self._v4:
-                    if value >> shift in table:
+                for shift, shard_shift, shards in self._v4:
+                    key = value >> shift
+                    if key in shards[key >> shard_shift]:
                         return True
                 return False
         except (ValueError, KeyError, TypeError, AttributeError):
@@ -171,8 +209,9 @@ class PrefixMatcher(Generic[T]):
             if ":" not in addr_text:
                 a, b, c, d = addr_text.split(".")
                 value = _OCTET_3[a] | _OCTET_2[b] | _OCTET_1[c] | _OCTET_0[d]
-                for shift, table in self._v4:
-                    hit = table.get(value >> shift)
+                for shift, shard_shift, shards in self._v4:
+                    key = value >> shift
+                    hit = shards[key >> shard_shift].get(key)
                     if hit is not None:
                         return hit
                 return ()
@@ -185,6 +224,8 @@ class PrefixMatcher(Generic[T]):
 
     def contains_value(self, version: int, value: int) -> bool:
         """Like :meth:`contains` for an address already parsed to an int."""
+        if not 0 <= value < _LIMIT.get(version, 0):
+            return False  # no such address: and a shard index must stay in range
         if version == 4:
             probes = self._v4
         elif version == 6:
@@ -197,13 +238,16 @@ class PrefixMatcher(Generic[T]):
                 probes = self._v6
         else:
             return False
-        for shift, table in probes:
-            if value >> shift in table:
+        for shift, shard_shift, shards in probes:
+            key = value >> shift
+            if key in shards[key >> shard_shift]:
                 return True
         return False
 
     def lookup_value(self, version: int, value: int) -> tuple[T, ...]:
         """Like :meth:`lookup` for an address already parsed to an int."""
+        if not 0 <= value < _LIMIT.get(version, 0):
+            return ()
         if version == 4:
             probes = self._v4
         elif version == 6:
@@ -214,8 +258,9 @@ class PrefixMatcher(Generic[T]):
                 probes = self._v6
         else:
             return ()
-        for shift, table in probes:
-            hit = table.get(value >> shift)
+        for shift, shard_shift, shards in probes:
+            key = value >> shift
+            hit = shards[key >> shard_shift].get(key)
             if hit is not None:
                 return hit
         return ()
@@ -235,7 +280,7 @@ class PrefixMatcher(Generic[T]):
             raise ValueError(f"IP version must be 4 or 6, not {version!r}")
         width = MAX_PREFIX[version]
         probes = self._v4 if version == 4 else self._v6
-        return tuple(sorted(width - shift for shift, _ in probes))
+        return tuple(sorted(width - shift for shift, _, _ in probes))
 
     def __repr__(self) -> str:
         return (

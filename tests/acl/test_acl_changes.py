@@ -32,12 +32,14 @@ def test_with_changes_equals_rebuild(base, extra, data):
         assert set(before.lookup(addr)) == set(PrefixMatcher.build(entries).lookup(addr))
 
 
-def test_untouched_tables_are_shared_not_copied():
-    m = PrefixMatcher.build([("10.0.0.0", 8, "a"), ("192.0.2.0", 24, "b")])
+def test_untouched_shards_are_shared_not_copied():
+    m = PrefixMatcher.build([("10.0.0.0", 8, "a"), ("192.0.2.0", 24, "b"), ("10.0.0.0", 24, "d")])
     n = m.with_changes(added=[("192.0.3.0", 24, "c")])
-    tables_m = {32 - shift: t for shift, t in m._v4}
-    tables_n = {32 - shift: t for shift, t in n._v4}
-    assert tables_n[8] is tables_m[8] and tables_n[24] is not tables_m[24]
+    shards_m = {32 - shift: shards for shift, _, shards in m._v4}
+    shards_n = {32 - shift: shards for shift, _, shards in n._v4}
+    assert shards_n[8] is shards_m[8]  # an untouched prefix length: shared whole
+    assert shards_n[24][192] is not shards_m[24][192]  # the touched shard: copied
+    assert shards_n[24][10] is shards_m[24][10]  # the other shards of that length: shared
     assert n.contains("192.0.3.9") and not m.contains("192.0.3.9")
 
 
