@@ -87,8 +87,11 @@ def measure(entries: int, changes: int, probe_prefix: int) -> dict[str, float]:
                 api(server.api_port, "DELETE", f"{base}/{acl['sid']}/IpAddresses/{ip['sid']}.json")
                 del_ms.append((time.perf_counter() - t) * 1e3)
                 assert verdict(server, pbx, caller, 2 * i + 1) == "403", "removal not enforced after its 2xx"
+        except BaseException:
+            sys.stderr.write("".join(server.log[-20:]))
+            raise
         finally:
-            server.stop()
+            server.stop(timeout=120)  # a full compile of 1M entries may be in progress
     all_ms = sorted(add_ms + del_ms)
     return {"start_s": start_s, "p50": statistics.median(all_ms), "max": all_ms[-1],
             "add_p50": statistics.median(add_ms), "del_p50": statistics.median(del_ms)}

@@ -169,10 +169,10 @@ class Serving:
             if m := re.search(r"API on http://127\.0\.0\.1:(\d+)", line):
                 self.api_port = int(m.group(1))
 
-    def stop(self) -> int:
+    def stop(self, timeout: float = 10.0) -> int:
         os.kill(self.proc.pid, signal.SIGTERM)
         try:
-            return self.proc.wait(10)
+            return self.proc.wait(timeout)
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
