@@ -8,7 +8,7 @@ decides, never a header.  This module is pure: no sockets, no clocks, no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from sipgate.acl import PrefixMatcher, parse_address
@@ -134,40 +134,87 @@ class AdmissionTable:
         names = {acl_sid: acl_name for t in trunks_seen for acl_sid, acl_name, _ in t.acls}
         return cls(generation, by_domain, by_sid, PrefixMatcher.build(union), entries, names)
 
-    def apply_changes(self, generation: int,
-                      changes: Iterable[tuple[str, str, str, str, int | None]]) -> AdmissionTable:
-        """A new table with list entries added ("+") and removed ("-").
+    def apply_changes(self, generation: int, changes: Iterable[tuple[str, str, str, str, int | None]],
+                      lists: Mapping[str, tuple[str, tuple[tuple[str, str, int | None], ...]]] | None = None,
+                      ) -> AdmissionTable:
+        """A new table with the store's changes applied, touching only what they affect.
 
-        ``changes`` are (op, list SID, IP address SID, address, prefix).
-        Only the matchers of trunks using a changed list (and the union)
-        are touched, and those by copying the affected prefix-length
-        tables only; everything else is shared with this table.
+        ``changes`` are (op, list SID, IP SID or trunk SID, address, prefix):
+        "+"/"-" add/remove a list entry; "A"/"D" associate/dissociate a list
+        and a trunk, for which ``lists`` gives the list's name and entries
+        ((IP SID, address, prefix), ...).  Only the matchers of the trunks
+        concerned (and the union) change, by copying the touched shards;
+        everything else is shared with this table.  Raises ValueError when
+        the changes cannot be applied incrementally (the caller recompiles).
         """
-        delta: dict[str, tuple[list[tuple[str, int | None, Match]], list[tuple[str, int | None, Match]]]] = {}
-        for op, acl_sid, ip_sid, address, prefix in changes:
-            if acl_sid not in self.acl_names:
-                continue  # a list no trunk uses: nothing compiled to change
-            row = (address, prefix, Match(acl_sid, self.acl_names[acl_sid], ip_sid, _network_text(address, prefix)))
-            added, removed = delta.setdefault(acl_sid, ([], []))
-            (added if op == "+" else removed).append(row)
-        if not delta:
-            return replace(self, generation=generation)
+        lists = lists or {}
+        changes = list(changes)
+        relinked = {acl for op, acl, *_ in changes if op in ("A", "D")}
+        if any(op in ("+", "-") and acl in relinked for op, acl, *_ in changes):
+            # The list's entries were read at the latest revision: mixing
+            # them with entry changes of the same list would count twice.
+            raise ValueError("entry and association changes of one list in one delta")
         by_sid = dict(self.by_sid)
         by_domain = dict(self.by_domain)
-        for trunk in self.by_sid.values():
-            touched = [acl for acl in trunk.acl_sids if acl in delta]
-            if not touched:
-                continue
-            new = replace(trunk, matcher=trunk.matcher.with_changes(
-                [r for acl in touched for r in delta[acl][0]], [r for acl in touched for r in delta[acl][1]]))
-            by_sid[trunk.sid] = new
+        names = dict(self.acl_names)
+        union_added: list[tuple[str, int | None, Match]] = []
+        union_removed: list[tuple[str, int | None, Match]] = []
+
+        def put(trunk: TrunkEntry) -> None:
+            by_sid[trunk.sid] = trunk
             if trunk.domain_name:
-                by_domain[trunk.domain_name] = new
-        union_added = [r for added, _ in delta.values() for r in added]
-        union_removed = [r for _, removed in delta.values() for r in removed]
-        return AdmissionTable(generation, by_domain, by_sid,
-                              self.any_trunk.with_changes(union_added, union_removed),
-                              self.entries + len(union_added) - len(union_removed), self.acl_names)
+                by_domain[trunk.domain_name] = trunk
+
+        def rows(acl_sid: str, name: str, entries: Iterable[tuple[str, str, int | None]]
+                 ) -> list[tuple[str, int | None, Match]]:
+            return [(address, prefix, Match(acl_sid, name, ip_sid, _network_text(address, prefix)))
+                    for ip_sid, address, prefix in entries]
+
+        entry_delta: dict[str, tuple[list[tuple[str, int | None, Match]], list[tuple[str, int | None, Match]]]] = {}
+        for op, acl_sid, other_sid, address, prefix in changes:
+            if op in ("A", "D"):
+                trunk = by_sid.get(other_sid)
+                if trunk is None or acl_sid not in lists:
+                    raise ValueError(f"unknown trunk {other_sid} or list {acl_sid}")
+                name, entries = lists[acl_sid]
+                used_before = any(acl_sid in t.acl_sids for t in by_sid.values())
+                if op == "A":
+                    if acl_sid in trunk.acl_sids:
+                        raise ValueError(f"list {acl_sid} already on trunk {other_sid}")
+                    new_rows = rows(acl_sid, name, entries)
+                    put(replace(trunk, acl_sids=(*trunk.acl_sids, acl_sid),
+                                matcher=trunk.matcher.with_changes(added=new_rows)))
+                    if not used_before:
+                        names[acl_sid] = name
+                        union_added.extend(new_rows)
+                else:
+                    if acl_sid not in trunk.acl_sids:
+                        raise ValueError(f"list {acl_sid} not on trunk {other_sid}")
+                    old_rows = rows(acl_sid, names[acl_sid], entries)
+                    put(replace(trunk, acl_sids=tuple(a for a in trunk.acl_sids if a != acl_sid),
+                                matcher=trunk.matcher.with_changes(removed=old_rows)))
+                    if not any(acl_sid in t.acl_sids for t in by_sid.values()):
+                        del names[acl_sid]
+                        union_removed.extend(old_rows)
+                continue
+            if acl_sid not in names:
+                continue  # a list no trunk uses: nothing compiled to change
+            row = (address, prefix, Match(acl_sid, names[acl_sid], other_sid, _network_text(address, prefix)))
+            added, removed = entry_delta.setdefault(acl_sid, ([], []))
+            (added if op == "+" else removed).append(row)
+        for trunk in list(by_sid.values()):
+            touched = [acl for acl in trunk.acl_sids if acl in entry_delta]
+            if touched:
+                put(replace(trunk, matcher=trunk.matcher.with_changes(
+                    [r for acl in touched for r in entry_delta[acl][0]],
+                    [r for acl in touched for r in entry_delta[acl][1]])))
+        for added, removed in entry_delta.values():
+            union_added.extend(added)
+            union_removed.extend(removed)
+        any_trunk = self.any_trunk.with_changes(union_added, union_removed) if union_added or union_removed \
+            else self.any_trunk
+        return AdmissionTable(generation, by_domain, by_sid, any_trunk,
+                              self.entries + len(union_added) - len(union_removed), names)
 
 
 def _network_text(address: str, prefix: int | None) -> str:

@@ -102,9 +102,11 @@ class Reloader:
         delta = self.store.changes_since(generation)
         if delta is None:
             return None
-        revision, changes = delta
+        revision, changes, lists = delta
         try:
-            return table.apply_changes(revision, changes)
+            return table.apply_changes(revision, changes, {
+                sid: (name, tuple((e.ip_sid, e.ip_address, e.cidr_prefix_length) for e in entries))
+                for sid, (name, entries) in lists.items()})
         except ValueError as exc:  # the log and the table disagree: rebuild
             log.warning("incremental update failed (%s); recompiling the whole table", exc)
             return None

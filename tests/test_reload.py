@@ -53,12 +53,32 @@ def test_entry_changes_are_patched_and_agree_with_a_full_compile(tmp_path):
         await reloader.refresh()
         same_verdicts(installed[-1], compile_store(store))
         assert reloader.incremental == 3
-        # A structural change (dissociation) recompiles in full.
+        # Associations are patched too: only the trunk concerned changes.
+        untouched = installed[-1].by_sid[t1.sid]
         store.dissociate(A, t2.sid, own.sid)
+        await reloader.refresh()
+        assert reloader.incremental == 4 and reloader.full == 1
+        same_verdicts(installed[-1], compile_store(store))
+        assert not installed[-1].by_domain["two.example"].matcher.contains("192.0.2.7")
+        assert installed[-1].by_sid[t1.sid] is untouched
+        store.associate(A, t1.sid, unused.sid)  # a list no trunk used: enters the union too
+        store.associate(A, t1.sid, own.sid)
+        await reloader.refresh()
+        assert reloader.incremental == 5
+        same_verdicts(installed[-1], compile_store(store))
+        assert installed[-1].by_domain["one.example"].matcher.contains("203.0.113.9")
+        assert installed[-1].any_trunk.contains("2001:db8::1")
+        # Entry and association changes of one list in one delta: full compile.
+        store.dissociate(A, t1.sid, own.sid)
+        store.create_ip_address(A, own.sid, friendly_name="e", ip_address="198.51.100.1")
         await reloader.refresh()
         assert reloader.full == 2
         same_verdicts(installed[-1], compile_store(store))
-        assert not installed[-1].by_domain["two.example"].matcher.contains("192.0.2.7")
+        # A new trunk is structural: full compile.
+        store.create_trunk(A, domain_name="three.example")
+        await reloader.refresh()
+        assert reloader.full == 3
+        same_verdicts(installed[-1], compile_store(store))
 
     asyncio.run(scenario())
     store.close()
@@ -70,10 +90,16 @@ def test_changes_since_reports_structure_and_gaps(tmp_path):
     acl = store.create_acl(A, "l")
     rev = store.revision()
     ip = store.create_ip_address(A, acl.sid, friendly_name="x", ip_address="10.0.0.1")
-    current, changes = store.changes_since(rev)
-    assert current == rev + 1 and changes == [("+", acl.sid, ip.sid, "10.0.0.1", 32)]
-    assert store.changes_since(store.revision()) == (store.revision(), [])
+    current, changes, lists = store.changes_since(rev)
+    assert current == rev + 1 and changes == [("+", acl.sid, ip.sid, "10.0.0.1", 32)] and lists == {}
+    assert store.changes_since(store.revision()) == (store.revision(), [], {})
+    trunk = store.create_trunk(A, domain_name="t.example")
+    rev = store.revision()
+    store.associate(A, trunk.sid, acl.sid)
+    current, changes, lists = store.changes_since(rev)
+    assert changes == [("A", acl.sid, trunk.sid, "", 0)]
+    assert lists[acl.sid][0] == "l" and [e.ip_sid for e in lists[acl.sid][1]] == [ip.sid]
     store.create_acl(A, "m")
-    assert store.changes_since(rev) is None  # structural change in between
+    assert store.changes_since(rev) is None  # a new list is structural
     assert store.changes_since(0) is None  # older than the log
     store.close()

@@ -504,7 +504,7 @@ class SqliteStore:
 
     def associate(self, account_sid: str, trunk_sid: str, acl_sid: str) -> TrunkAcl:
         """Associate a list with a trunk (both of this account)."""
-        with self._write() as tx:
+        with self._write(entries_only=True) as tx:
             return self._associate(tx, account_sid, trunk_sid, acl_sid)
 
     def _associate(self, tx: _Tx, account_sid: str, trunk_sid: str, acl_sid: str) -> TrunkAcl:
@@ -516,6 +516,7 @@ class SqliteStore:
                            f"IpAccessControlList {acl_sid} is already associated with trunk {trunk_sid}")
         tx.cur.execute("INSERT INTO trunk_acls VALUES (?, ?, ?, ?, ?)",
                        (trunk_sid, acl_sid, account_sid, tx.ts, tx.ts))
+        tx.entry("A", acl_sid, trunk_sid, "", 0)  # (the trunk SID rides in the ip_sid column)
         return TrunkAcl(account_sid, trunk_sid, acl_sid, acl.friendly_name, tx.now, tx.now)
 
     def get_trunk_acl(self, account_sid: str, trunk_sid: str, acl_sid: str) -> TrunkAcl:
@@ -541,30 +542,45 @@ class SqliteStore:
             return cur.execute("SELECT COUNT(*) FROM trunk_acls WHERE trunk_sid = ?", (trunk_sid,)).fetchone()[0]
 
     def dissociate(self, account_sid: str, trunk_sid: str, acl_sid: str) -> None:
-        with self._write() as tx:
+        with self._write(entries_only=True) as tx:
             self._get_trunk(tx.cur, account_sid, trunk_sid)
             tx.cur.execute("DELETE FROM trunk_acls WHERE trunk_sid = ? AND acl_sid = ?", (trunk_sid, acl_sid))
             if tx.cur.rowcount == 0:
                 raise NotFound("IpAccessControlList", acl_sid)
+            tx.entry("D", acl_sid, trunk_sid, "", 0)
 
     # -- the edge's view -----------------------------------------------------
-    def changes_since(self, revision: int) -> tuple[int, list[tuple[str, str, str, str, int]]] | None:
-        """(current revision, entry changes after ``revision``), in order.
+    def changes_since(self, revision: int) -> tuple[int, list[tuple[str, str, str, str, int]],
+                                                      dict[str, tuple[str, tuple[AclEntry, ...]]]] | None:
+        """(current revision, changes after ``revision`` in order, lists).
 
-        None when something structural changed since (trunks, lists,
-        associations) or the log no longer reaches back that far: the
-        caller then compiles a full snapshot.
+        Changes are (op, list SID, IP SID or trunk SID, address, prefix):
+        "+"/"-" for a list entry added/removed, "A"/"D" for a list
+        associated with / dissociated from a trunk.  ``lists`` gives, for
+        every list in an "A"/"D" change, its name and entries as of the
+        current revision (read in the same transaction).  None when
+        something else changed since (trunks, lists themselves) or the log
+        no longer reaches back that far: the caller then compiles a full
+        snapshot.
         """
         with self._read() as cur:
             current = cur.execute("SELECT revision FROM meta WHERE id = 1").fetchone()[0]
             if current == revision:
-                return current, []
+                return current, [], {}
             rows = cur.execute("SELECT revision, op, acl_sid, ip_sid, address, prefix FROM changes "
                                "WHERE revision > ? ORDER BY rowid", (revision,)).fetchall()
-        if current < revision or len({r[0] for r in rows}) != current - revision \
-                or any(r[1] == "S" for r in rows):
-            return None
-        return current, [r[1:] for r in rows]
+            if current < revision or len({r[0] for r in rows}) != current - revision \
+                    or any(r[1] == "S" for r in rows):
+                return None
+            lists: dict[str, tuple[str, tuple[AclEntry, ...]]] = {}
+            for acl_sid in {r[2] for r in rows if r[1] in ("A", "D")}:
+                name = cur.execute("SELECT friendly_name FROM acls WHERE sid = ?", (acl_sid,)).fetchone()
+                if name is None:
+                    return None  # deleted since: a structural change follows anyway
+                lists[acl_sid] = (name[0], tuple(AclEntry(*e) for e in cur.execute(
+                    "SELECT sid, ip_address, cidr_prefix_length FROM ip_addresses WHERE acl_sid = ? "
+                    "ORDER BY rowid", (acl_sid,))))
+        return current, [r[1:] for r in rows], lists
 
     def snapshot(self) -> Snapshot:
         """Every trunk with its lists, and every list's entries, consistently."""
