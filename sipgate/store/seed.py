@@ -28,12 +28,14 @@ revision as it was.  Seeds only add; they never delete.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sipgate.store import validate as v
-from sipgate.store.model import TRUNK_DEFAULTS, StoreError
+from sipgate.store.model import TRUNK_DEFAULTS, StoreError, Unavailable
 from sipgate.store.sqlite import SqliteStore
 
 __all__ = ["SeedError", "SeedReport", "load_seed"]
@@ -75,6 +77,25 @@ def _table(value: Any, key: str, allowed: set[str], src: str) -> dict[str, Any]:
     return value
 
 
+# Twilio form name carried by a store error -> the seed's own key for it.
+_SEED_KEYS = {form: key for key, form in v.TRUNK_FIELDS.items()} | {
+    "AccountSid": "sid", "IpAddress": "ip_address", "CidrPrefixLength": "cidr_prefix_length",
+}
+
+
+@contextmanager
+def _at(src: str, key: str) -> Iterator[None]:
+    """Turn a store error raised for the object at ``key`` into a SeedError naming the key."""
+    try:
+        yield
+    except Unavailable:
+        raise
+    except StoreError as exc:
+        param = getattr(exc, "param", None)
+        raise SeedError(src, f"{key}.{_SEED_KEYS.get(param, param)}" if param else key,
+                        str(exc)) from None
+
+
 def _array(value: Any, key: str, src: str) -> list[Any]:
     if value is None:
         return []
@@ -95,27 +116,24 @@ def load_seed(store: SqliteStore, path: str | Path) -> SeedReport:
         raise SeedError(src, "(syntax)", str(exc)) from None
     _table(data, "(top)", {"accounts"}, src)
     report = SeedReport()
-    key = "accounts"
-    try:
-        with store._write() as tx:
-            changed = False
-            for i, account in enumerate(_array(data.get("accounts"), "accounts", src)):
-                key = f"accounts[{i}]"
-                account = _table(account, key, {"sid", "friendly_name", "ip_access_control_lists", "trunks"}, src)
-                changed |= _seed_account(store, tx, account, key, src, report)
-            tx.changed = changed
-    except StoreError as exc:
-        param = getattr(exc, "param", None)
-        raise SeedError(src, f"{key}.{param}" if param else key, str(exc)) from None
+    with store._write() as tx:  # Unavailable (store locked, disk full) propagates as is
+        changed = False
+        for i, account in enumerate(_array(data.get("accounts"), "accounts", src)):
+            key = f"accounts[{i}]"
+            account = _table(account, key, {"sid", "friendly_name", "ip_access_control_lists", "trunks"}, src)
+            changed |= _seed_account(store, tx, account, key, src, report)
+        tx.changed = changed
     return report
 
 
 def _seed_account(store: SqliteStore, tx: Any, account: dict[str, Any], key: str, src: str,
                   report: SeedReport) -> bool:
-    sid = v.account_sid(account.get("sid"))
+    with _at(src, key):
+        sid = v.account_sid(account.get("sid"))
+        name = v.friendly_name(account.get("friendly_name", ""), required=False)
     existed = tx.cur.execute("SELECT 1 FROM accounts WHERE sid = ?", (sid,)).fetchone() is not None
     if not existed:
-        store._ensure_account(tx, sid, v.friendly_name(account.get("friendly_name", ""), required=False))
+        store._ensure_account(tx, sid, name)
     report.count("accounts", not existed)
     changed = not existed
 
@@ -123,11 +141,13 @@ def _seed_account(store: SqliteStore, tx: Any, account: dict[str, Any], key: str
     for j, acl in enumerate(_array(account.get("ip_access_control_lists"), f"{key}.ip_access_control_lists", src)):
         lkey = f"{key}.ip_access_control_lists[{j}]"
         acl = _table(acl, lkey, {"friendly_name", "ip_addresses"}, src)
-        name = v.friendly_name(acl.get("friendly_name"), required=True)
+        with _at(src, lkey):
+            name = v.friendly_name(acl.get("friendly_name"), required=True)
         row = tx.cur.execute("SELECT sid FROM acls WHERE account_sid = ? AND friendly_name = ? ORDER BY rowid",
                              (sid, name)).fetchone()
         if row is None:
-            acl_sid = store._create_acl(tx, sid, name).sid
+            with _at(src, lkey):
+                acl_sid = store._create_acl(tx, sid, name).sid
         else:
             acl_sid = row[0]
         report.count("ip_access_control_lists", row is None)
@@ -136,15 +156,14 @@ def _seed_account(store: SqliteStore, tx: Any, account: dict[str, Any], key: str
         for k, ip in enumerate(_array(acl.get("ip_addresses"), f"{lkey}.ip_addresses", src)):
             ikey = f"{lkey}.ip_addresses[{k}]"
             ip = _table(ip, ikey, {"friendly_name", "ip_address", "cidr_prefix_length"}, src)
-            try:
+            with _at(src, ikey):
                 entry = v.ip_entry(ip.get("ip_address"), ip.get("cidr_prefix_length"))
-            except StoreError as exc:
-                raise SeedError(src, f"{ikey}.{getattr(exc, 'param', '')}", str(exc)) from None
+                label = v.friendly_name(ip.get("friendly_name") or entry.address, required=True)
             exists = tx.cur.execute("SELECT 1 FROM ip_addresses WHERE acl_sid = ? AND network = ?",
                                     (acl_sid, entry.network)).fetchone() is not None
             if not exists:
-                label = v.friendly_name(ip.get("friendly_name") or entry.address, required=True)
-                store._create_ip(tx, sid, acl_sid, label, entry)
+                with _at(src, ikey):
+                    store._create_ip(tx, sid, acl_sid, label, entry)
             report.count("ip_addresses", not exists)
             changed |= not exists
 
@@ -152,16 +171,15 @@ def _seed_account(store: SqliteStore, tx: Any, account: dict[str, Any], key: str
         tkey = f"{key}.trunks[{j}]"
         trunk = _table(trunk, tkey, {*v.TRUNK_FIELDS, "ip_access_control_lists"}, src)
         fields = {k: val for k, val in trunk.items() if k != "ip_access_control_lists"}
-        try:
+        with _at(src, tkey):
             values = v.trunk_fields(fields)
-        except StoreError as exc:
-            raise SeedError(src, f"{tkey}.{getattr(exc, 'param', '')}", str(exc)) from None
         domain = values.get("domain_name")
         if domain is None:
             raise SeedError(src, f"{tkey}.domain_name", "required (a seeded trunk is found by its domain name)")
         row = tx.cur.execute("SELECT sid, account_sid FROM trunks WHERE domain_name = ?", (domain,)).fetchone()
         if row is None:
-            trunk_sid = store._create_trunk(tx, sid, {**TRUNK_DEFAULTS, **values}).sid
+            with _at(src, tkey):
+                trunk_sid = store._create_trunk(tx, sid, {**TRUNK_DEFAULTS, **values}).sid
         elif row[1] != sid:
             raise SeedError(src, f"{tkey}.domain_name", f"{domain!r} belongs to another account's trunk")
         else:
@@ -179,7 +197,8 @@ def _seed_account(store: SqliteStore, tx: Any, account: dict[str, Any], key: str
             exists = tx.cur.execute("SELECT 1 FROM trunk_acls WHERE trunk_sid = ? AND acl_sid = ?",
                                     (trunk_sid, lists[name])).fetchone() is not None
             if not exists:
-                store._associate(tx, sid, trunk_sid, lists[name])
+                with _at(src, f"{tkey}.ip_access_control_lists[{k}]"):
+                    store._associate(tx, sid, trunk_sid, lists[name])
             report.count("associations", not exists)
             changed |= not exists
     return changed

@@ -154,8 +154,12 @@ class SqliteStore:
             self._db.execute("PRAGMA synchronous = FULL")
             self._db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
-        except sqlite3.Error as exc:
-            raise _unavailable(exc) from None
+        except BaseException as exc:
+            if hasattr(self, "_db"):
+                self._db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise _unavailable(exc) from None
+            raise
 
     # -- plumbing ------------------------------------------------------------
     def _migrate(self) -> None:
@@ -167,6 +171,9 @@ class SqliteStore:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 version = self._db.execute("PRAGMA user_version").fetchone()[0]
+                if version > len(MIGRATIONS):
+                    raise Unavailable(f"{self.path} has schema version {version}, newer than this "
+                                      f"sipgate's {len(MIGRATIONS)}: upgrade sipgate")
                 for i in range(version, len(MIGRATIONS)):
                     for statement in MIGRATIONS[i].split(";"):
                         if statement.strip():
