@@ -1,10 +1,11 @@
 """Change -> enforcement latency: from an API write to the edge judging by it.
 
 For each table size N: seed one trunk whose list holds N networks, start
-`sipgate serve`, then repeatedly add (and later remove) the address of a
-denied caller through the REST API and time (a) the API's 2xx, which sipgate
-sends only after the new table is in force, and (b) the first INVITE sent
-after the 2xx, checking that it is judged by the new state.
+`sipgate serve`, then make every kind of write through the REST API (an
+address, an association, a trunk, a domain name, a list name, a used list's
+deletion, a field the edge does not compile) and time the API's 2xx, which
+sipgate sends only after the new table is in force; the INVITE sent right
+after each 2xx must be judged by the new state (asserted).
 
     .venv/bin/python benchmarks/bench_enforce.py [--sizes 1000,10000,100000] [--changes 10]
 """
@@ -55,16 +56,23 @@ def api(port: int, method: str, path: str, form: dict[str, str] | None = None) -
     return json.loads(raw) if raw else {}
 
 
-def verdict(server: Serving, pbx: UdpPeer, caller: UdpPeer, n: int) -> str:
-    caller.send(request(ruri=f"sip:1@{DOMAIN}", via_host=f"{DENIED}:{caller.address[1]}", call_id=f"e-{n}"),
+def verdict(server: Serving, pbx: UdpPeer, caller: UdpPeer, n: int, domain: str = DOMAIN) -> str:
+    caller.send(request(ruri=f"sip:1@{domain}", via_host=f"{DENIED}:{caller.address[1]}", call_id=f"e-{n}"),
                 ("127.0.0.1", server.sip_port))
     if not pbx.nothing(0.3):
         return "relayed"
     return str(parse(caller.recv()[0]).status)
 
 
-def measure(entries: int, changes: int, probe_prefix: int) -> dict[str, float]:
+KINDS = ("address add/remove", "associate/dissociate a 1-entry list", "trunk create/delete",
+         "trunk domain change", "rename the big list", "delete a used 1-entry list", "trunk friendly name")
+
+
+def measure(entries: int, changes: int, probe_prefix: int) -> tuple[float, dict[str, list[float]]]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-enforce-"))
+    times: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    counter = iter(range(10**9))
+
     with UdpPeer("127.0.0.1") as pbx, UdpPeer(DENIED) as caller:
         seed = tmp / "seed.toml"
         write_seed(seed, entries)
@@ -72,6 +80,17 @@ def measure(entries: int, changes: int, probe_prefix: int) -> dict[str, float]:
         server = Serving(["serve", "--config", str(write_config(tmp, pbx.address[1])), "--seed", str(seed)],
                          timeout=3600)
         start_s = time.perf_counter() - t0
+
+        def timed(kind: str, method: str, path: str, form: dict[str, str] | None = None) -> dict:
+            t = time.perf_counter()
+            body = api(server.api_port, method, path, form)
+            times[kind].append((time.perf_counter() - t) * 1e3)
+            return body
+
+        def expect(want: str, what: str, domain: str = DOMAIN) -> None:
+            got = verdict(server, pbx, caller, next(counter), domain)
+            assert got == want, f"{what}: the INVITE after the 2xx got {got}, not {want}"
+
         try:
             base = f"/2010-04-01/Accounts/{ACCOUNT_SID}/SIP/IpAccessControlLists"
             acl = next(a for a in api(server.api_port, "GET", base + ".json")["ip_access_control_lists"]
@@ -81,38 +100,55 @@ def measure(entries: int, changes: int, probe_prefix: int) -> dict[str, float]:
                 {"FriendlyName": "probe", "IpAddress": DENIED})
             trunk = next(t for t in api(server.api_port, "GET", "/v1/Trunks?PageSize=1000")["trunks"]
                          if t["domain_name"] == DOMAIN)
-            assoc_ms = []
+            trunk_path = f"/v1/Trunks/{trunk['sid']}"
             for i in range(changes):
-                # Associate a one-entry list with the trunk holding N entries, then remove it.
-                t = time.perf_counter()
-                api(server.api_port, "POST", f"/v1/Trunks/{trunk['sid']}/IpAccessControlLists",
-                    {"IpAccessControlListSid": probe_list["sid"]})
-                assoc_ms.append((time.perf_counter() - t) * 1e3)
-                assert verdict(server, pbx, caller, 10_000 + 2 * i) == "relayed", "association not enforced"
-                t = time.perf_counter()
-                api(server.api_port, "DELETE", f"/v1/Trunks/{trunk['sid']}/IpAccessControlLists/{probe_list['sid']}")
-                assoc_ms.append((time.perf_counter() - t) * 1e3)
-                assert verdict(server, pbx, caller, 10_001 + 2 * i) == "403", "dissociation not enforced"
-            add_ms, del_ms = [], []
-            for i in range(changes):
-                t = time.perf_counter()
-                ip = api(server.api_port, "POST", f"{base}/{acl['sid']}/IpAddresses.json",
-                         {"FriendlyName": "probe", "IpAddress": DENIED, "CidrPrefixLength": str(probe_prefix)})
-                add_ms.append((time.perf_counter() - t) * 1e3)
-                assert verdict(server, pbx, caller, 2 * i) == "relayed", "change not enforced after its 2xx"
-                t = time.perf_counter()
-                api(server.api_port, "DELETE", f"{base}/{acl['sid']}/IpAddresses/{ip['sid']}.json")
-                del_ms.append((time.perf_counter() - t) * 1e3)
-                assert verdict(server, pbx, caller, 2 * i + 1) == "403", "removal not enforced after its 2xx"
+                # An address in the big list (the /24 lands in its biggest table).
+                kind = KINDS[0]
+                ip = timed(kind, "POST", f"{base}/{acl['sid']}/IpAddresses.json",
+                           {"FriendlyName": "probe", "IpAddress": DENIED, "CidrPrefixLength": str(probe_prefix)})
+                expect("relayed", "address added")
+                timed(kind, "DELETE", f"{base}/{acl['sid']}/IpAddresses/{ip['sid']}.json")
+                expect("403", "address removed")
+                # A one-entry list associated with the big trunk, then removed.
+                kind = KINDS[1]
+                timed(kind, "POST", f"{trunk_path}/IpAccessControlLists",
+                      {"IpAccessControlListSid": probe_list["sid"]})
+                expect("relayed", "association")
+                timed(kind, "DELETE", f"{trunk_path}/IpAccessControlLists/{probe_list['sid']}")
+                expect("403", "dissociation")
+                # A new trunk (403: it has no list yet), then deleted (404).
+                kind, other = KINDS[2], f"new-{i}.sipgate.test"
+                new = timed(kind, "POST", "/v1/Trunks", {"DomainName": other})
+                expect("403", "trunk created", other)
+                timed(kind, "DELETE", f"/v1/Trunks/{new['sid']}")
+                expect("404", "trunk deleted", other)
+                # The big trunk moves to another domain and back.
+                kind = KINDS[3]
+                timed(kind, "POST", trunk_path, {"DomainName": f"moved-{i}.sipgate.test"})
+                expect("404", "domain moved away")
+                timed(kind, "POST", trunk_path, {"DomainName": DOMAIN})
+                expect("403", "domain moved back")
+                # Renaming the big list: its entries carry no name, nothing recompiles.
+                timed(KINDS[4], "POST", f"{base}/{acl['sid']}.json", {"FriendlyName": f"bench-{i}"})
+                expect("403", "list renamed")
+                # Deleting a list while the big trunk uses it (the association goes too).
+                doomed = api(server.api_port, "POST", base + ".json", {"FriendlyName": f"doomed-{i}"})
+                api(server.api_port, "POST", f"{base}/{doomed['sid']}/IpAddresses.json",
+                    {"FriendlyName": "probe", "IpAddress": DENIED})
+                api(server.api_port, "POST", f"{trunk_path}/IpAccessControlLists",
+                    {"IpAccessControlListSid": doomed["sid"]})
+                expect("relayed", "doomed list associated")
+                timed(KINDS[5], "DELETE", f"{base}/{doomed['sid']}.json")
+                expect("403", "used list deleted")
+                # A write the edge does not compile at all.
+                timed(KINDS[6], "POST", trunk_path, {"FriendlyName": f"bench trunk {i}"})
+                expect("403", "friendly name changed")
         except BaseException:
             sys.stderr.write("".join(server.log[-20:]))
             raise
         finally:
             server.stop(timeout=120)  # a full compile of 1M entries may be in progress
-    all_ms = sorted(add_ms + del_ms)
-    return {"start_s": start_s, "p50": statistics.median(all_ms), "max": all_ms[-1],
-            "add_p50": statistics.median(add_ms), "del_p50": statistics.median(del_ms),
-            "assoc_p50": statistics.median(assoc_ms), "assoc_max": max(assoc_ms)}
+    return start_s, times
 
 
 def main() -> None:
@@ -125,16 +161,15 @@ def main() -> None:
     args = ap.parse_args()
     print(f"# change -> enforcement — {datetime.date.today()} — Python {platform.python_version()} "
           f"on {platform.machine()}\n")
-    print(f"Seeded entries are random /24s in one list of one trunk; each change adds or removes "
-          f"{DENIED}/{args.probe_prefix} through the API.\n")
-    print("| entries | start with seed | address change: 2xx (= enforced) p50 | max | add p50 | remove p50 "
-          "| associate/dissociate a one-entry list: p50 | max |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(f"Seeded entries are random /24s in one list of one trunk; the address changes add and remove "
+          f"{DENIED}/{args.probe_prefix}; each pair (add/remove, create/delete, ...) counts as two changes.\n")
+    print("| entries | start with seed | change | n | 2xx (= enforced) p50 | max |")
+    print("| ---: | ---: | :--- | ---: | ---: | ---: |")
     for n in (int(s) for s in args.sizes.split(",")):
-        r = measure(n, args.changes, args.probe_prefix)
-        print(f"| {n:,} | {r['start_s']:.1f} s | {r['p50']:.1f} ms | {r['max']:.1f} ms | "
-              f"{r['add_p50']:.1f} ms | {r['del_p50']:.1f} ms | {r['assoc_p50']:.1f} ms | {r['assoc_max']:.1f} ms |",
-              flush=True)
+        start_s, times = measure(n, args.changes, args.probe_prefix)
+        for kind, ms in times.items():
+            print(f"| {n:,} | {start_s:.1f} s | {kind} | {len(ms)} | {statistics.median(ms):.1f} ms | "
+                  f"{max(ms):.1f} ms |", flush=True)
     print("\nEach 2xx is sent only after the edge swapped in the new table; the INVITE sent right after it "
           "was judged by the new state every time (asserted).")
 

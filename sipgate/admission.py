@@ -43,10 +43,13 @@ WARN_HOPS = '399 sipgate "Max-Forwards exhausted"'
 
 @dataclass(frozen=True, slots=True)
 class Match:
-    """One IP access control entry, the payload the matcher returns."""
+    """One IP access control entry, the payload the matcher returns.
+
+    The list's name is not in it (``AdmissionTable.acl_names`` has it), so
+    renaming a list touches no compiled entry.
+    """
 
     acl_sid: str
-    acl_name: str
     ip_sid: str
     network: str  # "address/prefix" as stored
 
@@ -110,9 +113,9 @@ class AdmissionTable:
         for trunk in trunks:
             trunks_seen.append(trunk)
             rows: list[tuple[str, int | None, Match]] = []
-            for acl_sid, acl_name, addresses in trunk.acls:
+            for acl_sid, _name, addresses in trunk.acls:
                 acl_rows = [
-                    (address, prefix, Match(acl_sid, acl_name, ip_sid, _network_text(address, prefix)))
+                    (address, prefix, Match(acl_sid, ip_sid, _network_text(address, prefix)))
                     for ip_sid, address, prefix in addresses
                 ]
                 rows.extend(acl_rows)
@@ -134,86 +137,184 @@ class AdmissionTable:
         names = {acl_sid: acl_name for t in trunks_seen for acl_sid, acl_name, _ in t.acls}
         return cls(generation, by_domain, by_sid, PrefixMatcher.build(union), entries, names)
 
-    def apply_changes(self, generation: int, changes: Iterable[tuple[str, str, str, str, int | None]],
-                      lists: Mapping[str, tuple[str, tuple[tuple[str, str, int | None], ...]]] | None = None,
+    def apply_changes(self, generation: int,
+                      changes: Iterable[tuple[str, str | None, str | None, str | None, int | None]],
+                      lists: Mapping[str, tuple[str | None, tuple[tuple[str, str, int | None], ...]]] | None = None,
+                      trunks: Mapping[str, tuple[str, str | None] | None] | None = None,
                       ) -> AdmissionTable:
         """A new table with the store's changes applied, touching only what they affect.
 
-        ``changes`` are (op, list SID, IP SID or trunk SID, address, prefix):
-        "+"/"-" add/remove a list entry; "A"/"D" associate/dissociate a list
-        and a trunk, for which ``lists`` gives the list's name and entries
-        ((IP SID, address, prefix), ...).  Only the matchers of the trunks
-        concerned (and the union) change, by copying the touched shards;
-        everything else is shared with this table.  Raises ValueError when
-        the changes cannot be applied incrementally (the caller recompiles).
+        ``changes`` are the store's change log since this table's generation
+        (see ``sipgate.store.Delta``): "+"/"-" list entries, "A"/"D"
+        associations, "N" list renames, "T"/"R" trunks created, re-domained
+        or deleted.  ``lists`` gives the current name (None once deleted)
+        and entries ((IP SID, address, prefix), ...) of every list an
+        "A"/"D"/"N" change names; ``trunks`` the current (account SID,
+        domain name), or None, of every trunk a "T"/"R" change names.
+
+        The net effect is computed first, so a delta mixing any of these
+        (even for one list) applies in one pass: each trunk's matcher (and
+        the union) changes by only the rows it gains or loses, by copying
+        the shards those rows fall in; untouched trunks, and untouched
+        shards, are shared with this table.  A rename changes only
+        ``acl_names``.  A list's entries as compiled
+        here are its current entries with the delta's entry changes undone.
+        Raises ValueError when the changes do not fit this table (the
+        caller then recompiles in full).
         """
         lists = lists or {}
-        changes = list(changes)
-        relinked = {acl for op, acl, *_ in changes if op in ("A", "D")}
-        if any(op in ("+", "-") and acl in relinked for op, acl, *_ in changes):
-            # The list's entries were read at the latest revision: mixing
-            # them with entry changes of the same list would count twice.
-            raise ValueError("entry and association changes of one list in one delta")
-        by_sid = dict(self.by_sid)
-        by_domain = dict(self.by_domain)
-        names = dict(self.acl_names)
-        union_added: list[tuple[str, int | None, Match]] = []
-        union_removed: list[tuple[str, int | None, Match]] = []
+        trunks = trunks or {}
+        Row = tuple[str, int | None, Match]
+        # 1. Replay the structure: the final list SIDs of every trunk the
+        #    delta touches (None: deleted), net entry changes, renames.
+        final_acls: dict[str, list[str] | None] = {}
+        redomained: set[str] = set()
+        net: dict[str, dict[tuple[str, str, int | None], int]] = {}
+        renamed: set[str] = set()
 
-        def put(trunk: TrunkEntry) -> None:
-            by_sid[trunk.sid] = trunk
-            if trunk.domain_name:
-                by_domain[trunk.domain_name] = trunk
+        def acls_of(trunk_sid: str | None) -> list[str]:
+            if trunk_sid not in final_acls:
+                trunk = self.by_sid.get(trunk_sid)  # type: ignore[arg-type]
+                if trunk is None:
+                    raise ValueError(f"unknown trunk {trunk_sid}")
+                final_acls[trunk_sid] = list(trunk.acl_sids)  # type: ignore[index]
+            current = final_acls[trunk_sid]  # type: ignore[index]
+            if current is None:
+                raise ValueError(f"trunk {trunk_sid} changed after its deletion")
+            return current
 
-        def rows(acl_sid: str, name: str, entries: Iterable[tuple[str, str, int | None]]
-                 ) -> list[tuple[str, int | None, Match]]:
-            return [(address, prefix, Match(acl_sid, name, ip_sid, _network_text(address, prefix)))
+        for op, acl_sid, other_sid, address, prefix in changes:
+            if op == "+" or op == "-":
+                counts = net.setdefault(acl_sid, {})  # type: ignore[arg-type]
+                key = (other_sid, address, prefix)
+                counts[key] = counts.get(key, 0) + (1 if op == "+" else -1)  # type: ignore[index]
+            elif op == "A":
+                current = acls_of(other_sid)
+                if acl_sid in current:
+                    raise ValueError(f"list {acl_sid} already on trunk {other_sid}")
+                current.append(acl_sid)  # type: ignore[arg-type]
+            elif op == "D":
+                current = acls_of(other_sid)
+                if acl_sid not in current:
+                    raise ValueError(f"list {acl_sid} not on trunk {other_sid}")
+                current.remove(acl_sid)  # type: ignore[arg-type]
+            elif op == "N":
+                renamed.add(acl_sid)  # type: ignore[arg-type]
+            elif op == "T":
+                if other_sid not in final_acls and other_sid not in self.by_sid:
+                    final_acls[other_sid] = []  # type: ignore[index]  # a new trunk
+                redomained.add(other_sid)  # type: ignore[arg-type]
+            elif op == "R":
+                if acls_of(other_sid):
+                    raise ValueError(f"trunk {other_sid} deleted with lists still on it")
+                final_acls[other_sid] = None  # type: ignore[index]
+            else:
+                raise ValueError(f"unknown change {op!r}")
+
+        # 2. Rows: a list as compiled here (start) and as it is now (end).
+        def make_rows(acl_sid: str, entries: Iterable[tuple[str, str, int | None]]) -> list[Row]:
+            return [(address, prefix, Match(acl_sid, ip_sid, _network_text(address, prefix)))
                     for ip_sid, address, prefix in entries]
 
-        entry_delta: dict[str, tuple[list[tuple[str, int | None, Match]], list[tuple[str, int | None, Match]]]] = {}
-        for op, acl_sid, other_sid, address, prefix in changes:
-            if op in ("A", "D"):
-                trunk = by_sid.get(other_sid)
-                if trunk is None or acl_sid not in lists:
-                    raise ValueError(f"unknown trunk {other_sid} or list {acl_sid}")
-                name, entries = lists[acl_sid]
-                used_before = any(acl_sid in t.acl_sids for t in by_sid.values())
-                if op == "A":
-                    if acl_sid in trunk.acl_sids:
-                        raise ValueError(f"list {acl_sid} already on trunk {other_sid}")
-                    new_rows = rows(acl_sid, name, entries)
-                    put(replace(trunk, acl_sids=(*trunk.acl_sids, acl_sid),
-                                matcher=trunk.matcher.with_changes(added=new_rows)))
-                    if not used_before:
-                        names[acl_sid] = name
-                        union_added.extend(new_rows)
-                else:
-                    if acl_sid not in trunk.acl_sids:
-                        raise ValueError(f"list {acl_sid} not on trunk {other_sid}")
-                    old_rows = rows(acl_sid, names[acl_sid], entries)
-                    put(replace(trunk, acl_sids=tuple(a for a in trunk.acl_sids if a != acl_sid),
-                                matcher=trunk.matcher.with_changes(removed=old_rows)))
-                    if not any(acl_sid in t.acl_sids for t in by_sid.values()):
-                        del names[acl_sid]
-                        union_removed.extend(old_rows)
+        def current_list(acl_sid: str) -> tuple[str | None, tuple[tuple[str, str, int | None], ...]]:
+            found = lists.get(acl_sid)
+            if found is None:
+                raise ValueError(f"no entries given for list {acl_sid}")
+            return found
+
+        start_cache: dict[str, list[Row]] = {}
+        end_cache: dict[str, list[Row]] = {}
+
+        def start_rows(acl_sid: str) -> list[Row]:
+            if acl_sid not in start_cache:
+                counts = net.get(acl_sid, {})
+                added = {k for k, n in counts.items() if n > 0}
+                entries = [e for e in current_list(acl_sid)[1] if tuple(e) not in added]
+                entries += [k for k, n in counts.items() if n < 0]
+                start_cache[acl_sid] = make_rows(acl_sid, entries)
+            return start_cache[acl_sid]
+
+        def end_rows(acl_sid: str) -> list[Row]:
+            if acl_sid not in end_cache:
+                name, entries = current_list(acl_sid)
+                if name is None:
+                    raise ValueError(f"deleted list {acl_sid} is still on a trunk")
+                end_cache[acl_sid] = make_rows(acl_sid, entries)
+            return end_cache[acl_sid]
+
+        entry_delta: dict[str, tuple[list[Row], list[Row]]] = {}
+        for acl_sid, counts in net.items():
+            if acl_sid in self.acl_names and any(counts.values()):
+                entry_delta[acl_sid] = (make_rows(acl_sid, [k for k, n in counts.items() if n > 0]),
+                                        make_rows(acl_sid, [k for k, n in counts.items() if n < 0]))
+
+        def diff(start: Iterable[str], end: Iterable[str]) -> tuple[list[Row], list[Row]]:
+            added: list[Row] = []
+            removed: list[Row] = []
+            end = list(end)
+            for acl_sid in start:
+                if acl_sid not in end:
+                    removed += start_rows(acl_sid)
+                elif acl_sid in entry_delta:
+                    added += entry_delta[acl_sid][0]
+                    removed += entry_delta[acl_sid][1]
+            for acl_sid in end:
+                if acl_sid not in start:
+                    added += end_rows(acl_sid)
+            return added, removed
+
+        # 3. Trunks: rebuild only the entries whose lists or domain changed.
+        by_sid = dict(self.by_sid)
+        by_domain = dict(self.by_domain)
+        for trunk_sid in set(final_acls) | redomained:
+            old = self.by_sid.get(trunk_sid)
+            if old is not None and old.domain_name and by_domain.get(old.domain_name) is old:
+                del by_domain[old.domain_name]
+            by_sid.pop(trunk_sid, None)
+        used_end: set[str] = set()
+        updated: list[TrunkEntry] = []
+        for trunk_sid in [*self.by_sid, *(t for t in final_acls if t not in self.by_sid)]:
+            old = self.by_sid.get(trunk_sid)
+            start_acls = old.acl_sids if old is not None else ()
+            end_acls = final_acls.get(trunk_sid, start_acls) if trunk_sid in final_acls else start_acls
+            if end_acls is None:
+                if trunks.get(trunk_sid, ()) is not None:
+                    raise ValueError(f"trunk {trunk_sid} deleted in the log but not in the store")
                 continue
-            if acl_sid not in names:
-                continue  # a list no trunk uses: nothing compiled to change
-            row = (address, prefix, Match(acl_sid, names[acl_sid], other_sid, _network_text(address, prefix)))
-            added, removed = entry_delta.setdefault(acl_sid, ([], []))
-            (added if op == "+" else removed).append(row)
-        for trunk in list(by_sid.values()):
-            touched = [acl for acl in trunk.acl_sids if acl in entry_delta]
-            if touched:
-                put(replace(trunk, matcher=trunk.matcher.with_changes(
-                    [r for acl in touched for r in entry_delta[acl][0]],
-                    [r for acl in touched for r in entry_delta[acl][1]])))
-        for added, removed in entry_delta.values():
-            union_added.extend(added)
-            union_removed.extend(removed)
+            used_end.update(end_acls)
+            added, removed = diff(start_acls, end_acls)
+            if old is not None and not added and not removed and trunk_sid not in final_acls \
+                    and trunk_sid not in redomained:
+                continue  # untouched: shared as is
+            if trunk_sid in trunks:
+                identity = trunks[trunk_sid]
+                if identity is None:
+                    raise ValueError(f"trunk {trunk_sid} is gone from the store")
+                account_sid, domain = identity
+            elif old is not None:
+                account_sid, domain = old.account_sid, old.domain_name
+            else:
+                raise ValueError(f"no identity given for new trunk {trunk_sid}")
+            matcher = old.matcher if old is not None else PrefixMatcher.empty()
+            if added or removed:
+                matcher = matcher.with_changes(added, removed)
+            updated.append(TrunkEntry(trunk_sid, account_sid, domain.lower() if domain else None,
+                                      tuple(end_acls), matcher))
+        for trunk in updated:
+            by_sid[trunk.sid] = trunk
+            if trunk.domain_name:
+                holder = by_domain.get(trunk.domain_name)
+                if holder is not None and holder.sid != trunk.sid:
+                    raise ValueError(f"domain {trunk.domain_name} claimed by {holder.sid} and {trunk.sid}")
+                by_domain[trunk.domain_name] = trunk
+
+        # 4. The union of every used list ("admitted by any trunk").
+        union_added, union_removed = diff(self.acl_names, used_end)
+        names = {acl_sid: (current_list(acl_sid)[0] if acl_sid in renamed or acl_sid not in self.acl_names
+                           else self.acl_names[acl_sid]) for acl_sid in used_end}
         any_trunk = self.any_trunk.with_changes(union_added, union_removed) if union_added or union_removed \
             else self.any_trunk
-        return AdmissionTable(generation, by_domain, by_sid, any_trunk,
+        return AdmissionTable(generation, by_domain, by_sid, any_trunk,  # type: ignore[arg-type]
                               self.entries + len(union_added) - len(union_removed), names)
 
 
@@ -404,5 +505,6 @@ def explain(table: AdmissionTable, domain: str, address: str, ctx: Context | Non
             f"deny: {address} is in none of the {len(trunk.acl_sids)} list(s) of trunk {trunk.sid} "
             f"({', '.join(trunk.acl_sids)}) (403 Forbidden)"))
     lines = [f"admit: {address} for trunk {trunk.sid} ({trunk.domain_name})"]
-    lines += [f"  list {m.acl_sid} ({m.acl_name}) entry {m.ip_sid} {m.network}" for m in matches]
+    lines += [f"  list {m.acl_sid} ({table.acl_names.get(m.acl_sid, '')}) entry {m.ip_sid} {m.network}"
+              for m in matches]
     return Explanation(True, trunk, matches, "\n".join(lines))

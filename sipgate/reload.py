@@ -81,7 +81,7 @@ class Reloader:
                 started = time.perf_counter()
                 table = None
                 if not force and self.current is not None and self.generation >= 0:
-                    # Only list entries changed: patch the affected matchers.
+                    # Patch the trunks the changes affect (None: recompile).
                     table = await loop.run_in_executor(None, self._patch, self.current(), self.generation)
                 if table is None:
                     table = await loop.run_in_executor(None, compile_store, self.store)
@@ -102,11 +102,10 @@ class Reloader:
         delta = self.store.changes_since(generation)
         if delta is None:
             return None
-        revision, changes, lists = delta
         try:
-            return table.apply_changes(revision, changes, {
+            return table.apply_changes(delta.revision, delta.changes, {
                 sid: (name, tuple((e.ip_sid, e.ip_address, e.cidr_prefix_length) for e in entries))
-                for sid, (name, entries) in lists.items()})
+                for sid, (name, entries) in delta.lists.items()}, delta.trunks)
         except ValueError as exc:  # the log and the table disagree: rebuild
             log.warning("incremental update failed (%s); recompiling the whole table", exc)
             return None

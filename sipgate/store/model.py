@@ -9,6 +9,7 @@ from types import MappingProxyType
 
 __all__ = [
     "AclEntry",
+    "Delta",
     "Account",
     "CODE_ACL_ALREADY_ASSOCIATED",
     "CODE_DOMAIN_TAKEN",
@@ -173,6 +174,32 @@ class Snapshot:
     trunks: tuple[TrunkRules, ...]
     acls: Mapping[str, tuple[AclEntry, ...]]
     acl_names: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """What changed after a revision, for patching the compiled table.
+
+    ``changes`` are (op, list SID, other SID, address, prefix) in commit
+    order.  Ops: "+"/"-" a list entry added/removed (other = IP address
+    SID); "A"/"D" a list associated with / dissociated from a trunk (other
+    = trunk SID); "N" a list renamed; "T" a trunk created or its domain
+    name changed (other = trunk SID); "R" a trunk deleted, after a "D" for
+    each of its lists; "." a write that changes nothing the edge compiles.
+    Deleting a list logs a "D" per association and a "-" per entry.
+
+    ``lists`` gives, for every list named by an "A", "D" or "N" change, its
+    current name (None once deleted) and, if an "A" or "D" names it, its
+    current entries; ``trunks`` gives,
+    for every trunk named by a "T" or "R" change, its current account and
+    domain name (None once deleted).  Both are read in the same
+    transaction as the changes.
+    """
+
+    revision: int
+    changes: tuple[tuple[str, str | None, str | None, str | None, int | None], ...]
+    lists: Mapping[str, tuple[str | None, tuple[AclEntry, ...]]]
+    trunks: Mapping[str, tuple[str, str | None] | None]
 
 
 class StoreError(Exception):

@@ -117,6 +117,7 @@ def load_seed(store: SqliteStore, path: str | Path) -> SeedReport:
     _table(data, "(top)", {"accounts"}, src)
     report = SeedReport()
     with store._write() as tx:  # Unavailable (store locked, disk full) propagates as is
+        tx.structural = True  # a bulk load: the edge recompiles in full
         changed = False
         for i, account in enumerate(_array(data.get("accounts"), "accounts", src)):
             key = f"accounts[{i}]"

@@ -30,6 +30,7 @@ from sipgate.store.model import (
     Account,
     AclEntry,
     Conflict,
+    Delta,
     InvalidParameter,
     IpAccessControlList,
     IpAddress,
@@ -85,9 +86,9 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (trunk_sid, acl_sid));
     CREATE INDEX trunk_acls_acl ON trunk_acls (acl_sid);
     """,
-    # 1 -> 2: the change log the edge recompiles incrementally from.  Per
-    # revision either the list entries added ("+") and removed ("-"), or
-    # one "S" row: something structural changed, recompile everything.
+    # 1 -> 2: the change log the edge patches its table from: per revision
+    # the rows of model.Delta, or one "S" row (a bulk load such as a seed):
+    # recompile everything.
     """
     CREATE TABLE changes (
         revision INTEGER NOT NULL, op TEXT NOT NULL,
@@ -118,20 +119,24 @@ def _unavailable(exc: sqlite3.Error) -> Unavailable:
 
 
 class _Tx:
-    """One write transaction; ``changed = False`` skips the revision bump."""
+    """One write transaction; ``changed = False`` skips the revision bump.
 
-    def __init__(self, cur: sqlite3.Cursor, now: datetime, entries_only: bool) -> None:
+    Writes log what they did for the edge (see model.Delta); a write that
+    logs nothing is logged as "." (the table is unaffected), and one marked
+    ``structural`` as a single "S" (the edge recompiles in full).
+    """
+
+    def __init__(self, cur: sqlite3.Cursor, now: datetime) -> None:
         self.cur = cur
         self.now = now
         self.ts = _ts(now)
         self.changed = True
-        # True for writes that only add/remove/alter list entries: they are
-        # logged entry by entry; any other write is logged as structural.
-        self.entries_only = entries_only
-        self.log: list[tuple[str, str, str, str, int]] = []
+        self.structural = False
+        self.log: list[tuple[str, str | None, str | None, str | None, int | None]] = []
 
-    def entry(self, op: str, acl_sid: str, ip_sid: str, address: str, prefix: int) -> None:
-        self.log.append((op, acl_sid, ip_sid, address, prefix))
+    def entry(self, op: str, acl_sid: str | None, other_sid: str | None = None,
+              address: str | None = None, prefix: int | None = None) -> None:
+        self.log.append((op, acl_sid, other_sid, address, prefix))
 
 
 class SqliteStore:
@@ -185,24 +190,25 @@ class SqliteStore:
                 raise
 
     @contextmanager
-    def _write(self, entries_only: bool = False) -> Iterator[_Tx]:
+    def _write(self) -> Iterator[_Tx]:
         with self._lock:
             try:
                 cur = self._db.cursor()
                 cur.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise _unavailable(exc) from None
-            tx = _Tx(cur, v.utcnow(), entries_only)
+            tx = _Tx(cur, v.utcnow())
             try:
                 yield tx
                 if tx.changed:
                     cur.execute("UPDATE meta SET revision = revision + 1 WHERE id = 1")
                     revision = cur.execute("SELECT revision FROM meta WHERE id = 1").fetchone()[0]
-                    if tx.entries_only and tx.log:
+                    if tx.structural or not tx.log:
+                        cur.execute("INSERT INTO changes (revision, op) VALUES (?, ?)",
+                                    (revision, "S" if tx.structural else "."))
+                    else:
                         cur.executemany("INSERT INTO changes VALUES (?, ?, ?, ?, ?, ?)",
                                         [(revision, *row) for row in tx.log])
-                    else:
-                        cur.execute("INSERT INTO changes (revision, op) VALUES (?, 'S')", (revision,))
                     cur.execute("DELETE FROM changes WHERE revision <= ?", (revision - CHANGE_LOG_KEEP,))
                 cur.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -304,6 +310,7 @@ class SqliteStore:
         row = {**values, "sid": sid, "account_sid": account_sid, "date_created": tx.ts, "date_updated": tx.ts}
         tx.cur.execute(f"INSERT INTO trunks ({', '.join(_TRUNK_COLUMNS)}) VALUES "
                        f"({', '.join('?' * len(_TRUNK_COLUMNS))})", [row[c] for c in _TRUNK_COLUMNS])
+        tx.entry("T", None, sid)
         return self._get_trunk(tx.cur, account_sid, sid)
 
     @staticmethod
@@ -332,9 +339,11 @@ class SqliteStore:
     def update_trunk(self, account_sid: str, sid: str, **fields: Any) -> Trunk:
         values = v.trunk_fields(fields)
         with self._write() as tx:
-            self._get_trunk(tx.cur, account_sid, sid)
+            current = self._get_trunk(tx.cur, account_sid, sid)
             if "domain_name" in values:
                 self._check_domain(tx.cur, values["domain_name"], sid)
+                if values["domain_name"] != current.domain_name:
+                    tx.entry("T", None, sid)
             if values:
                 sets = ", ".join(f"{k} = ?" for k in values)
                 tx.cur.execute(f"UPDATE trunks SET {sets}, date_updated = ? WHERE sid = ?",
@@ -345,7 +354,11 @@ class SqliteStore:
         """Delete a trunk and its list associations (the lists stay)."""
         with self._write() as tx:
             self._get_trunk(tx.cur, account_sid, sid)
+            for (acl_sid,) in tx.cur.execute("SELECT acl_sid FROM trunk_acls WHERE trunk_sid = ? ORDER BY rowid",
+                                             (sid,)).fetchall():
+                tx.entry("D", acl_sid, sid)
             tx.cur.execute("DELETE FROM trunks WHERE sid = ?", (sid,))
+            tx.entry("R", None, sid)
 
     def find_trunk_by_domain(self, domain_name: str) -> Trunk | None:
         with self._read() as cur:
@@ -400,7 +413,8 @@ class SqliteStore:
     def update_acl(self, account_sid: str, sid: str, friendly_name: str) -> IpAccessControlList:
         name = v.friendly_name(friendly_name, required=True)
         with self._write() as tx:
-            self._get_acl(tx.cur, account_sid, sid)
+            if self._get_acl(tx.cur, account_sid, sid).friendly_name != name:
+                tx.entry("N", sid)  # the name rides in the compiled entries
             tx.cur.execute("UPDATE acls SET friendly_name = ?, date_updated = ? WHERE sid = ?", (name, tx.ts, sid))
             return self._get_acl(tx.cur, account_sid, sid)
 
@@ -408,6 +422,11 @@ class SqliteStore:
         """Delete a list, its addresses and its associations with any trunk."""
         with self._write() as tx:
             self._get_acl(tx.cur, account_sid, sid)
+            for (trunk_sid,) in tx.cur.execute("SELECT trunk_sid FROM trunk_acls WHERE acl_sid = ? ORDER BY rowid",
+                                               (sid,)).fetchall():
+                tx.entry("D", sid, trunk_sid)
+            tx.log.extend(("-", sid, ip_sid, address, prefix) for ip_sid, address, prefix in tx.cur.execute(
+                "SELECT sid, ip_address, cidr_prefix_length FROM ip_addresses WHERE acl_sid = ?", (sid,)))
             tx.cur.execute("DELETE FROM acls WHERE sid = ?", (sid,))
 
     # -- addresses -----------------------------------------------------------
@@ -437,7 +456,7 @@ class SqliteStore:
                           cidr_prefix_length: int | None = None) -> IpAddress:
         name = v.friendly_name(friendly_name, required=True)
         entry = v.ip_entry(ip_address, cidr_prefix_length)
-        with self._write(entries_only=True) as tx:
+        with self._write() as tx:
             return self._create_ip(tx, account_sid, acl_sid, name, entry)
 
     def _create_ip(self, tx: _Tx, account_sid: str, acl_sid: str, name: str, entry: v.IpEntry) -> IpAddress:
@@ -474,7 +493,7 @@ class SqliteStore:
 
     def update_ip_address(self, account_sid: str, acl_sid: str, sid: str, *, friendly_name: str | None = None,
                           ip_address: str | None = None, cidr_prefix_length: int | None = None) -> IpAddress:
-        with self._write(entries_only=True) as tx:
+        with self._write() as tx:
             self._get_acl(tx.cur, account_sid, acl_sid)
             current = self._get_ip(tx.cur, account_sid, acl_sid, sid)
             name = current.friendly_name if friendly_name is None else v.friendly_name(friendly_name, required=True)
@@ -495,7 +514,7 @@ class SqliteStore:
             return self._get_ip(tx.cur, account_sid, acl_sid, sid)
 
     def delete_ip_address(self, account_sid: str, acl_sid: str, sid: str) -> None:
-        with self._write(entries_only=True) as tx:
+        with self._write() as tx:
             self._get_acl(tx.cur, account_sid, acl_sid)
             ip = self._get_ip(tx.cur, account_sid, acl_sid, sid)
             tx.cur.execute("DELETE FROM ip_addresses WHERE sid = ?", (sid,))
@@ -511,7 +530,7 @@ class SqliteStore:
 
     def associate(self, account_sid: str, trunk_sid: str, acl_sid: str) -> TrunkAcl:
         """Associate a list with a trunk (both of this account)."""
-        with self._write(entries_only=True) as tx:
+        with self._write() as tx:
             return self._associate(tx, account_sid, trunk_sid, acl_sid)
 
     def _associate(self, tx: _Tx, account_sid: str, trunk_sid: str, acl_sid: str) -> TrunkAcl:
@@ -523,7 +542,7 @@ class SqliteStore:
                            f"IpAccessControlList {acl_sid} is already associated with trunk {trunk_sid}")
         tx.cur.execute("INSERT INTO trunk_acls VALUES (?, ?, ?, ?, ?)",
                        (trunk_sid, acl_sid, account_sid, tx.ts, tx.ts))
-        tx.entry("A", acl_sid, trunk_sid, "", 0)  # (the trunk SID rides in the ip_sid column)
+        tx.entry("A", acl_sid, trunk_sid)  # (the trunk SID rides in the ip_sid column)
         return TrunkAcl(account_sid, trunk_sid, acl_sid, acl.friendly_name, tx.now, tx.now)
 
     def get_trunk_acl(self, account_sid: str, trunk_sid: str, acl_sid: str) -> TrunkAcl:
@@ -549,45 +568,45 @@ class SqliteStore:
             return cur.execute("SELECT COUNT(*) FROM trunk_acls WHERE trunk_sid = ?", (trunk_sid,)).fetchone()[0]
 
     def dissociate(self, account_sid: str, trunk_sid: str, acl_sid: str) -> None:
-        with self._write(entries_only=True) as tx:
+        with self._write() as tx:
             self._get_trunk(tx.cur, account_sid, trunk_sid)
             tx.cur.execute("DELETE FROM trunk_acls WHERE trunk_sid = ? AND acl_sid = ?", (trunk_sid, acl_sid))
             if tx.cur.rowcount == 0:
                 raise NotFound("IpAccessControlList", acl_sid)
-            tx.entry("D", acl_sid, trunk_sid, "", 0)
+            tx.entry("D", acl_sid, trunk_sid)
 
     # -- the edge's view -----------------------------------------------------
-    def changes_since(self, revision: int) -> tuple[int, list[tuple[str, str, str, str, int]],
-                                                      dict[str, tuple[str, tuple[AclEntry, ...]]]] | None:
-        """(current revision, changes after ``revision`` in order, lists).
+    def changes_since(self, revision: int) -> Delta | None:
+        """What changed after ``revision`` (see model.Delta), or None.
 
-        Changes are (op, list SID, IP SID or trunk SID, address, prefix):
-        "+"/"-" for a list entry added/removed, "A"/"D" for a list
-        associated with / dissociated from a trunk.  ``lists`` gives, for
-        every list in an "A"/"D" change, its name and entries as of the
-        current revision (read in the same transaction).  None when
-        something else changed since (trunks, lists themselves) or the log
-        no longer reaches back that far: the caller then compiles a full
-        snapshot.
+        None when the log no longer reaches back that far or a bulk load
+        ("S") happened since: the caller then compiles a full snapshot.
         """
         with self._read() as cur:
             current = cur.execute("SELECT revision FROM meta WHERE id = 1").fetchone()[0]
             if current == revision:
-                return current, [], {}
+                return Delta(current, (), {}, {})
             rows = cur.execute("SELECT revision, op, acl_sid, ip_sid, address, prefix FROM changes "
                                "WHERE revision > ? ORDER BY rowid", (revision,)).fetchall()
             if current < revision or len({r[0] for r in rows}) != current - revision \
                     or any(r[1] == "S" for r in rows):
                 return None
-            lists: dict[str, tuple[str, tuple[AclEntry, ...]]] = {}
-            for acl_sid in {r[2] for r in rows if r[1] in ("A", "D")}:
+            lists: dict[str, tuple[str | None, tuple[AclEntry, ...]]] = {}
+            relinked = {r[2] for r in rows if r[1] in ("A", "D")}
+            for acl_sid in relinked | {r[2] for r in rows if r[1] == "N"}:
                 name = cur.execute("SELECT friendly_name FROM acls WHERE sid = ?", (acl_sid,)).fetchone()
-                if name is None:
-                    return None  # deleted since: a structural change follows anyway
+                if name is None or acl_sid not in relinked:  # a rename needs no entries
+                    lists[acl_sid] = (name and name[0], ())
+                    continue
                 lists[acl_sid] = (name[0], tuple(AclEntry(*e) for e in cur.execute(
                     "SELECT sid, ip_address, cidr_prefix_length FROM ip_addresses WHERE acl_sid = ? "
                     "ORDER BY rowid", (acl_sid,))))
-        return current, [r[1:] for r in rows], lists
+            trunks: dict[str, tuple[str, str | None] | None] = {}
+            for trunk_sid in {r[3] for r in rows if r[1] in ("T", "R")}:
+                row = cur.execute("SELECT account_sid, domain_name FROM trunks WHERE sid = ?",
+                                  (trunk_sid,)).fetchone()
+                trunks[trunk_sid] = None if row is None else (row[0], row[1])
+        return Delta(current, tuple(r[1:] for r in rows if r[1] != "."), lists, trunks)
 
     def snapshot(self) -> Snapshot:
         """Every trunk with its lists, and every list's entries, consistently."""
