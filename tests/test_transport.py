@@ -52,13 +52,24 @@ def test_retransmitted_invite_gets_byte_identical_reply(edge, denied):
     assert first == second
 
 
-def test_ack_for_403_is_absorbed(edge, denied, pbx):
+def test_ack_for_403_is_absorbed(edge, denied, allowed, pbx):
     data = request(via_host=via_of(denied))
     denied.send(data, edge.address)
     reply = parse(denied.recv()[0])
     ack = request("ACK", via_host=via_of(denied), to_tag=reply.to_tag)
     denied.send(ack, edge.address)
     assert denied.nothing() and pbx.nothing()
+    # From a source no trunk admits, an ACK is dropped before it is parsed,
+    # and counted as what it is: a request from a source not admitted.
+    assert edge.stats.decisions[("drop", "forbidden")] == 1
+    # An admitted caller's ACK of a 403 sipgate sent (Max-Forwards 0 -> 483
+    # here) is recognised by its To-tag and absorbed.
+    data = request(via_host=via_of(allowed), max_forwards=0, call_id="hops")
+    allowed.send(data, edge.address)
+    reply = parse(allowed.recv()[0])
+    assert reply.status == 483
+    allowed.send(request("ACK", via_host=via_of(allowed), to_tag=reply.to_tag, call_id="hops"), edge.address)
+    assert allowed.nothing() and pbx.nothing()
     assert edge.stats.decisions[("drop", "ack_absorbed")] == 1
 
 

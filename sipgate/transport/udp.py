@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from bisect import bisect_left
 import socket
 import time
 from dataclasses import dataclass
@@ -16,12 +17,15 @@ from dataclasses import dataclass
 from sipgate.acl import parse_address
 from sipgate.admission import (
     TRUNK_PARAM,
+    WARN_FORBIDDEN,
+    WARN_NO_LIST,
     AdmissionTable,
     Admit,
     Context,
     Drop,
     Reject,
     decide,
+    trunk_for_host,
 )
 from sipgate.config import Listener, SipConfig
 from sipgate.metrics import EdgeStats
@@ -39,6 +43,8 @@ from sipgate.sip import (
     relay_request,
     relay_response,
 )
+from sipgate.sip.build import hash_key
+from sipgate.sip.fast import HOST, METHOD, RPORT, TO_TAG, VIA_PORT, forbidden_response, scan, to_tag_for
 
 __all__ = ["Edge", "EdgeProtocol", "open_listener"]
 
@@ -50,6 +56,7 @@ DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 _ALWAYS_EMPTY = frozenset({b"", b"\r\n", b"\r\n\r\n", b"\n", b"\n\n"})
 _REQUIRED_FOR_REPLY = ("via", "from", "to", "call-id", "cseq")
 _perf_counter = time.perf_counter
+_bisect = bisect_left
 
 
 class _LogLimiter:
@@ -80,6 +87,15 @@ class Edge:
         self.pbx = config.pbx
         self.trusted = config.trusted_hosts
         self.server_header = ("Server", config.server_header) if config.server_header else None
+        # For the fast path: the To-tag key and the 403's trailing headers.
+        self.tag_key = hash_key(self.secret)
+        server = f"Server: {config.server_header}\r\n".encode() if config.server_header else b""
+        self.forbidden_extra = {
+            True: f"Warning: {WARN_FORBIDDEN}\r\n".encode() + server,
+            False: f"Warning: {WARN_NO_LIST}\r\n".encode() + server,
+        }
+        # False turns the fast path off (the differential tests compare both).
+        self.fast_path = True
         self.error_log = _LogLimiter()
 
     def install(self, table: AdmissionTable, compile_seconds: float = 0.0) -> None:
@@ -154,7 +170,12 @@ class EdgeProtocol(asyncio.DatagramProtocol):
             stats.internal_errors += 1
             if self.edge.error_log.allow():
                 log.exception("internal error handling a datagram from %s", addr[0])
-        stats.latency.observe(_perf_counter() - started)
+        # LatencyHistogram.observe, inlined: a call is a tenth of the fast path.
+        elapsed = _perf_counter() - started
+        latency = stats.latency
+        latency.counts[_bisect(latency.bounds, elapsed)] += 1
+        latency.total += elapsed
+        latency.count += 1
 
     # -- the receive path --------------------------------------------------
     def _send(self, data: bytes, dest: tuple[str, int]) -> None:
@@ -165,9 +186,11 @@ class EdgeProtocol(asyncio.DatagramProtocol):
 
     def _handle(self, data: bytes, addr: tuple) -> None:
         edge = self.edge
-        if data in _ALWAYS_EMPTY or not data.strip():
+        if data[:1] in b"\r\n \t" and (data in _ALWAYS_EMPTY or not data.strip()):
             # RFC 5626 §4.4.1 CRLF keepalives and empty datagrams.
             edge.stats.keepalives += 1
+            return
+        if edge.fast_path and len(data) <= edge.config.max_datagram and self._fast(data, addr):
             return
         try:
             msg = parse(data, max_size=edge.config.max_datagram)
@@ -192,6 +215,48 @@ class EdgeProtocol(asyncio.DatagramProtocol):
                 edge.stats.decision("drop", "bad_request")
             else:
                 self._bad_request(exc, addr, msg)  # type: ignore[arg-type]
+
+    def _fast(self, data: bytes, addr: tuple) -> bool:
+        """Denied INVITE -> 403 and the ACK of sipgate's own 403, from the
+        datagram's bytes without a Request (sipgate.sip.fast).  False: not
+        handled, take the full path (which reaches the same result for
+        everything handled here)."""
+        edge = self.edge
+        source = addr[0]
+        if self.dual_stack and source.startswith("::ffff:") and "." in source:
+            source = source[7:]
+        if source in edge.trusted:
+            return False
+        stats = edge.stats
+        if data[:4] == b"ACK " and not edge.table.any_trunk.contains(source):
+            # An ACK is never answered, and one from a source no trunk
+            # admits is never relayed: whatever it says, it ends here.
+            key = ("drop", "forbidden")
+            stats.decisions[key] = stats.decisions.get(key, 0) + 1
+            return True
+        s = scan(data)
+        if s is None:
+            return False
+        if s[METHOD] == b"ACK":
+            to_tag = s[TO_TAG]
+            if to_tag is None or to_tag != to_tag_for(s, edge.tag_key):
+                return False
+            key = ("drop", "ack_absorbed")
+            stats.decisions[key] = stats.decisions.get(key, 0) + 1
+            return True
+        if s[TO_TAG] is not None:
+            return False  # in-dialog: the full path checks its route
+        trunk = trunk_for_host(s[HOST], edge.table, self.ctx)
+        if trunk is None:
+            return False
+        if trunk.matcher.contains(source):
+            return False  # admitted: relayed by the full path
+        key = ("reject", "forbidden")
+        stats.decisions[key] = stats.decisions.get(key, 0) + 1
+        port = addr[1] if s[RPORT] or s[VIA_PORT] is None else s[VIA_PORT]
+        self._send(forbidden_response(s, edge.tag_key, edge.forbidden_extra[bool(trunk.acl_sids)]),
+                   (addr[0], port))
+        return True
 
     def _reply(self, request: Request, status: int, phrase: str, warning: str | None,
                addr: tuple) -> None:
