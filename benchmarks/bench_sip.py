@@ -1,0 +1,897 @@
+"""SIPp side by side: sipgate and Kamailio on the same table, in the same run.
+
+For each table size (``--sizes``, default 10, 10,000 and 1,000,000 random
+entries over four trunks, see ``table.py``) and each filter (``sipgate serve``
+and Kamailio 5.6 with ``permissions``, see ``peer_kamailio.py``), one after
+the other on the same machine, with the same SIPp scenarios
+(``benchmarks/scenarios``), it measures:
+
+1. **Denied flood**: SIPp ``uac_403`` from 127.0.0.3 (INVITE, 403, ACK), the
+   rate stepped up; the highest step with 0 failed calls and 0 unanswered
+   INVITEs, and the filter's CPU per call.
+2. **Admitted calls**: SIPp ``uac_call`` from 127.0.0.2 -> filter -> SIPp
+   ``uas_no180`` (INVITE/200/ACK/BYE/200; ACK and BYE come back through the
+   filter by its Record-Route), the rate stepped up; the highest step with 0
+   failed calls, CPU per call; and the latency the filter adds: the same
+   calls at a modest fixed rate through the filter and straight to the uas.
+3. **Mixed**: 90 % denied (one SIPp from 127.0.0.3) and 10 % admitted calls
+   (one SIPp from 127.0.0.2) at once, the total rate stepped up; the highest
+   step at which the admitted calls keep 0 failures.
+4. **Latency from a loopback capture** (when ``tcpdump`` is installed):
+   datagram in -> 403 out (denied, at 1,000 and 10,000 calls/s) and INVITE
+   in -> INVITE relayed to the PBX (admitted, at 1,000 calls/s), p50 / p99 /
+   p99.9 in µs, matched by Call-ID.  SIPp itself times in whole milliseconds.
+6. **Workers**: when ``sipgate serve --help`` offers ``--workers``, the
+   denied flood again with N = 1, 2 (two SIPp callers on different source
+   ports, since SO_REUSEPORT hashes one source address and port to one
+   socket).
+
+Pass criteria of a step: SIPp's stat CSV (last row, cumulative) shows every
+planned call created (``TotalCallCreated``), every one successful
+(``SuccessfulCall(C)``), ``FailedCall(C)`` 0 and ``Retransmissions(C)`` 0 (a
+retransmitted INVITE is one the filter left unanswered for 500 ms), and the
+achieved call rate (successful calls over SIPp's run time, start to last
+answer) at least 80 % of the step's: with 0 retransmissions no request
+waited 500 ms, so this catches only SIPp itself falling short.  A step is bounded in time
+(``--step-seconds`` of traffic, SIPp's ``-timeout``, and a Python deadline
+after which SIPp is stopped by PID) and stepping stops at the first failing
+step.  When even the lowest step fails, lower rates are tried (down to 100/s).
+
+CPU: utime + stime from ``/proc/PID/stat`` of the filter's process tree
+(every thread of every process; Kamailio's main process and its children,
+sipgate and any worker it forks), the delta across the step divided by the
+step's successful calls; it holds when SIPp, not the filter, is the
+bottleneck.  Clock ticks are 10 ms, so a step is made long enough to count
+hundreds of them.
+
+SIPp is driven with ``subprocess`` here, not through pysipp
+(``sipgate/sippkit.py``, used by the tests): a benchmark needs the exact
+command line it runs (``-buff_size``, ``-l``, ``-timeout``) in the open, no
+pysipp defaults (``-l 1``, ``-recv_timeout``) to override, and SIPp agents
+started with as little delay as possible; the outcome is read the same way
+as the tests read it, from SIPp's stat CSV with ``sippkit.parse_outcome``.
+
+Every process this script starts (filters, SIPp agents, tcpdump) is stopped
+by its PID in a ``finally``; every loop is bounded in count and time.  Only
+loopback addresses (127.0.0.0/8) are used.  The Markdown report goes to
+stdout (``benchmarks/run`` appends it to RESULTS.md); progress to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+
+import peer_kamailio  # noqa: E402
+import table as tables  # noqa: E402
+from peer_kamailio import cpu_seconds, process_tree, stop_pid, wait_answering  # noqa: E402
+
+from sipgate.sippkit import parse_outcome  # noqa: E402
+
+SCENARIOS = HERE / "scenarios"
+ALLOWED, DENIED = tables.ALLOWED, tables.DENIED
+BUFF = 4194304
+
+DENIED_STEPS = [2000, 5000, 10000, 20000, 30000, 40000, 50000, 60000]
+ADMITTED_STEPS = [1000, 2000, 4000, 6000, 8000, 10000, 12000, 15000, 20000]
+MIXED_STEPS = [5000, 10000, 20000, 30000, 40000, 50000, 60000]
+FALLBACK_STEPS = [1000, 500, 200, 100]
+LATENCY_RATE = 200          # calls/s for the SIPp latency comparison
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------
+# SIPp
+# --------------------------------------------------------------------------
+
+@dataclass
+class SippRun:
+    name: str
+    stats: dict[str, str]
+    created: int
+    successful: int
+    failed: int
+    retrans: int
+    seconds: float           # SIPp's own StartTime -> CurrentTime of its last stat row
+    exit_code: int | None
+    logdir: Path
+
+    @property
+    def achieved(self) -> float:
+        return self.successful / self.seconds if self.seconds > 0 else 0.0
+
+    def under_ms(self, bound: int) -> float | None:
+        """Share of calls SIPp timed (INVITE -> final response) under ``bound``
+        ms, from its response-time repartition (``1, 2, 5, ...`` ms buckets)."""
+        buckets = {k: int(v or 0) for k, v in self.stats.items() if k.startswith("ResponseTimeRepartition1_")}
+        total = sum(buckets.values())
+        if not total:
+            return None
+        below = 0
+        for k, v in buckets.items():
+            m = re.fullmatch(r"ResponseTimeRepartition1_<(\d+)", k)
+            if m and int(m.group(1)) <= bound:
+                below += v
+        return below / total
+
+
+def _stat_seconds(stats: dict[str, str]) -> float:
+    try:
+        start = float(stats["StartTime"].split("\t")[-1])
+        end = float(stats["CurrentTime"].split("\t")[-1])
+        return max(end - start, 0.0)
+    except (KeyError, ValueError, IndexError):
+        return 0.0
+
+
+class Sipp:
+    """One SIPp agent run directly with subprocess (see the module docstring)."""
+
+    def __init__(self, name: str, scenario: str, local: tuple[str, int], remote: tuple[str, int] | None,
+                 logdir: Path, *, rate: float | None = None, calls: int | None = None,
+                 limit: int | None = None, timeout: float = 30.0, keys: dict[str, str] | None = None,
+                 extra: list[str] | None = None) -> None:
+        self.name = name
+        self.logdir = logdir / name
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        self.stat_file = self.logdir / "stat.csv"
+        self.screen_file = self.logdir / "screen.log"
+        cmd = ["sipp"]
+        if remote:
+            cmd.append(f"{remote[0]}:{remote[1]}")
+        cmd += ["-sf", str(SCENARIOS / f"{scenario}.xml"), "-i", local[0], "-p", str(local[1]),
+                "-buff_size", str(BUFF), "-nostdin", "-timeout", f"{int(timeout)}s",
+                "-trace_stat", "-stf", str(self.stat_file), "-fd", "1",
+                "-trace_screen", "-screen_file", str(self.screen_file),
+                "-trace_err", "-error_file", str(self.logdir / "errors.log")]
+        if rate:
+            cmd += ["-r", str(int(rate))]
+        if calls:
+            cmd += ["-m", str(int(calls))]
+        if limit:
+            cmd += ["-l", str(int(limit))]
+        for k, v in (keys or {}).items():
+            cmd += ["-key", k, v]
+        cmd += extra or []
+        self.cmd = cmd
+        self.deadline = time.monotonic() + timeout + 10
+        self._err = open(self.logdir / "stderr.log", "w")
+        self.proc = subprocess.Popen(cmd, cwd=self.logdir, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=self._err)
+
+    def wait(self) -> SippRun:
+        try:
+            self.proc.wait(timeout=max(self.deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            pass
+        return self.stop()
+
+    def stop(self) -> SippRun:
+        """Stop by PID: SIGUSR1 (soft: calls in progress end, stats written),
+        SIGTERM, SIGKILL."""
+        for sig, grace in ((signal.SIGUSR1, 4.0), (signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
+            if self.proc.poll() is not None:
+                break
+            try:
+                self.proc.send_signal(sig)
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                continue
+        self._err.close()
+        stats, calls, _ = parse_outcome(self.stat_file, self.screen_file)
+
+        def num(col: str) -> int:
+            try:
+                return int(float(stats.get(col, 0) or 0))
+            except ValueError:
+                return 0
+        return SippRun(self.name, stats, calls["total_calls"], calls["successful_calls"],
+                       calls["failed_calls"], num("Retransmissions(C)"), _stat_seconds(stats),
+                       self.proc.poll(), self.logdir)
+
+
+def sipp_version() -> str:
+    out = subprocess.run(["sipp", "-v"], capture_output=True, text=True, timeout=10)
+    m = re.search(r"SIPp v?([\d.]+[^\s,]*)", out.stdout + out.stderr)
+    return m.group(1) if m else "?"
+
+
+# --------------------------------------------------------------------------
+# Filters
+# --------------------------------------------------------------------------
+
+class SipgateFilter:
+    name = "sipgate"
+
+    def __init__(self, table: tables.Table, seed: Path, workdir: Path, pbx_port: int,
+                 workers: int | None = None) -> None:
+        self.table, self.seed, self.pbx_port, self.workers = table, seed, pbx_port, workers
+        self.workdir = workdir / (f"sipgate-w{workers}" if workers else "sipgate")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.load_seconds = 0.0
+        self.metrics_port: int | None = None
+
+    def start(self) -> "SipgateFilter":
+        config = self.workdir / "sipgate.toml"
+        config.write_text(
+            "[sip]\n"
+            f'listen = ["127.0.0.1:{self.port}"]\n'
+            f'pbx = "127.0.0.1:{self.pbx_port}"\n'
+            f"socket_buffer = {BUFF}\n"
+            'secret = "bench-secret"\n'
+            "[store]\n"
+            f'url = "sqlite:{self.workdir / "edge.db"}"\n'
+            "poll_interval = 2.0\n"
+            "[metrics]\nenabled = true\nlisten = \"127.0.0.1:0\"\n"
+            "[api]\nenabled = false\n")
+        cmd = [sys.executable, "-m", "sipgate.cli", "serve", "--config", str(config), "--seed", str(self.seed)]
+        if self.workers:
+            cmd += ["--workers", str(self.workers)]
+        self.log_path = self.workdir / "sipgate.log"
+        self._log = open(self.log_path, "w")
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=subprocess.STDOUT)
+        try:
+            wait_answering("127.0.0.1", self.port, self.proc, 1800.0, source=ALLOWED)
+        except Exception as exc:
+            self.stop()
+            raise RuntimeError(f"sipgate: {exc}; log:\n{self.log_tail()}") from exc
+        self.load_seconds = time.monotonic() - t0
+        deadline = time.monotonic() + 10  # metrics start right after the SIP listeners
+        while self.metrics_port is None and time.monotonic() < deadline:
+            if m := re.search(r"metrics on http://127\.0\.0\.1:(\d+)", self.log_path.read_text(errors="replace")):
+                self.metrics_port = int(m.group(1))
+            else:
+                time.sleep(0.1)
+        return self
+
+    def pids(self) -> list[int]:
+        return process_tree(self.proc.pid) if self.proc and self.proc.poll() is None else []
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except (AttributeError, FileNotFoundError):
+            return ""
+
+    def histogram(self) -> dict[float, float]:
+        """sipgate_decision_duration_seconds buckets (le -> cumulative count)."""
+        if not self.metrics_port:
+            return {}
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
+        except OSError:
+            return {}
+        out: dict[float, float] = {}
+        for m in re.finditer(r'^sipgate_decision_duration_seconds_bucket\{le="([^"]+)"\} (\S+)$', text, re.M):
+            out[float(m.group(1))] = float(m.group(2))
+        return out
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_pid(self.proc, self.pids())
+            self.proc = None
+        if getattr(self, "_log", None):
+            self._log.close()
+            self._log = None
+
+
+class KamailioFilter:
+    name = "kamailio"
+
+    def __init__(self, table: tables.Table, workdir: Path, pbx_port: int) -> None:
+        self.port = free_port()
+        self.k = peer_kamailio.Kamailio(table, ("127.0.0.1", self.port), ("127.0.0.1", pbx_port),
+                                        workdir=workdir / "kamailio", start_timeout=1800.0)
+        self.load_seconds = 0.0
+
+    def start(self) -> "KamailioFilter":
+        self.k.start()
+        self.load_seconds = self.k.load_seconds
+        return self
+
+    def pids(self) -> list[int]:
+        return self.k.pids()
+
+    def alive(self) -> bool:
+        return self.k.proc is not None and self.k.proc.poll() is None
+
+    def log_tail(self) -> str:
+        return self.k.log_tail()
+
+    def histogram(self) -> dict[float, float]:
+        return {}
+
+    def stop(self) -> None:
+        self.k.stop()
+
+
+def histogram_quantiles(before: dict[float, float], after: dict[float, float],
+                        qs: tuple[float, ...] = (0.5, 0.99, 0.999)) -> list[float | None]:
+    """Upper bucket bounds (µs) of the quantiles of the delta histogram."""
+    les = sorted(after)
+    delta = [(le, after[le] - before.get(le, 0.0)) for le in les]
+    total = delta[-1][1] if delta else 0
+    out: list[float | None] = []
+    for q in qs:
+        found = None
+        for le, c in delta:
+            if total and c >= q * total:
+                found = le * 1e6
+                break
+        out.append(found)
+    return out
+
+
+# --------------------------------------------------------------------------
+# Steps
+# --------------------------------------------------------------------------
+
+@dataclass
+class Step:
+    kind: str
+    rate: int
+    planned: int
+    runs: list[SippRun]
+    cpu_s: float
+    ok: bool
+    why: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def successful(self) -> int:
+        return sum(r.successful for r in self.runs)
+
+    @property
+    def achieved(self) -> float:
+        return sum(r.achieved for r in self.runs)
+
+    @property
+    def cpu_us_per_call(self) -> float | None:
+        return self.cpu_s / self.successful * 1e6 if self.successful else None
+
+
+def judge(run: SippRun, planned: int, rate: float) -> str:
+    """'' when the run passes, else what failed."""
+    problems = []
+    if run.failed:
+        problems.append(f"{run.failed} failed")
+    if run.created < planned:
+        problems.append(f"{planned - run.created} not created")
+    unanswered = run.created - run.successful - run.failed
+    if unanswered > 0:
+        problems.append(f"{unanswered} unanswered")
+    if run.retrans:
+        problems.append(f"{run.retrans} retransmissions")
+    if run.achieved < 0.8 * rate:
+        problems.append(f"{run.achieved:,.0f}/s achieved")
+    return ", ".join(problems)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.seq = 0
+
+    def logdir(self) -> Path:
+        self.seq += 1
+        return self.workdir / "sipp" / f"{self.seq:04d}"
+
+    def calls_for(self, rate: int) -> int:
+        return max(int(rate * self.args.step_seconds), 50)
+
+    def sipp_timeout(self) -> float:
+        return self.args.step_seconds * 2 + 10
+
+    def uac(self, name: str, scenario: str, source: str, remote: tuple[str, int], rate: int, calls: int,
+            logdir: Path, domain: str) -> Sipp:
+        return Sipp(name, scenario, (source, free_port(source)), remote, logdir, rate=rate, calls=calls,
+                    limit=max(rate, 200), timeout=self.sipp_timeout(), keys={"trunk_domain": domain})
+
+    def uas(self, logdir: Path, port: int) -> Sipp:
+        s = Sipp("uas", "uas_no180", ("127.0.0.1", port), None, logdir, timeout=self.sipp_timeout() + 30)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and s.proc.poll() is None:  # bound before the callers start
+            if _udp_bound("127.0.0.1", port):
+                break
+            time.sleep(0.02)
+        if s.proc.poll() is not None:
+            raise RuntimeError(f"SIPp uas exited at start: {(s.logdir / 'stderr.log').read_text()[-500:]}")
+        return s
+
+    # -- 1. denied flood ---------------------------------------------------
+    def denied_step(self, f, rate: int, domain: str, sources: int = 1) -> Step:
+        logdir = self.logdir()
+        calls = self.calls_for(rate)
+        per = [calls // sources + (1 if i < calls % sources else 0) for i in range(sources)]
+        pids = f.pids()
+        cpu0 = cpu_seconds(pids)
+        agents = [self.uac(f"uac403-{i}", "uac_403", DENIED, ("127.0.0.1", f.port), max(rate // sources, 1),
+                           per[i], logdir, domain) for i in range(sources)]
+        try:
+            runs = [a.wait() for a in agents]
+        finally:
+            for a in agents:
+                if a.proc.poll() is None:
+                    a.stop()
+        cpu = cpu_seconds(pids) - cpu0
+        why = "; ".join(w for r, n in zip(runs, per) if (w := judge(r, n, rate / sources)))
+        if not f.alive():
+            why = (why + "; " if why else "") + "filter died"
+        return Step("denied", rate, calls, runs, cpu, not why, why)
+
+    def ladder(self, steps: list[int], run_step, label: str) -> tuple[Step | None, Step | None, list[Step]]:
+        """Step up until the first failure; if the first step fails, step down."""
+        done: list[Step] = []
+        best = first_fail = None
+        for rate in steps:
+            st = run_step(rate)
+            done.append(st)
+            log(f"  {label} {rate:>6}/s: {'ok' if st.ok else 'FAIL ' + st.why}; "
+                f"achieved {st.achieved:,.0f}/s; cpu {fmt_us(st.cpu_us_per_call)}/call")
+            if not st.ok:
+                first_fail = st
+                break
+            best = st
+        if best is None:
+            for rate in FALLBACK_STEPS:
+                if rate >= steps[0]:
+                    continue
+                st = run_step(rate)
+                done.append(st)
+                log(f"  {label} {rate:>6}/s: {'ok' if st.ok else 'FAIL ' + st.why}")
+                if st.ok:
+                    best = st
+                    break
+        return best, first_fail, done
+
+    # -- 2. admitted calls ---------------------------------------------------
+    def admitted_step(self, f, rate: int, domain: str, pbx_port: int) -> Step:
+        logdir = self.logdir()
+        calls = self.calls_for(rate)
+        uas = self.uas(logdir, pbx_port)
+        try:
+            pids = f.pids()
+            cpu0 = cpu_seconds(pids)
+            uac = self.uac("uac", "uac_call", ALLOWED, ("127.0.0.1", f.port), rate, calls, logdir, domain)
+            try:
+                run = uac.wait()
+            finally:
+                if uac.proc.poll() is None:
+                    uac.stop()
+            cpu = cpu_seconds(pids) - cpu0
+        finally:
+            served = uas.stop()
+        why = judge(run, calls, rate)
+        if not f.alive():
+            why = (why + "; " if why else "") + "filter died"
+        return Step("admitted", rate, calls, [run], cpu, not why, why, {"uas": served})
+
+    def latency_pair(self, f, domain: str, pbx_port: int) -> dict:
+        """Same calls through the filter and straight to the uas (SIPp times, ms)."""
+        rate = LATENCY_RATE
+        calls = self.calls_for(rate)
+        out = {}
+        for label, remote in (("via", ("127.0.0.1", f.port)), ("direct", ("127.0.0.1", pbx_port))):
+            logdir = self.logdir()
+            uas = self.uas(logdir, pbx_port)
+            try:
+                uac = self.uac("uac", "uac_call", ALLOWED, remote, rate, calls, logdir, domain)
+                run = uac.wait()
+            finally:
+                uas.stop()
+            out[label] = run
+        return out
+
+    # -- 3. mixed ------------------------------------------------------------
+    def mixed_step(self, f, total: int, domain: str, pbx_port: int) -> Step:
+        logdir = self.logdir()
+        denied_rate, admitted_rate = total * 9 // 10, total // 10
+        dcalls, acalls = self.calls_for(denied_rate), self.calls_for(admitted_rate)
+        uas = self.uas(logdir, pbx_port)
+        try:
+            pids = f.pids()
+            cpu0 = cpu_seconds(pids)
+            agents = [self.uac("uac403", "uac_403", DENIED, ("127.0.0.1", f.port), denied_rate, dcalls, logdir, domain),
+                      self.uac("uac", "uac_call", ALLOWED, ("127.0.0.1", f.port), admitted_rate, acalls, logdir,
+                               domain)]
+            try:
+                denied, admitted = [a.wait() for a in agents]
+            finally:
+                for a in agents:
+                    if a.proc.poll() is None:
+                        a.stop()
+            cpu = cpu_seconds(pids) - cpu0
+        finally:
+            uas.stop()
+        why_a = judge(admitted, acalls, admitted_rate)
+        why_d = judge(denied, dcalls, denied_rate)
+        ok = not why_a and f.alive()
+        return Step("mixed", total, dcalls + acalls, [denied, admitted], cpu, ok,
+                    "admitted: " + why_a if why_a else ("" if f.alive() else "filter died"),
+                    {"denied_why": why_d})
+
+    # -- 4. capture ------------------------------------------------------------
+    def capture(self, f, kind: str, rate: int, domain: str, pbx_port: int) -> dict | None:
+        tcpdump = shutil.which("tcpdump")
+        if not tcpdump:
+            return None
+        logdir = self.logdir()
+        logdir.mkdir(parents=True, exist_ok=True)
+        pcap = logdir / "capture.pcap"
+        calls = self.calls_for(rate)
+        flt = f"udp and port {f.port}"
+        cap = subprocess.Popen([tcpdump, "-i", "lo", "-n", "-s", "2048", "-B", "65536", "-w", str(pcap), flt],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=open(logdir / "tcpdump.log", "w"))
+        uas = None
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and "listening on" not in (logdir / "tcpdump.log").read_text():
+                if cap.poll() is not None:
+                    return {"error": (logdir / "tcpdump.log").read_text()[-300:]}
+                time.sleep(0.05)
+            if kind == "admitted":
+                uas = self.uas(logdir, pbx_port)
+                run = self.uac("uac", "uac_call", ALLOWED, ("127.0.0.1", f.port), rate, calls, logdir, domain).wait()
+            else:
+                run = self.uac("uac403", "uac_403", DENIED, ("127.0.0.1", f.port), rate, calls, logdir,
+                               domain).wait()
+            time.sleep(0.3)
+        finally:
+            if uas is not None:
+                uas.stop()
+            if cap.poll() is None:
+                cap.send_signal(signal.SIGINT)
+                try:
+                    cap.wait(10)
+                except subprocess.TimeoutExpired:
+                    cap.kill()
+                    cap.wait(5)
+        lat = capture_latencies(pcap, f.port, pbx_port, kind)
+        lat["sipp"] = judge(run, calls, rate) or "ok"
+        return lat
+
+
+def _udp_bound(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+        return False
+
+
+# --------------------------------------------------------------------------
+# pcap
+# --------------------------------------------------------------------------
+
+_CALL_ID = re.compile(rb"\r\n(?:Call-ID|i)[ \t]*:[ \t]*([^\r\n]+)", re.I)
+
+
+def read_pcap(path: Path):
+    """(timestamp s, src port, dst port, payload) of every UDP/IPv4 packet."""
+    data = path.read_bytes()
+    if len(data) < 24:
+        return
+    magic = data[:4]
+    if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
+        endian = "<"
+    elif magic in (b"\xa1\xb2\xc3\xd4", b"\xa1\xb2\x3c\x4d"):
+        endian = ">"
+    else:
+        raise ValueError(f"{path}: not a pcap file")
+    nano = magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
+    linktype = struct.unpack(endian + "I", data[20:24])[0]
+    link_len = {1: 14, 113: 16, 276: 20, 0: 4, 101: 0, 12: 0}.get(linktype)
+    if link_len is None:
+        raise ValueError(f"{path}: unsupported link type {linktype}")
+    off = 24
+    hdr = struct.Struct(endian + "IIII")
+    while off + 16 <= len(data):
+        sec, frac, incl, _orig = hdr.unpack_from(data, off)
+        off += 16
+        pkt = data[off:off + incl]
+        off += incl
+        ip = pkt[link_len:]
+        if len(ip) < 28 or ip[0] >> 4 != 4 or ip[9] != 17:
+            continue
+        ihl = (ip[0] & 15) * 4
+        sport, dport = struct.unpack_from("!HH", ip, ihl)
+        yield sec + frac / (1e9 if nano else 1e6), sport, dport, ip[ihl + 8:]
+
+
+def capture_latencies(pcap: Path, filter_port: int, pbx_port: int, kind: str) -> dict:
+    """Per Call-ID: request in -> 403 out (denied) or INVITE in -> INVITE to
+    the PBX (admitted), first occurrences; percentiles in µs."""
+    start: dict[bytes, float] = {}
+    lat: list[float] = []
+    done: set[bytes] = set()
+    for ts, sport, dport, payload in read_pcap(pcap):
+        m = _CALL_ID.search(payload)
+        if not m:
+            continue
+        cid = m.group(1).strip()
+        if dport == filter_port and payload.startswith(b"INVITE "):
+            start.setdefault(cid, ts)
+        elif cid in start and cid not in done and sport == filter_port and (
+                (kind == "denied" and payload.startswith(b"SIP/2.0 403"))
+                or (kind == "admitted" and dport == pbx_port and payload.startswith(b"INVITE "))):
+            done.add(cid)
+            lat.append((ts - start[cid]) * 1e6)
+    lat.sort()
+
+    def pct(q: float) -> float | None:
+        return lat[min(int(q * len(lat)), len(lat) - 1)] if lat else None
+    return {"n": len(lat), "requests": len(start), "p50": pct(0.5), "p99": pct(0.99), "p999": pct(0.999)}
+
+
+# --------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------
+
+def fmt_us(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:,.0f} µs" if v >= 10 else f"{v:.1f} µs"
+
+
+def fmt_rate(st: Step | None, fail: Step | None, done: list[Step]) -> str:
+    if st is None:
+        return f"< {min(s.rate for s in done):,}" if done else "n/a"
+    return f"{st.rate:,}"
+
+
+def fmt_fail(fail: Step | None, steps: list[int], best: Step | None) -> str:
+    if fail is None:
+        return f"none up to {steps[-1]:,}/s (ladder top)" if best is not None else "-"
+    return f"{fail.rate:,}/s: {fail.why}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default=None, help="comma-separated table sizes (default 10,10000,1000000)")
+    ap.add_argument("--quick", action="store_true", help="smoke version: sizes 10,10000, 2 s steps")
+    ap.add_argument("--filters", default="sipgate,kamailio")
+    ap.add_argument("--step-seconds", type=float, default=None, help="traffic per step (default 5, --quick 2)")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, SIPp CSVs)")
+    args = ap.parse_args(argv)
+    sizes = [int(s) for s in (args.sizes or ("10,10000" if args.quick else "10,10000,1000000")).split(",")]
+    if args.step_seconds is None:
+        args.step_seconds = 2.0 if args.quick else 5.0
+    filters = [x.strip() for x in args.filters.split(",") if x.strip()]
+    if "kamailio" in filters:
+        peer_kamailio.ensure_installed()
+    help_text = subprocess.run([sys.executable, "-m", "sipgate.cli", "serve", "--help"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=60).stdout
+    has_workers = "--workers" in help_text
+    tcpdump = shutil.which("tcpdump")
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-sip-"))
+    bench = Bench(args, workdir)
+    results: list[dict] = []
+    worker_rows: list[tuple] = []
+    started = time.monotonic()
+    try:
+        for size in sizes:
+            t = tables.generate(size)
+            seed = tables.write_seed(t, workdir / f"seed-{size}.toml")
+            domain = t.domains[1]
+            for name in filters:
+                pbx_port = free_port()
+                sizedir = workdir / f"{name}-{size}"
+                f = (SipgateFilter(t, seed, sizedir, pbx_port) if name == "sipgate"
+                     else KamailioFilter(t, sizedir, pbx_port))
+                log(f"{name}: loading {t.rows:,} rows")
+                try:
+                    f.start()
+                    log(f"{name}: up in {f.load_seconds:.1f} s on 127.0.0.1:{f.port} (pids {f.pids()})")
+                    r: dict = {"filter": name, "size": size, "load": f.load_seconds,
+                               "procs": len(f.pids())}
+                    r["denied"] = bench.ladder(DENIED_STEPS, lambda rate: bench.denied_step(f, rate, domain),
+                                               f"{name} {size} denied")
+                    r["admitted"] = bench.ladder(ADMITTED_STEPS,
+                                                 lambda rate: bench.admitted_step(f, rate, domain, pbx_port),
+                                                 f"{name} {size} admitted")
+                    r["latency"] = bench.latency_pair(f, domain, pbx_port)
+                    log(f"  SIPp INVITE->200 under 1 ms: via {r['latency']['via'].under_ms(1)}, direct "
+                        f"{r['latency']['direct'].under_ms(1)}")
+                    r["mixed"] = bench.ladder(MIXED_STEPS, lambda rate: bench.mixed_step(f, rate, domain, pbx_port),
+                                              f"{name} {size} mixed")
+                    caps = {}
+                    if tcpdump:
+                        for kind, rate in (("denied", 1000), ("denied", 10000), ("admitted", 1000)):
+                            h0 = f.histogram()
+                            caps[(kind, rate)] = c = bench.capture(f, kind, rate, domain, pbx_port)
+                            if c is not None and h0:
+                                c["hist"] = histogram_quantiles(h0, f.histogram())
+                            log(f"  capture {kind} {rate}/s: {c}")
+                    r["capture"] = caps
+                    results.append(r)
+                except Exception as exc:  # one filter's failure must not lose the others' numbers
+                    log(f"{name} {size}: ERROR {exc}")
+                    results.append({"filter": name, "size": size, "error": str(exc).splitlines()[0]})
+                finally:
+                    f.stop()
+            if has_workers and "sipgate" in filters and size == sizes[0]:
+                for n in (1, 2):
+                    pbx_port = free_port()
+                    f = SipgateFilter(t, seed, workdir / f"workers-{size}", pbx_port, workers=n)
+                    try:
+                        f.start()
+                        best, fail, done = bench.ladder(
+                            DENIED_STEPS, lambda rate: bench.denied_step(f, rate, domain, sources=2),
+                            f"sipgate --workers {n} denied")
+                        worker_rows.append((n, size, len(f.pids()), best, fail, done))
+                    except Exception as exc:
+                        worker_rows.append((n, size, 0, None, None, []))
+                        log(f"workers {n}: ERROR {exc}")
+                    finally:
+                        f.stop()
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            log(f"work directory kept: {workdir}")
+
+    report(results, worker_rows, args, sizes, has_workers, tcpdump, time.monotonic() - started)
+    return 0 if all("error" not in r for r in results) else 1
+
+
+def report(results, worker_rows, args, sizes, has_workers, tcpdump, elapsed) -> None:
+    p = print
+    p(f"### SIPp side by side: sipgate vs Kamailio — {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"
+      f"{' (quick)' if args.quick else ''}\n")
+    p(f"SIPp {sipp_version()} (`-buff_size {BUFF}`), {peer_kamailio.version()} "
+      f"(stateless, `permissions` + db_text, {os.cpu_count()} children), Python {platform.python_version()}; "
+      f"tables: {', '.join(f'{s:,}' for s in sizes)} random entries over {tables.TRUNKS} trunks "
+      f"(60/30/10 % /32, /24, /16) + 127.0.0.2/32 on each; {args.step_seconds:g} s of traffic per step; "
+      f"run took {elapsed / 60:.1f} min.\n")
+    p("A step passes when SIPp's stat CSV shows every planned call created and successful, 0 failed, "
+      "0 retransmissions (no INVITE left unanswered for 500 ms) and the call rate achieved (SIPp's run time, "
+      "start to last answer) at least 80 % of the step's; "
+      "stepping stops at the first failing step. CPU: utime+stime of the filter's whole process tree "
+      "(/proc) over the step, per successful call.\n")
+
+    p("#### 1–2. Denied flood and admitted calls\n")
+    p("| filter | entries | load | denied calls/s (0 failed) | CPU / denied call | first failing denied step "
+      "| admitted calls/s (0 failed) | CPU / admitted call | first failing admitted step |")
+    p("| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- |")
+    for r in results:
+        if "error" in r:
+            p(f"| {r['filter']} | {r['size']:,} | | error: {r['error']} | | | | | |")
+            continue
+        db, df, dd = r["denied"]
+        ab, af, ad = r["admitted"]
+        p(f"| {r['filter']} | {r['size']:,} | {r['load']:.1f} s | {fmt_rate(db, df, dd)} | "
+          f"{fmt_us(db.cpu_us_per_call if db else None)} | {fmt_fail(df, DENIED_STEPS, db)} | "
+          f"{fmt_rate(ab, af, ad)} | {fmt_us(ab.cpu_us_per_call if ab else None)} | "
+          f"{fmt_fail(af, ADMITTED_STEPS, ab)} |")
+    p("")
+
+    p(f"#### 2. Latency of admitted calls as SIPp sees it ({LATENCY_RATE} calls/s)\n")
+    p("SIPp times in whole milliseconds (its mean rounds to 0 here), so only its response-time repartition "
+      "is shown: the share of calls whose INVITE → 200 took under 1 ms and under 2 ms, through the filter "
+      "and straight uac → uas in the same run. The filter's own relay time, in µs, is in the capture table "
+      "(section 4).\n")
+    p("| filter | entries | via filter: < 1 ms | < 2 ms | direct: < 1 ms | < 2 ms | SIPp result via filter |")
+    p("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    for r in results:
+        if "error" in r:
+            continue
+        via, direct = r["latency"]["via"], r["latency"]["direct"]
+        share = lambda x: "n/a" if x is None else f"{x:.1%}"  # noqa: E731
+        p(f"| {r['filter']} | {r['size']:,} | {share(via.under_ms(1))} | {share(via.under_ms(2))} | "
+          f"{share(direct.under_ms(1))} | {share(direct.under_ms(2))} | "
+          f"{judge(via, bench_calls(args, LATENCY_RATE), LATENCY_RATE) or 'ok'} |")
+    p("")
+
+    p("#### 3. Mixed: 90 % denied + 10 % admitted at once\n")
+    p("| filter | entries | total calls/s with admitted 0 failed | denied part | admitted part | CPU / call "
+      "| denied-part problems at that step | first failing step |")
+    p("| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |")
+    for r in results:
+        if "error" in r:
+            continue
+        b, fl, d = r["mixed"]
+        p(f"| {r['filter']} | {r['size']:,} | {fmt_rate(b, fl, d)} | "
+          f"{'' if b is None else f'{b.rate * 9 // 10:,}'} | {'' if b is None else f'{b.rate // 10:,}'} | "
+          f"{fmt_us(b.cpu_us_per_call if b else None)} | {(b.extra.get('denied_why') or 'none') if b else ''} | "
+          f"{fmt_fail(fl, MIXED_STEPS, b)} |")
+    p("")
+
+    p("#### 4. Latency from a loopback capture\n")
+    if not tcpdump:
+        p("Skipped: `tcpdump` is not installed (Debian package `tcpdump`; `benchmarks/run` installs it when "
+          "it can).\n")
+    else:
+        p("Per Call-ID, from `tcpdump -i lo` timestamps: INVITE in → 403 out (denied), INVITE in → INVITE "
+          "relayed to the PBX (admitted: the latency the filter adds to a call set-up). "
+          "tcpdump runs on the same 2 cores. sipgate's own histogram (`sipgate_decision_duration_seconds`, "
+          "upper bucket bounds) beside it; Kamailio has none.\n")
+        p("| filter | entries | traffic | calls/s | matched | p50 | p99 | p99.9 | sipgate histogram p50 / p99 / p99.9 "
+          "| SIPp |")
+        p("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |")
+        for r in results:
+            if "error" in r:
+                continue
+            for (kind, rate), c in r["capture"].items():
+                if c is None or "error" in c:
+                    p(f"| {r['filter']} | {r['size']:,} | {kind} | {rate:,} | capture failed: "
+                      f"{(c or {}).get('error', '')[:80]} | | | | | |")
+                    continue
+                hist = c.get("hist")
+                h = " / ".join("n/a" if v is None else f"≤ {v:g} µs" for v in hist) if hist else "n/a"
+                p(f"| {r['filter']} | {r['size']:,} | {kind} | {rate:,} | {c['n']:,}/{c['requests']:,} | "
+                  f"{fmt_us(c['p50'])} | {fmt_us(c['p99'])} | {fmt_us(c['p999'])} | {h} | {c['sipp']} |")
+        p("")
+
+    p("#### 6. sipgate --workers\n")
+    if not has_workers:
+        p("Skipped: `sipgate serve --help` shows no `--workers` option in this build.\n")
+    else:
+        p("Denied flood with two SIPp callers (different source ports: SO_REUSEPORT hashes one source "
+          "address and port to one socket), at the smallest table size.\n")
+        p("| workers | entries | processes | denied calls/s (0 failed) | CPU / denied call | first failing step |")
+        p("| ---: | ---: | ---: | ---: | ---: | --- |")
+        for n, size, procs, best, fail, done in worker_rows:
+            p(f"| {n} | {size:,} | {procs} | {fmt_rate(best, fail, done)} | "
+              f"{fmt_us(best.cpu_us_per_call if best else None)} | {fmt_fail(fail, DENIED_STEPS, best)} |")
+        p("")
+
+    p("<details><summary>Every step</summary>\n")
+    p("| filter | entries | test | rate/s | planned | successful | achieved/s | CPU / call | result |")
+    p("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    for r in results:
+        if "error" in r:
+            continue
+        for kind in ("denied", "admitted", "mixed"):
+            for st in r[kind][2]:
+                p(f"| {r['filter']} | {r['size']:,} | {kind} | {st.rate:,} | {st.planned:,} | {st.successful:,} | "
+                  f"{st.achieved:,.0f} | {fmt_us(st.cpu_us_per_call)} | {'ok' if st.ok else st.why} |")
+    for n, size, _procs, _b, _f, done in worker_rows:
+        for st in done:
+            p(f"| sipgate --workers {n} | {size:,} | denied | {st.rate:,} | {st.planned:,} | {st.successful:,} | "
+              f"{st.achieved:,.0f} | {fmt_us(st.cpu_us_per_call)} | {'ok' if st.ok else st.why} |")
+    p("\n</details>\n")
+
+
+def bench_calls(args, rate: int) -> int:
+    return max(int(rate * args.step_seconds), 50)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
