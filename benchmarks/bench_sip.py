@@ -35,7 +35,9 @@ answer) at least 80 % of the step's: with 0 retransmissions no request
 waited 500 ms, so this catches only SIPp itself falling short.  A step is bounded in time
 (``--step-seconds`` of traffic, SIPp's ``-timeout``, and a Python deadline
 after which SIPp is stopped by PID) and stepping stops at the first failing
-step.  When even the lowest step fails, lower rates are tried (down to 100/s).
+step (a failing step is run once more before it counts: the machine is
+shared and one stall of another process fails a step).  When even the lowest
+step fails, lower rates are tried (down to 100/s).
 
 CPU: utime + stime from ``/proc/PID/stat`` of the filter's process tree
 (every thread of every process; Kamailio's main process and its children,
@@ -221,7 +223,7 @@ class Sipp:
 def sipp_version() -> str:
     out = subprocess.run(["sipp", "-v"], capture_output=True, text=True, timeout=10)
     m = re.search(r"SIPp v?([\d.]+[^\s,]*)", out.stdout + out.stderr)
-    return m.group(1) if m else "?"
+    return m.group(1).rstrip(".") if m else "?"
 
 
 # --------------------------------------------------------------------------
@@ -460,10 +462,14 @@ class Bench:
         done: list[Step] = []
         best = first_fail = None
         for rate in steps:
-            st = run_step(rate)
-            done.append(st)
-            log(f"  {label} {rate:>6}/s: {'ok' if st.ok else 'FAIL ' + st.why}; "
-                f"achieved {st.achieved:,.0f}/s; cpu {fmt_us(st.cpu_us_per_call)}/call")
+            for attempt in (1, 2):  # a failing step is run once more: the machine is shared
+                st = run_step(rate)
+                done.append(st)
+                log(f"  {label} {rate:>6}/s: {'ok' if st.ok else 'FAIL ' + st.why}; "
+                    f"achieved {st.achieved:,.0f}/s; cpu {fmt_us(st.cpu_us_per_call)}/call"
+                    + (" (retry)" if attempt == 2 else ""))
+                if st.ok:
+                    break
             if not st.ok:
                 first_fail = st
                 break
@@ -783,7 +789,7 @@ def report(results, worker_rows, args, sizes, has_workers, tcpdump, elapsed) -> 
     p("A step passes when SIPp's stat CSV shows every planned call created and successful, 0 failed, "
       "0 retransmissions (no INVITE left unanswered for 500 ms) and the call rate achieved (SIPp's run time, "
       "start to last answer) at least 80 % of the step's; "
-      "stepping stops at the first failing step. CPU: utime+stime of the filter's whole process tree "
+      "stepping stops at the first step that fails twice in a row (both runs are under Every step). CPU: utime+stime of the filter's whole process tree "
       "(/proc) over the step, per successful call.\n")
 
     p("#### 1–2. Denied flood and admitted calls\n")
