@@ -184,7 +184,7 @@ class Sipp:
             cmd += ["-key", k, v]
         cmd += extra or []
         self.cmd = cmd
-        self.deadline = time.monotonic() + timeout + 10
+        self.deadline = time.monotonic() + timeout + 3
         self._err = open(self.logdir / "stderr.log", "w")
         self.proc = subprocess.Popen(cmd, cwd=self.logdir, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=self._err)
@@ -418,7 +418,7 @@ class Bench:
         return max(int(rate * self.args.step_seconds), 50)
 
     def sipp_timeout(self) -> float:
-        return self.args.step_seconds * 2 + 10
+        return self.args.step_seconds + 5  # a healthy step ends within ~0.5 s of its traffic
 
     def uac(self, name: str, scenario: str, source: str, remote: tuple[str, int], rate: int, calls: int,
             logdir: Path, domain: str) -> Sipp:
