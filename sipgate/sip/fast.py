@@ -26,7 +26,8 @@ from hashlib import blake2b
 from sipgate.sip.headers import _KEY_CACHE, COMPACT_FORMS
 
 
-__all__ = ["Scanned", "forbidden_response", "scan", "to_tag_for"]
+__all__ = ["Scanned", "forbidden_response", "relay_request_bytes", "relay_response_bytes", "scan",
+           "sipgate_route", "to_tag_for"]
 # (the field indexes METHOD ... MAX_FORWARDS are public too)
 
 _TOKEN = rb"[A-Za-z0-9\-.!%*_+`'~]+"
@@ -34,14 +35,22 @@ _PARAMS = rb"((?:;" + _TOKEN + rb"(?:=" + _TOKEN + rb")?)*)"
 # Request-Line with the common sip:/sips: URI: userinfo without escapes or
 # password, a DNS-name or IPv4 host, URI parameters without escapes.
 _REQUEST_LINE = re.compile(
-    rb"(INVITE|ACK) sips?:(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]+@)?"
+    rb"(INVITE|ACK|BYE|CANCEL) sips?:(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]+@)?"
     rb"([A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*)(?::([0-9]{1,5}))?"
     rb"(?:;[A-Za-z0-9\-_.!~*'()\[\]/:&+$]+(?:=[A-Za-z0-9\-_.!~*'()\[\]/:&+$]*)?)* SIP/2\.0")
 _VIA = re.compile(rb"SIP/2\.0/UDP ([A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*)(?::([0-9]{1,5}))?" + _PARAMS)
 _NAME_ADDR = re.compile(
     rb'(?:"[^"\\]*"[ \t]*|' + _TOKEN + rb"(?:[ \t]+" + _TOKEN + rb")*[ \t]*)?"
     rb'<[A-Za-z][A-Za-z0-9+\-.]*:[^<>"\s]*>' + _PARAMS)
-_CSEQ = re.compile(rb"([0-9]{1,10})[ \t]+(INVITE|ACK)")
+_CSEQ = re.compile(rb"([0-9]{1,10})[ \t]+(INVITE|ACK|BYE|CANCEL)")
+_CSEQ_ANY = re.compile(rb"([0-9]{1,10})[ \t]+" + _TOKEN)
+_STATUS_LINE = re.compile(rb"SIP/2\.0 [1-6][0-9][0-9] [^ \t](?:[^\r\n]*[^ \t])?")
+# A Route element sipgate wrote: <sip:host[:port];lr;sgt=TK...>.
+_ROUTE = re.compile(rb"<sips?:([A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*)(?::([0-9]{1,5}))?" + _PARAMS + rb">")
+_SGT = re.compile(rb";sgt(?:=([^;]*))?(?=;|\Z)", re.IGNORECASE)
+_RECEIVED = re.compile(rb";received(?:=([^;]*))?(?=;|\Z)", re.IGNORECASE)
+_RPORT_VALUE = re.compile(rb";rport(?:=([^;]*))?(?=;|\Z)", re.IGNORECASE)
+_COOKIE = b"z9hG4bK"
 _HEADER_NAME = re.compile(_TOKEN)
 _MAX_CSEQ = 2**31 - 1
 _MAX_LINES = 200
@@ -50,7 +59,8 @@ _SURROGATE = "surrogateescape"
 # Header name bytes -> what the scan does with it: an index into its value
 # slots, -1 for Via, -2 for a valid name it does not read.  Bounded like
 # the full parser's cache.
-_SLOTS = {"from": 0, "to": 1, "call-id": 2, "cseq": 3, "max-forwards": 4, "content-length": 5, "via": -1}
+_SLOTS = {"from": 0, "to": 1, "call-id": 2, "cseq": 3, "max-forwards": 4, "content-length": 5, "route": 6,
+          "record-route": 7, "via": -1}
 _NAMES: dict[bytes, int] = {}
 _NAMES_LIMIT = 2048
 for _name, _key in _KEY_CACHE.items():
@@ -74,9 +84,10 @@ def _classify(name: bytes) -> int | None:
 # What scan() returns: a plain tuple, the cheapest thing to build per datagram.
 Scanned = tuple
 # (method, host, to_tag, from_tag, branch, via_port, rport, call_id,
-#  cseq_number, vias, from_, to, cseq, max_forwards)
+#  cseq_number, vias, from_, to, cseq, max_forwards, lines, end, via_host,
+#  via_params, route, record_route, content_length)
 METHOD, HOST, TO_TAG, FROM_TAG, BRANCH, VIA_PORT, RPORT, CALL_ID, CSEQ_NUMBER, VIAS, FROM_, TO, CSEQ, \
-    MAX_FORWARDS = range(14)
+    MAX_FORWARDS, LINES, END, VIA_HOST, VIA_PARAMS, ROUTE, RECORD_ROUTE, CONTENT_LENGTH = range(21)
 
 
 def scan(data: bytes) -> Scanned | None:
@@ -98,7 +109,7 @@ def scan(data: bytes) -> Scanned | None:
     if port is not None and int(port) > 65535:
         return None
     vias: list[bytes] = []
-    values: list[bytes | None] = [None, None, None, None, None, None]
+    values: list[bytes | None] = [None, None, None, None, None, None, None, None]
     names = _NAMES
     for i in range(1, n):
         name, colon, value = lines[i].partition(b":")
@@ -121,10 +132,12 @@ def scan(data: bytes) -> Scanned | None:
             continue
         old = values[slot]
         if old is None:
+            if slot >= 6 and b"," in value:
+                return None  # (a Route or Record-Route list: the full path's business)
             values[slot] = value
-        elif old != value:
+        elif old != value and slot < 6:
             return None  # conflicting single-valued headers: the full parser says 400
-    from_, to, call_id, cseq, max_forwards, length = values
+    from_, to, call_id, cseq, max_forwards, length, route, record_route = values
     if not vias or from_ is None or to is None or call_id is None or cseq is None:
         return None
     c = _CSEQ.fullmatch(cseq)
@@ -140,12 +153,13 @@ def scan(data: bytes) -> Scanned | None:
     if length is not None:
         if not length.isdigit() or len(length) > 10 or len(data) - end - 4 < int(length):
             return None
+        length = int(length)  # type: ignore[assignment]
     v = _VIA.fullmatch(vias[0])
     t = _NAME_ADDR.fullmatch(to)
     f = _NAME_ADDR.fullmatch(from_)
     if v is None or t is None or f is None:
         return None
-    _, via_port, via_params = v.groups()
+    via_host, via_port, via_params = v.groups()
     if via_port is not None:
         via_port = int(via_port)  # type: ignore[assignment]
         if via_port > 65535:  # type: ignore[operator]
@@ -157,7 +171,8 @@ def scan(data: bytes) -> Scanned | None:
     branch = _BRANCH.search(via_params)
     return (method, host.decode("ascii").lower(), to_tag and to_tag.group(1) or None,
             from_tag and from_tag.group(1) or None, branch and branch.group(1), via_port,
-            _RPORT.search(via_params) is not None, call_id, number, vias, from_, to, cseq, max_forwards)
+            _RPORT.search(via_params) is not None, call_id, number, vias, from_, to, cseq, max_forwards,
+            lines, end, via_host.decode("ascii").lower(), via_params, route, record_route is not None, length)
 
 
 def to_tag_for(s: Scanned, key: bytes) -> bytes:
@@ -185,3 +200,204 @@ def forbidden_response(s: Scanned, key: bytes, extra: bytes) -> bytes:
         b"Content-Length: 0\r\n\r\n",
     ))
 
+
+
+def _norm(line: bytes) -> bytes:
+    """``line`` as the full path renders it back: "Name: value", one space
+    after the colon, the value stripped (the name is a token: scanned)."""
+    colon = line.find(b":")
+    if line[colon + 1:colon + 2] == b" " and line[colon + 2:colon + 3] not in b" \t" \
+            and line[-1:] not in b" \t":
+        return line
+    return line[:colon] + b": " + line[colon + 1:].strip(b" \t")
+
+
+def sipgate_route(s: Scanned, own_hosts: frozenset[str]) -> tuple[bool, bytes | None] | None:
+    """(top Route is sipgate's, its sgt= trunk SID) as ``_dialog_route``
+    would say, or None when the Route is not of the common shape."""
+    route = s[ROUTE]
+    if route is None:
+        return False, None
+    m = _ROUTE.fullmatch(route)
+    if m is None:
+        return None
+    host, port, params = m.groups()
+    if port is not None and int(port) > 65535:
+        return None
+    if host.decode("ascii").lower() not in own_hosts:
+        return False, None
+    sgt = _SGT.search(params)
+    return True, (sgt and sgt.group(1)) or None
+
+
+def relay_request_bytes(s: Scanned, data: bytes, secret_key: bytes, via_prefix: bytes, source: str, port: int,
+                        record_route: bytes | None, pop_route: bool) -> bytes | None:
+    """The relayed request, as ``relay_request`` would write it, or None.
+
+    ``via_prefix`` is "SIP/2.0/UDP host:port;branch=" of the listener; the
+    branch is computed here as ``compute_branch`` does (RFC 3261 clients
+    only: a top branch with the magic cookie).
+    """
+    branch = s[BRANCH]
+    if not branch or not branch.startswith(_COOKIE):
+        return None
+    lines = s[LINES]
+    via_port = s[VIA_PORT]
+    material = b"\0".join((b"3261", branch, s[VIA_HOST].encode(), str(via_port).encode() if via_port else b""))
+    ours = via_prefix + _COOKIE + blake2b(material, digest_size=12, key=secret_key).hexdigest().encode()
+    body = data[s[END] + 4:]
+    if s[CONTENT_LENGTH] is not None:
+        body = body[:s[CONTENT_LENGTH]]
+    # The sender's Via: received/rport (see proxy._stamp_via).
+    host = source.partition("%")[0]
+    params = s[VIA_PARAMS]
+    rport_m = _RPORT_VALUE.search(params)
+    fill_rport = rport_m is not None and rport_m.group(1) is None
+    top = [s[VIAS][0].partition(b";")[0]]
+    for param in params.split(b";")[1:]:
+        name = param.partition(b"=")[0].lower()
+        if name == b"received":
+            continue
+        if name == b"rport" and fill_rport and b"=" not in param:
+            param = b"rport=" + str(port).encode()
+        top.append(param)
+    if fill_rport or s[VIA_HOST] != host.lower():
+        top.append(b"received=" + host.encode())
+    stamped = b";".join(top)
+    out = [lines[0], b"Via: " + ours]
+    rr_pending = record_route is not None and s[RECORD_ROUTE]
+    if record_route is not None and not rr_pending:
+        out.append(b"Record-Route: " + record_route)
+    via_done = False
+    route_done = not pop_route
+    mf = s[MAX_FORWARDS]
+    names = _NAMES
+    for i in range(1, len(lines)):
+        line = lines[i]
+        name = line[:line.find(b":")]
+        slot = names.get(name)
+        if slot is None:
+            slot = _classify(name)
+        if slot == -1:
+            if not via_done:
+                out.append(name + b": " + stamped)
+                via_done = True
+                continue
+        elif slot == 4:
+            out.append(name + b": " + str(max(mf - 1, 0)).encode())
+            continue
+        elif slot == 5:
+            out.append(name + b": " + str(len(body)).encode())
+            continue
+        elif slot == 6:
+            if not route_done:
+                route_done = True
+                continue  # the one element of sipgate's own Route line goes
+        elif slot == 7 and rr_pending:
+            out.append(b"Record-Route: " + record_route)  # type: ignore[operator]
+            rr_pending = False
+        out.append(_norm(line))
+    if mf is None:
+        out.append(b"Max-Forwards: 70")
+    if s[CONTENT_LENGTH] is None:
+        out.append(b"Content-Length: " + str(len(body)).encode())
+    out.append(b"")
+    out.append(b"")
+    return b"\r\n".join(out) + body
+
+
+def relay_response_bytes(data: bytes) -> tuple[bytes, str, int | None, str, int] | None:
+    """A response with its top Via popped, as ``relay_response`` would
+    write it: (bytes, popped Via host, popped Via port, next hop host, next
+    hop port), or None (the full path decides)."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = data[:end]
+    lines = head.split(b"\r\n")
+    n = len(lines)
+    if n > _MAX_LINES or len(head) - len(head.translate(None, b"\r\n\0")) != 2 * (n - 1):
+        return None
+    if _STATUS_LINE.fullmatch(lines[0]) is None:
+        return None
+    vias: list[int] = []
+    values: list[bytes | None] = [None, None, None, None, None, None, None, None]
+    names = _NAMES
+    for i in range(1, n):
+        line = lines[i]
+        name, colon, value = line.partition(b":")
+        if not colon:
+            return None
+        slot = names.get(name)
+        if slot is None:
+            slot = _classify(name)
+            if slot is None:
+                return None
+        lines[i] = _norm(line)
+        if slot == -2 or slot >= 6:
+            continue
+        value = value.strip(b" \t")
+        if not value:
+            return None
+        if slot < 0:
+            vias.append(i)
+            continue
+        old = values[slot]
+        if old is None:
+            values[slot] = value
+        elif old != value:
+            return None
+    from_, to, call_id, cseq, max_forwards, length, _, _ = values
+    if not vias or from_ is None or to is None or call_id is None or cseq is None:
+        return None
+    c = _CSEQ_ANY.fullmatch(cseq)
+    if c is None or int(c.group(1)) > _MAX_CSEQ:
+        return None
+    if max_forwards is not None and (not max_forwards.isdigit() or len(max_forwards) > 10):
+        return None
+    body = data[end + 4:]
+    if length is not None:
+        if not length.isdigit() or len(length) > 10 or len(body) < int(length):
+            return None
+        body = body[:int(length)]
+    # Our Via is the first element of the first Via line; the next hop's
+    # is the second element of that line, or the first of the next line.
+    name, _, value = lines[vias[0]].partition(b":")
+    elements = [e.strip(b" \t") for e in value.split(b",")]
+    if len(elements) > 1:
+        nxt_text = elements[1]
+        rest = value[value.find(b",") + 1:].lstrip(b" \t,")
+        if not all(elements) or not rest:
+            return None
+        lines[vias[0]] = name + b": " + rest
+    elif len(vias) > 1:
+        following = [e.strip(b" \t") for e in lines[vias[1]].partition(b":")[2].split(b",")]
+        if not all(following):
+            return None
+        nxt_text = following[0]
+        del lines[vias[0]]
+    else:
+        return None  # no Via left: the full path drops it
+    top = _VIA.fullmatch(elements[0])
+    nxt = _VIA.fullmatch(nxt_text)
+    if top is None or nxt is None:
+        return None
+    top_host, top_port, _ = top.groups()
+    next_host, next_port, next_params = nxt.groups()
+    if (top_port is not None and int(top_port) > 65535) or (next_port is not None and int(next_port) > 65535):
+        return None
+    received = _RECEIVED.search(next_params)
+    if received is not None and not received.group(1):
+        return None  # (an empty received: the full path's business)
+    # The received host as written (relay_response does not lower it).
+    host = next_host.decode("ascii").lower() if received is None else received.group(1).decode("ascii")
+    rport = _RPORT_VALUE.search(next_params)
+    value = rport.group(1) if rport is not None else None
+    if value and len(value) <= 5 and value.isdigit() and 0 < int(value) < 65536:
+        port = int(value)
+    else:
+        port = (int(next_port) if next_port is not None else 0) or 5060
+    lines.append(b"")
+    lines.append(b"")
+    return (b"\r\n".join(lines) + body, top_host.decode("ascii").lower(),
+            int(top_port) if top_port is not None else None, host, port)

@@ -44,7 +44,20 @@ from sipgate.sip import (
     relay_response,
 )
 from sipgate.sip.build import hash_key
-from sipgate.sip.fast import HOST, METHOD, RPORT, TO_TAG, VIA_PORT, forbidden_response, scan, to_tag_for
+from sipgate.sip.fast import (
+    HOST,
+    MAX_FORWARDS,
+    METHOD,
+    RPORT,
+    TO_TAG,
+    VIA_PORT,
+    forbidden_response,
+    relay_request_bytes,
+    relay_response_bytes,
+    scan,
+    sipgate_route,
+    to_tag_for,
+)
 
 __all__ = ["Edge", "EdgeProtocol", "open_listener"]
 
@@ -118,6 +131,8 @@ class _Local:
     port: int
     via_prefix: str  # "SIP/2.0/UDP host:port;branch="
     rr_prefix: str  # "<sip:host:port;lr;sgt="
+    via_prefix_b: bytes  # the same two, encoded, for the fast path
+    rr_prefix_b: bytes
 
 
 class EdgeProtocol(asyncio.DatagramProtocol):
@@ -141,8 +156,9 @@ class EdgeProtocol(asyncio.DatagramProtocol):
         # ::ffff:a.b.c.d and can only send to them in that form.
         self.dual_stack = listener.host == "::"
         hostport = f"{format_host(public)}:{listener.port}"
-        self.local = _Local(public, listener.port, f"SIP/2.0/UDP {hostport};branch=",
-                            f"<sip:{hostport};lr;{TRUNK_PARAM}=")
+        via_prefix = f"SIP/2.0/UDP {hostport};branch="
+        rr_prefix = f"<sip:{hostport};lr;{TRUNK_PARAM}="
+        self.local = _Local(public, listener.port, via_prefix, rr_prefix, via_prefix.encode(), rr_prefix.encode())
 
     # -- asyncio callbacks -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -190,8 +206,12 @@ class EdgeProtocol(asyncio.DatagramProtocol):
             # RFC 5626 §4.4.1 CRLF keepalives and empty datagrams.
             edge.stats.keepalives += 1
             return
-        if edge.fast_path and len(data) <= edge.config.max_datagram and self._fast(data, addr):
-            return
+        if edge.fast_path and len(data) <= edge.config.max_datagram:
+            if data[:8] == b"SIP/2.0 ":
+                if self._fast_response(data, addr):
+                    return
+            elif self._fast(data, addr):
+                return
         try:
             msg = parse(data, max_size=edge.config.max_datagram)
         except SipParseError as exc:
@@ -217,10 +237,12 @@ class EdgeProtocol(asyncio.DatagramProtocol):
                 self._bad_request(exc, addr, msg)  # type: ignore[arg-type]
 
     def _fast(self, data: bytes, addr: tuple) -> bool:
-        """Denied INVITE -> 403 and the ACK of sipgate's own 403, from the
-        datagram's bytes without a Request (sipgate.sip.fast).  False: not
-        handled, take the full path (which reaches the same result for
-        everything handled here)."""
+        """The common requests from outside, judged and answered or relayed
+        from the datagram's bytes without a Request (sipgate.sip.fast):
+        denied INVITE/CANCEL -> 403, the ACK of sipgate's own response,
+        admitted INVITE/CANCEL and in-dialog ACK/BYE relayed to the PBX.
+        False: not handled, take the full path (which reaches the same
+        result for everything handled here)."""
         edge = self.edge
         source = addr[0]
         if self.dual_stack and source.startswith("::ffff:") and "." in source:
@@ -237,25 +259,81 @@ class EdgeProtocol(asyncio.DatagramProtocol):
         s = scan(data)
         if s is None:
             return False
-        if s[METHOD] == b"ACK":
-            to_tag = s[TO_TAG]
-            if to_tag is None or to_tag != to_tag_for(s, edge.tag_key):
-                return False
+        to_tag = s[TO_TAG]
+        if s[METHOD] == b"ACK" and to_tag is not None and to_tag == to_tag_for(s, edge.tag_key):
+            # The ACK of sipgate's own final response (§17.1.1.3).
             key = ("drop", "ack_absorbed")
             stats.decisions[key] = stats.decisions.get(key, 0) + 1
             return True
+        table = edge.table
+        ctx = self.ctx
         if s[TO_TAG] is not None:
-            return False  # in-dialog: the full path checks its route
-        trunk = trunk_for_host(s[HOST], edge.table, self.ctx)
+            # In-dialog: the trunk from sipgate's own Route, else the host.
+            route = sipgate_route(s, ctx.own_hosts)
+            if route is None:
+                return False
+            pop, sgt = route
+            if sgt is not None:
+                trunk = table.by_sid.get(sgt.decode("ascii"))
+            else:
+                trunk = trunk_for_host(s[HOST], table, ctx)
+            if trunk is None or not trunk.matcher.contains(source) or s[MAX_FORWARDS] == 0:
+                return False
+            return self._fast_relay(s, data, addr, None, pop, ("admit", "in_dialog"))
+        if s[METHOD] == b"ACK":
+            return False
+        trunk = trunk_for_host(s[HOST], table, ctx)
         if trunk is None:
             return False
         if trunk.matcher.contains(source):
-            return False  # admitted: relayed by the full path
+            if s[MAX_FORWARDS] == 0:
+                return False
+            route = sipgate_route(s, ctx.own_hosts)
+            if route is None:
+                return False
+            rr = self.local.rr_prefix_b + trunk.sid.encode() + b">" if s[METHOD] == b"INVITE" else None
+            return self._fast_relay(s, data, addr, rr, route[0], ("admit", "admitted"))
         key = ("reject", "forbidden")
         stats.decisions[key] = stats.decisions.get(key, 0) + 1
         port = addr[1] if s[RPORT] or s[VIA_PORT] is None else s[VIA_PORT]
         self._send(forbidden_response(s, edge.tag_key, edge.forbidden_extra[bool(trunk.acl_sids)]),
                    (addr[0], port))
+        return True
+
+    def _fast_relay(self, s: tuple, data: bytes, addr: tuple, rr: bytes | None, pop: bool,
+                    key: tuple[str, str]) -> bool:
+        edge = self.edge
+        source = addr[0]
+        if self.dual_stack and source.startswith("::ffff:") and "." in source:
+            source = source[7:]
+        out = relay_request_bytes(s, data, edge.tag_key, self.local.via_prefix_b, source, addr[1], rr, pop)
+        if out is None:
+            return False
+        stats = edge.stats
+        stats.decisions[key] = stats.decisions.get(key, 0) + 1
+        self._send(out, edge.pbx)
+        stats.relayed_requests["to_pbx"] += 1
+        return True
+
+    def _fast_response(self, data: bytes, addr: tuple) -> bool:
+        """A response whose top Via is ours, relayed from the bytes (see
+        sipgate.sip.fast.relay_response_bytes); False: take the full path."""
+        r = relay_response_bytes(data)
+        if r is None:
+            return False
+        out, top_host, top_port, host, port = r
+        local = self.local
+        if top_host != local.host or (top_port or 5060) != local.port:
+            return False
+        edge = self.edge
+        source = addr[0]
+        if self.dual_stack and source.startswith("::ffff:") and "." in source:
+            source = source[7:]
+        from_pbx = source in edge.trusted
+        if not from_pbx and host not in edge.trusted:
+            return False
+        self._send(out, (host, port))
+        edge.stats.relayed_responses["from_pbx" if from_pbx else "to_pbx"] += 1
         return True
 
     def _reply(self, request: Request, status: int, phrase: str, warning: str | None,
