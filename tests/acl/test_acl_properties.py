@@ -5,7 +5,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Union
 
-from hypothesis import given, settings
+import pytest
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from sipgate.acl import PrefixMatcher, normalize_network, parse_address
@@ -107,3 +108,61 @@ def test_normalize_network_agrees_with_ipaddress(case: tuple[str, int]) -> None:
     text, prefix = case
     net = ref_network(text, prefix)
     assert normalize_network(text, prefix) == (net.version, int(net.network_address), net.prefixlen)
+
+
+OCTET_SPELLINGS = st.one_of(st.integers(0, 255).map(str), st.sampled_from(["010", "00", "256", "-1", "+1", " 1", "1 ",
+                                                                            "", "0x1", "\u0661", "1_0", "999"]))
+
+
+@settings(max_examples=500)
+@given(st.lists(OCTET_SPELLINGS, min_size=3, max_size=5).map(".".join),
+       st.one_of(st.none(), st.integers(-2, 34), st.booleans()))
+def test_normalize_network_ipv4_fast_path_agrees_with_netaddr(text: str, prefix) -> None:
+    """Dotted quads skip netaddr; every spelling must get netaddr's answer (or its error)."""
+    import netaddr
+
+    try:
+        address = netaddr.IPAddress(text, flags=netaddr.INET_PTON)
+        if address.version != 4 or isinstance(prefix, bool) or (prefix is not None and not 0 <= prefix <= 32):
+            raise ValueError("reference rejects")
+        length = 32 if prefix is None else prefix
+        expected = (4, int(address) >> (32 - length) << (32 - length), length)
+    except (netaddr.AddrFormatError, ValueError):
+        with pytest.raises(ValueError):
+            normalize_network(text, prefix)
+        return
+    assert normalize_network(text, prefix) == expected
+
+
+GROUP = st.one_of(st.integers(0, 0xFFFF).map(lambda v: format(v, "x")), st.sampled_from(["0000", "00000", "g", "", "FFFF",
+                                                                                      "1.2.3.4", "01.2.3.4", "-1"]))
+
+
+@settings(max_examples=800)
+@given(st.lists(GROUP, min_size=1, max_size=9), st.integers(0, 9), st.booleans(),
+       st.one_of(st.none(), st.integers(-1, 130)))
+def test_normalize_network_ipv6_fast_path_agrees_with_netaddr(groups, gap, compress, prefix) -> None:
+    """IPv6 spellings (compressed or not, embedded IPv4, junk) skip netaddr when
+    parse_ipv6 takes them; the answer must be netaddr's (or its error)."""
+    import netaddr
+
+    if compress:
+        text = ":".join(groups[:gap]) + "::" + ":".join(groups[gap:])
+    else:
+        text = ":".join(groups)
+    assume(":" in text)  # (a lone group is the IPv4 test's business)
+    try:
+        address = netaddr.IPAddress(text, flags=netaddr.INET_PTON)
+        if address.version != 6 or (prefix is not None and not 0 <= prefix <= 128):
+            raise ValueError("reference rejects")
+        length = 128 if prefix is None else prefix
+        value = int(address) >> (128 - length) << (128 - length)
+        if length >= 96 and value >> 32 == 0xFFFF:
+            expected = (4, value & 0xFFFFFFFF, length - 96)
+        else:
+            expected = (6, value, length)
+    except (netaddr.AddrFormatError, ValueError):
+        with pytest.raises(ValueError):
+            normalize_network(text, prefix)
+        return
+    assert normalize_network(text, prefix) == expected
