@@ -68,6 +68,8 @@ def test_denied_flood_2000_calls_at_1000_per_second(edge, pbx_port, tmp_path):
     assert uac.failed_calls == 0, uac.describe()
     assert served.received("INVITE") == [] and served.total_calls == 0, served.describe()
     assert metric(edge, "sipgate_decisions_total", '{reason="forbidden",result="reject"}') >= 2000
+    # Their ACKs: dropped unparsed, the source being admitted by no trunk.
+    assert metric(edge, "sipgate_decisions_total", '{reason="forbidden",result="drop"}') >= 2000
     # Neither an INVITE nor an ACK of the 403s went on to the PBX.
     assert metric(edge, "sipgate_relayed_requests_total", '{direction="to_pbx"}') == 0
     assert metric(edge, "sipgate_internal_errors_total") == 0
