@@ -16,7 +16,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from sipgate.server import run
 
     config = load_config(args.config)
-    return run(config, seed=args.seed)
+    return run(config, seed=args.seed, workers=args.workers)
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
@@ -61,6 +61,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 256:
+        raise argparse.ArgumentTypeError(f"{text} is not between 1 and 256")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sipgate", description="SIP edge admission filter.")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
@@ -69,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the SIP edge")
     p.add_argument("--config", help="TOML config file (default: embedded defaults)")
     p.add_argument("--seed", help="TOML seed file applied (idempotently) before serving")
+    p.add_argument("--workers", type=_positive, default=1, metavar="N",
+                   help="worker processes sharing the SIP sockets (default 1; see README)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("seed", help="load trunks and lists from a TOML seed file into the store")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from dataclasses import replace
 from functools import partial
 from collections.abc import Callable
 from typing import Any
@@ -24,9 +25,13 @@ log = logging.getLogger("sipgate.server")
 class Server:
     """One sipgate edge process: listeners, table reloader, metrics."""
 
-    def __init__(self, config: Config, *, seed: str | None = None) -> None:
+    def __init__(self, config: Config, *, seed: str | None = None,
+                 sockets: list[Any] | None = None, worker: int = 0) -> None:
         self.config = config
         self.seed = seed or config.seed
+        # Pre-bound SIP sockets, one per listener (--workers shares them).
+        self.sockets = sockets
+        self.worker = worker
         self.stats = EdgeStats()
         self.edge = Edge(config.sip, self.stats)
         self.store: Any = None
@@ -67,12 +72,14 @@ class Server:
         log.info("admission table generation %d: %d trunks, %d entries",
                  table.generation, len(table.by_sid), table.entries)
         try:
-            for listener in self.config.sip.listen:
-                transport, protocol = await open_listener(self.edge, listener)
+            for i, listener in enumerate(self.config.sip.listen):
+                sock = self.sockets[i] if self.sockets else None
+                transport, protocol = await open_listener(self.edge, listener, sock=sock)
                 self.transports.append(transport)
                 self.protocols.append(protocol)
-                log.info("SIP/UDP listening on %s:%d, relaying admitted calls to %s:%d",
-                         protocol.listener.host, protocol.listener.port, *self.config.sip.pbx)
+                log.info("SIP/UDP listening on %s:%d, relaying admitted calls to %s:%d%s",
+                         protocol.listener.host, protocol.listener.port, *self.config.sip.pbx,
+                         f" (worker {self.worker})" if self.sockets else "")
             if self.config.api.enabled:
                 await self._start_api()
             metrics = self.config.metrics
@@ -137,9 +144,10 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 async def serve(config: Config, *, seed: str | None = None,
-                on_ready: Callable[[Server], None] | None = None) -> None:
+                on_ready: Callable[[Server], None] | None = None,
+                sockets: list[Any] | None = None, worker: int = 0) -> None:
     """Run until SIGINT or SIGTERM."""
-    server = Server(config, seed=seed)
+    server = Server(config, seed=seed, sockets=sockets, worker=worker)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -154,9 +162,86 @@ async def serve(config: Config, *, seed: str | None = None,
         await server.stop()
 
 
-def run(config: Config, *, seed: str | None = None) -> int:
+def run(config: Config, *, seed: str | None = None, workers: int = 1) -> int:
     """Blocking entry point for ``sipgate serve``."""
-    with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        runner.run(serve(config, seed=seed))
+    if workers <= 1:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(serve(config, seed=seed))
+        return 0
+    return _run_workers(config, seed, workers)
+
+
+def _run_workers(config: Config, seed: str | None, workers: int) -> int:
+    """``serve --workers N``: N processes reading one set of SIP sockets.
+
+    The sockets are bound here, before any thread or event loop exists, and
+    the workers are forked around them: the kernel hands each datagram to
+    one of the processes waiting on a socket, so even traffic from a single
+    source address and port spreads over the workers (with SO_REUSEPORT it
+    would not).  Each worker has its own store connection, reloader and
+    table.  Worker 0 (this process) applies the seed first and serves the
+    API and /metrics; a write through the API is in force in worker 0 when
+    its 2xx is sent and in the others after their next revision check
+    (``store.poll_interval``), and /metrics counts worker 0's traffic only.
+    """
+    import os
+
+    from sipgate.transport.udp import make_socket
+
+    # Migrations, the seed and the accounts once, here, before the workers
+    # open the store side by side.
+    from sipgate.config import store_limits
+
+    seed = seed or config.seed
+    store = open_store(config.store.url, **store_limits(config.store))
+    try:
+        if seed:
+            log.info("seed %s: %s", seed, load_seed(store, seed))
+        for account in config.accounts:
+            store.ensure_account(account.sid, account.friendly_name)
+    finally:
+        store.close()
+    sockets = [make_socket(listener, config.sip.socket_buffer) for listener in config.sip.listen]
+    # Every worker must name the port actually bound (a port of 0 is resolved once).
+    listen = tuple(replace(listener, port=sock.getsockname()[1]) for listener, sock in zip(config.sip.listen, sockets))
+    config = replace(config, sip=replace(config.sip, listen=listen), seed=None)
+    quiet = replace(config, api=replace(config.api, enabled=False), metrics=replace(config.metrics, enabled=False))
+    children = []
+    for worker in range(1, workers):
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                _die_with_parent()
+                with asyncio.Runner(loop_factory=new_event_loop) as runner:
+                    runner.run(serve(quiet, sockets=sockets, worker=worker))
+            except BaseException:  # noqa: BLE001  (a worker reports and exits, never returns)
+                log.exception("worker %d failed", worker)
+                code = 1
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        children.append(pid)
+    try:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(serve(config, sockets=sockets, worker=0))
+    finally:
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for pid in children:
+            os.waitpid(pid, 0)
     return 0
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this worker when worker 0 dies, however it dies."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 

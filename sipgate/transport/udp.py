@@ -495,14 +495,16 @@ def make_socket(listener: Listener, buffer_size: int, reuse_port: bool = False) 
     return sock
 
 
-async def open_listener(edge: Edge, listener: Listener,
-                        reuse_port: bool = False) -> tuple[asyncio.DatagramTransport, EdgeProtocol]:
-    """Bind ``listener`` and serve it on the running loop.
+async def open_listener(edge: Edge, listener: Listener, reuse_port: bool = False,
+                        sock: socket.socket | None = None) -> tuple[asyncio.DatagramTransport, EdgeProtocol]:
+    """Bind ``listener`` (or use ``sock``, already bound for it) and serve
+    it on the running loop.
 
     A port of 0 binds an ephemeral port; the returned protocol's
     ``listener`` then carries the real one.
     """
-    sock = make_socket(listener, edge.config.socket_buffer, reuse_port)
+    if sock is None:
+        sock = make_socket(listener, edge.config.socket_buffer, reuse_port)
     port = sock.getsockname()[1]
     if port != listener.port:
         listener = Listener(listener.host, port, listener.advertise, listener.default_trunk)

@@ -1,0 +1,90 @@
+"""`sipgate serve --workers N`: worker processes sharing the SIP socket."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from helpers import ALLOWED, DEMO_DOMAIN, DENIED, Serving, UdpPeer, request, write_config
+from sipgate.sip import parse
+
+DEMO_SEED = str(Path(__file__).resolve().parent.parent / "config" / "demo-seed.toml")
+
+
+def children_of(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def wait_for_log(server: Serving, text: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(text in line for line in server.log):
+        assert time.monotonic() < deadline, "".join(server.log)
+        line = server.proc.stderr.readline()
+        assert line, "sipgate exited:\n" + "".join(server.log)
+        server.log.append(line)
+
+
+def gone(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":
+            return True  # exited; its parent has not reaped it yet
+        time.sleep(0.05)
+    return False
+
+
+def test_second_worker_serves_the_shared_socket_and_stops_with_the_first(tmp_path):
+    with UdpPeer("127.0.0.1") as pbx, UdpPeer(DENIED) as denied, UdpPeer(ALLOWED) as allowed:
+        server = Serving(["serve", "--config", str(write_config(tmp_path, pbx.address[1])), "--seed", DEMO_SEED,
+                          "--workers", "2"])
+        try:
+            wait_for_log(server, "(worker 1)")
+            workers = children_of(server.proc.pid)
+            assert len(workers) == 1, workers
+            edge = ("127.0.0.1", server.sip_port)
+            # Freeze worker 0: whatever is answered now, worker 1 answered,
+            # reading the same socket on the same port.
+            os.kill(server.proc.pid, signal.SIGSTOP)
+            try:
+                for i in range(20):
+                    denied.send(request(via_host=f"{DENIED}:{denied.address[1]}", call_id=f"w-{i}"), edge)
+                    assert parse(denied.recv()[0]).status == 403
+                allowed.send(request(via_host=f"{ALLOWED}:{allowed.address[1]}", call_id="w-ok"), edge)
+                relayed = parse(pbx.recv()[0])
+                assert relayed.method == "INVITE" and relayed.request_uri.host == DEMO_DOMAIN
+            finally:
+                os.kill(server.proc.pid, signal.SIGCONT)
+            # And worker 0 still answers once resumed (either may take it).
+            denied.send(request(via_host=f"{DENIED}:{denied.address[1]}", call_id="w-last"), edge)
+            assert parse(denied.recv()[0]).status == 403
+        finally:
+            assert server.stop() == 0
+        assert all(gone(pid) for pid in workers)
+
+
+def test_workers_die_with_worker_zero(tmp_path):
+    with UdpPeer("127.0.0.1") as pbx:
+        server = Serving(["serve", "--config", str(write_config(tmp_path, pbx.address[1])), "--workers", "3"])
+        try:
+            wait_for_log(server, "(worker 2)")
+            workers = children_of(server.proc.pid)
+            assert len(workers) == 2, workers
+        finally:
+            server.proc.kill()  # SIGKILL: no cleanup in worker 0 at all
+            server.proc.wait(10)
+        assert all(gone(pid) for pid in workers), "a worker outlived worker 0"
