@@ -54,7 +54,6 @@ _COOKIE = b"z9hG4bK"
 _HEADER_NAME = re.compile(_TOKEN)
 _MAX_CSEQ = 2**31 - 1
 _MAX_LINES = 200
-_SURROGATE = "surrogateescape"
 
 # Header name bytes -> what the scan does with it: an index into its value
 # slots, -1 for Via, -2 for a valid name it does not read.  Bounded like
@@ -67,7 +66,6 @@ for _name, _key in _KEY_CACHE.items():
     _NAMES[_name.encode()] = _SLOTS.get(_key, -2)
 _TAG = re.compile(rb";tag(?:=([^;]*))?(?=;|\Z)", re.IGNORECASE)
 _BRANCH = re.compile(rb";branch(?:=([^;]*))?(?=;|\Z)", re.IGNORECASE)
-_RPORT = re.compile(rb";rport(?==|;|\Z)", re.IGNORECASE)
 
 
 def _classify(name: bytes) -> int | None:
@@ -85,14 +83,15 @@ def _classify(name: bytes) -> int | None:
 Scanned = tuple
 # (method, host, to_tag, from_tag, branch, via_port, rport, call_id,
 #  cseq_number, vias, from_, to, cseq, max_forwards, lines, end, via_host,
-#  via_params, route, record_route, content_length)
+#  via_params, route, record_route, content_length); rport is None when the
+#  top Via has no rport parameter, b"" when it has one without a value.
 METHOD, HOST, TO_TAG, FROM_TAG, BRANCH, VIA_PORT, RPORT, CALL_ID, CSEQ_NUMBER, VIAS, FROM_, TO, CSEQ, \
     MAX_FORWARDS, LINES, END, VIA_HOST, VIA_PARAMS, ROUTE, RECORD_ROUTE, CONTENT_LENGTH = range(21)
 
 
-def scan(data: bytes) -> Scanned | None:
-    """The fields of a common-shaped INVITE or ACK (see the index names
-    above), or None: use the full parser."""
+def _head_lines(data: bytes) -> tuple[int, list[bytes]] | None:
+    """(offset of the empty line, header section split into lines), or None
+    unless every line break is a CRLF and there is no other CR, LF or NUL."""
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return None
@@ -102,6 +101,17 @@ def scan(data: bytes) -> Scanned | None:
     # The split consumed n - 1 CRLFs: any other CR, LF or NUL is refused.
     if n > _MAX_LINES or len(head) - len(head.translate(None, b"\r\n\0")) != 2 * (n - 1):
         return None
+    return end, lines
+
+
+def scan(data: bytes) -> Scanned | None:
+    """The fields of a common-shaped INVITE or ACK (see the index names
+    above), or None: use the full parser."""
+    framed = _head_lines(data)
+    if framed is None:
+        return None
+    end, lines = framed
+    n = len(lines)
     m = _REQUEST_LINE.fullmatch(lines[0])
     if m is None:
         return None
@@ -169,9 +179,10 @@ def scan(data: bytes) -> Scanned | None:
     to_tag = _TAG.search(t.group(1))
     from_tag = _TAG.search(f.group(1))
     branch = _BRANCH.search(via_params)
+    rport = _RPORT_VALUE.search(via_params)
     return (method, host.decode("ascii").lower(), to_tag and to_tag.group(1) or None,
             from_tag and from_tag.group(1) or None, branch and branch.group(1), via_port,
-            _RPORT.search(via_params) is not None, call_id, number, vias, from_, to, cseq, max_forwards,
+            None if rport is None else rport.group(1) or b"", call_id, number, vias, from_, to, cseq, max_forwards,
             lines, end, via_host.decode("ascii").lower(), via_params, route, record_route is not None, length)
 
 
@@ -199,7 +210,6 @@ def forbidden_response(s: Scanned, key: bytes, extra: bytes) -> bytes:
         extra,
         b"Content-Length: 0\r\n\r\n",
     ))
-
 
 
 def _norm(line: bytes) -> bytes:
@@ -251,8 +261,7 @@ def relay_request_bytes(s: Scanned, data: bytes, secret_key: bytes, via_prefix: 
     # The sender's Via: received/rport (see proxy._stamp_via).
     host = source.partition("%")[0]
     params = s[VIA_PARAMS]
-    rport_m = _RPORT_VALUE.search(params)
-    fill_rport = rport_m is not None and rport_m.group(1) is None
+    fill_rport = s[RPORT] == b""  # rport without a value: the client asks for it (RFC 3581)
     top = [s[VIAS][0].partition(b";")[0]]
     for param in params.split(b";")[1:]:
         name = param.partition(b"=")[0].lower()
@@ -310,14 +319,11 @@ def relay_response_bytes(data: bytes) -> tuple[bytes, str, int | None, str, int]
     """A response with its top Via popped, as ``relay_response`` would
     write it: (bytes, popped Via host, popped Via port, next hop host, next
     hop port), or None (the full path decides)."""
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
+    framed = _head_lines(data)
+    if framed is None:
         return None
-    head = data[:end]
-    lines = head.split(b"\r\n")
+    end, lines = framed
     n = len(lines)
-    if n > _MAX_LINES or len(head) - len(head.translate(None, b"\r\n\0")) != 2 * (n - 1):
-        return None
     if _STATUS_LINE.fullmatch(lines[0]) is None:
         return None
     vias: list[int] = []

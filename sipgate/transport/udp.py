@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from bisect import bisect_left
 import socket
 import time
 from dataclasses import dataclass
@@ -69,7 +68,6 @@ DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 _ALWAYS_EMPTY = frozenset({b"", b"\r\n", b"\r\n\r\n", b"\n", b"\n\n"})
 _REQUIRED_FOR_REPLY = ("via", "from", "to", "call-id", "cseq")
 _perf_counter = time.perf_counter
-_bisect = bisect_left
 
 
 class _LogLimiter:
@@ -186,12 +184,7 @@ class EdgeProtocol(asyncio.DatagramProtocol):
             stats.internal_errors += 1
             if self.edge.error_log.allow():
                 log.exception("internal error handling a datagram from %s", addr[0])
-        # LatencyHistogram.observe, inlined: a call is a tenth of the fast path.
-        elapsed = _perf_counter() - started
-        latency = stats.latency
-        latency.counts[_bisect(latency.bounds, elapsed)] += 1
-        latency.total += elapsed
-        latency.count += 1
+        stats.latency.observe(_perf_counter() - started)
 
     # -- the receive path --------------------------------------------------
     def _send(self, data: bytes, dest: tuple[str, int]) -> None:
@@ -206,20 +199,21 @@ class EdgeProtocol(asyncio.DatagramProtocol):
             # RFC 5626 §4.4.1 CRLF keepalives and empty datagrams.
             edge.stats.keepalives += 1
             return
+        source = addr[0]
+        if self.dual_stack and source.startswith("::ffff:") and "." in source:
+            source = source[7:]
         if edge.fast_path and len(data) <= edge.config.max_datagram:
             if data[:8] == b"SIP/2.0 ":
-                if self._fast_response(data, addr):
+                if self._fast_response(data, source):
                     return
-            elif self._fast(data, addr):
+            elif self._fast(data, addr, source):
                 return
         try:
             msg = parse(data, max_size=edge.config.max_datagram)
         except SipParseError as exc:
             self._bad_request(exc, addr)
             return
-        source = addr[0]
-        if self.dual_stack and source.startswith("::ffff:") and "." in source:
-            source = source[7:]
+        if source is not addr[0]:
             addr = (source, addr[1])
         try:
             if type(msg) is Response:
@@ -236,25 +230,22 @@ class EdgeProtocol(asyncio.DatagramProtocol):
             else:
                 self._bad_request(exc, addr, msg)  # type: ignore[arg-type]
 
-    def _fast(self, data: bytes, addr: tuple) -> bool:
+    def _fast(self, data: bytes, addr: tuple, source: str) -> bool:
         """The common requests from outside, judged and answered or relayed
         from the datagram's bytes without a Request (sipgate.sip.fast):
         denied INVITE/CANCEL -> 403, the ACK of sipgate's own response,
         admitted INVITE/CANCEL and in-dialog ACK/BYE relayed to the PBX.
         False: not handled, take the full path (which reaches the same
-        result for everything handled here)."""
+        result for everything handled here).  ``source`` is ``addr[0]``
+        with an IPv4-mapped address unwrapped."""
         edge = self.edge
-        source = addr[0]
-        if self.dual_stack and source.startswith("::ffff:") and "." in source:
-            source = source[7:]
         if source in edge.trusted:
             return False
         stats = edge.stats
         if data[:4] == b"ACK " and not edge.table.any_trunk.contains(source):
             # An ACK is never answered, and one from a source no trunk
             # admits is never relayed: whatever it says, it ends here.
-            key = ("drop", "forbidden")
-            stats.decisions[key] = stats.decisions.get(key, 0) + 1
+            stats.decision("drop", "forbidden")
             return True
         s = scan(data)
         if s is None:
@@ -262,12 +253,11 @@ class EdgeProtocol(asyncio.DatagramProtocol):
         to_tag = s[TO_TAG]
         if s[METHOD] == b"ACK" and to_tag is not None and to_tag == to_tag_for(s, edge.tag_key):
             # The ACK of sipgate's own final response (§17.1.1.3).
-            key = ("drop", "ack_absorbed")
-            stats.decisions[key] = stats.decisions.get(key, 0) + 1
+            stats.decision("drop", "ack_absorbed")
             return True
         table = edge.table
         ctx = self.ctx
-        if s[TO_TAG] is not None:
+        if to_tag is not None:
             # In-dialog: the trunk from sipgate's own Route, else the host.
             route = sipgate_route(s, ctx.own_hosts)
             if route is None:
@@ -279,7 +269,7 @@ class EdgeProtocol(asyncio.DatagramProtocol):
                 trunk = trunk_for_host(s[HOST], table, ctx)
             if trunk is None or not trunk.matcher.contains(source) or s[MAX_FORWARDS] == 0:
                 return False
-            return self._fast_relay(s, data, addr, None, pop, ("admit", "in_dialog"))
+            return self._fast_relay(s, data, source, addr[1], None, pop, "in_dialog")
         if s[METHOD] == b"ACK":
             return False
         trunk = trunk_for_host(s[HOST], table, ctx)
@@ -292,30 +282,26 @@ class EdgeProtocol(asyncio.DatagramProtocol):
             if route is None:
                 return False
             rr = self.local.rr_prefix_b + trunk.sid.encode() + b">" if s[METHOD] == b"INVITE" else None
-            return self._fast_relay(s, data, addr, rr, route[0], ("admit", "admitted"))
-        key = ("reject", "forbidden")
-        stats.decisions[key] = stats.decisions.get(key, 0) + 1
-        port = addr[1] if s[RPORT] or s[VIA_PORT] is None else s[VIA_PORT]
+            return self._fast_relay(s, data, source, addr[1], rr, route[0], "admitted")
+        stats.decision("reject", "forbidden")
+        port = addr[1] if s[RPORT] is not None or s[VIA_PORT] is None else s[VIA_PORT]
         self._send(forbidden_response(s, edge.tag_key, edge.forbidden_extra[bool(trunk.acl_sids)]),
                    (addr[0], port))
         return True
 
-    def _fast_relay(self, s: tuple, data: bytes, addr: tuple, rr: bytes | None, pop: bool,
-                    key: tuple[str, str]) -> bool:
+    def _fast_relay(self, s: tuple, data: bytes, source: str, port: int, rr: bytes | None, pop: bool,
+                    reason: str) -> bool:
         edge = self.edge
-        source = addr[0]
-        if self.dual_stack and source.startswith("::ffff:") and "." in source:
-            source = source[7:]
-        out = relay_request_bytes(s, data, edge.tag_key, self.local.via_prefix_b, source, addr[1], rr, pop)
+        out = relay_request_bytes(s, data, edge.tag_key, self.local.via_prefix_b, source, port, rr, pop)
         if out is None:
             return False
         stats = edge.stats
-        stats.decisions[key] = stats.decisions.get(key, 0) + 1
+        stats.decision("admit", reason)
         self._send(out, edge.pbx)
         stats.relayed_requests["to_pbx"] += 1
         return True
 
-    def _fast_response(self, data: bytes, addr: tuple) -> bool:
+    def _fast_response(self, data: bytes, source: str) -> bool:
         """A response whose top Via is ours, relayed from the bytes (see
         sipgate.sip.fast.relay_response_bytes); False: take the full path."""
         r = relay_response_bytes(data)
@@ -326,9 +312,6 @@ class EdgeProtocol(asyncio.DatagramProtocol):
         if top_host != local.host or (top_port or 5060) != local.port:
             return False
         edge = self.edge
-        source = addr[0]
-        if self.dual_stack and source.startswith("::ffff:") and "." in source:
-            source = source[7:]
         from_pbx = source in edge.trusted
         if not from_pbx and host not in edge.trusted:
             return False
