@@ -9,7 +9,7 @@ decides, never a header.  This module is pure: no sockets, no clocks, no I/O.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from sipgate.acl import PrefixMatcher, parse_address
 from sipgate.sip import Request, SipParseError, derive_to_tag, parse_name_addr, parse_uri
@@ -114,10 +114,7 @@ class AdmissionTable:
             trunks_seen.append(trunk)
             rows: list[tuple[str, int | None, Match]] = []
             for acl_sid, _name, addresses in trunk.acls:
-                acl_rows = [
-                    (address, prefix, Match(acl_sid, ip_sid, _network_text(address, prefix)))
-                    for ip_sid, address, prefix in addresses
-                ]
+                acl_rows = _rows(acl_sid, addresses)
                 rows.extend(acl_rows)
                 if acl_sid not in seen_acls:
                     # A list shared by several trunks enters the union once.
@@ -212,10 +209,6 @@ class AdmissionTable:
                 raise ValueError(f"unknown change {op!r}")
 
         # 2. Rows: a list as compiled here (start) and as it is now (end).
-        def make_rows(acl_sid: str, entries: Iterable[tuple[str, str, int | None]]) -> list[Row]:
-            return [(address, prefix, Match(acl_sid, ip_sid, _network_text(address, prefix)))
-                    for ip_sid, address, prefix in entries]
-
         def current_list(acl_sid: str) -> tuple[str | None, tuple[tuple[str, str, int | None], ...]]:
             found = lists.get(acl_sid)
             if found is None:
@@ -231,7 +224,7 @@ class AdmissionTable:
                 added = {k for k, n in counts.items() if n > 0}
                 entries = [e for e in current_list(acl_sid)[1] if tuple(e) not in added]
                 entries += [k for k, n in counts.items() if n < 0]
-                start_cache[acl_sid] = make_rows(acl_sid, entries)
+                start_cache[acl_sid] = _rows(acl_sid, entries)
             return start_cache[acl_sid]
 
         def end_rows(acl_sid: str) -> list[Row]:
@@ -239,14 +232,14 @@ class AdmissionTable:
                 name, entries = current_list(acl_sid)
                 if name is None:
                     raise ValueError(f"deleted list {acl_sid} is still on a trunk")
-                end_cache[acl_sid] = make_rows(acl_sid, entries)
+                end_cache[acl_sid] = _rows(acl_sid, entries)
             return end_cache[acl_sid]
 
         entry_delta: dict[str, tuple[list[Row], list[Row]]] = {}
         for acl_sid, counts in net.items():
             if acl_sid in self.acl_names and any(counts.values()):
-                entry_delta[acl_sid] = (make_rows(acl_sid, [k for k, n in counts.items() if n > 0]),
-                                        make_rows(acl_sid, [k for k, n in counts.items() if n < 0]))
+                entry_delta[acl_sid] = (_rows(acl_sid, [k for k, n in counts.items() if n > 0]),
+                                        _rows(acl_sid, [k for k, n in counts.items() if n < 0]))
 
         def diff(start: Iterable[str], end: Iterable[str]) -> tuple[list[Row], list[Row]]:
             added: list[Row] = []
@@ -276,7 +269,7 @@ class AdmissionTable:
         for trunk_sid in [*self.by_sid, *(t for t in final_acls if t not in self.by_sid)]:
             old = self.by_sid.get(trunk_sid)
             start_acls = old.acl_sids if old is not None else ()
-            end_acls = final_acls.get(trunk_sid, start_acls) if trunk_sid in final_acls else start_acls
+            end_acls = final_acls.get(trunk_sid, start_acls)
             if end_acls is None:
                 if trunks.get(trunk_sid, ()) is not None:
                     raise ValueError(f"trunk {trunk_sid} deleted in the log but not in the store")
@@ -316,6 +309,12 @@ class AdmissionTable:
             else self.any_trunk
         return AdmissionTable(generation, by_domain, by_sid, any_trunk,  # type: ignore[arg-type]
                               self.entries + len(union_added) - len(union_removed), names)
+
+
+def _rows(acl_sid: str, entries: Iterable[tuple[str, str, int | None]]) -> list[tuple[str, int | None, Match]]:
+    """Matcher rows (address, prefix, Match) of a list's (IP SID, address, prefix) entries."""
+    return [(address, prefix, Match(acl_sid, ip_sid, _network_text(address, prefix)))
+            for ip_sid, address, prefix in entries]
 
 
 def _network_text(address: str, prefix: int | None) -> str:
