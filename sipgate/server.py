@@ -22,6 +22,14 @@ __all__ = ["Server", "new_event_loop", "run"]
 log = logging.getLogger("sipgate.server")
 
 
+def _prepare_store(store: Any, seed: str | None, config: Config) -> None:
+    """Apply the seed file (if any) and make sure the config's accounts exist."""
+    if seed:
+        log.info("seed %s: %s", seed, load_seed(store, seed))
+    for account in config.accounts:
+        store.ensure_account(account.sid, account.friendly_name)
+
+
 class Server:
     """One sipgate edge process: listeners, table reloader, metrics."""
 
@@ -57,14 +65,9 @@ class Server:
         loop = asyncio.get_running_loop()
         self.store = await loop.run_in_executor(
             None, partial(open_store, self.config.store.url, **store_limits(self.config.store)))
-        if self.seed:
-            report = await loop.run_in_executor(None, load_seed, self.store, self.seed)
-            log.info("seed %s: %s", self.seed, report)
-        # Accounts before the first compile: creating one is a write, and a
-        # write right after the compile would force the first API change
-        # into a full recompile.
-        for account in self.config.accounts:
-            await loop.run_in_executor(None, self.store.ensure_account, account.sid, account.friendly_name)
+        # Seed and accounts before the first compile: a write right after
+        # it would force the first API change into another compile.
+        await loop.run_in_executor(None, _prepare_store, self.store, self.seed, self.config)
         self.reloader = Reloader(self.store, self.edge.install, self.config.store.poll_interval,
                                  current=lambda: self.edge.table)
         await self.reloader.refresh(force=True)
@@ -190,21 +193,14 @@ def _run_workers(config: Config, seed: str | None, workers: int) -> int:
 
     # Migrations, the seed and the accounts once, here, before the workers
     # open the store side by side.
-    from sipgate.config import store_limits
-
-    seed = seed or config.seed
     store = open_store(config.store.url, **store_limits(config.store))
     try:
-        if seed:
-            log.info("seed %s: %s", seed, load_seed(store, seed))
-        for account in config.accounts:
-            store.ensure_account(account.sid, account.friendly_name)
+        _prepare_store(store, seed or config.seed, config)
     finally:
         store.close()
+    # (open_listener takes each worker's port from the shared socket.)
     sockets = [make_socket(listener, config.sip.socket_buffer) for listener in config.sip.listen]
-    # Every worker must name the port actually bound (a port of 0 is resolved once).
-    listen = tuple(replace(listener, port=sock.getsockname()[1]) for listener, sock in zip(config.sip.listen, sockets))
-    config = replace(config, sip=replace(config.sip, listen=listen), seed=None)
+    config = replace(config, seed=None)
     quiet = replace(config, api=replace(config.api, enabled=False), metrics=replace(config.metrics, enabled=False))
     children = []
     for worker in range(1, workers):
