@@ -9,7 +9,8 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from helpers import DEMO_DOMAIN, UdpPeer, demo_table
+from helpers import DEMO_DOMAIN, DEMO_SEED, Serving, UdpPeer, demo_table, write_config
+from sipgate import sippkit
 from sipgate.config import Listener, SipConfig
 from sipgate.transport import Edge, EdgeProtocol, open_listener
 
@@ -111,3 +112,19 @@ def allowed() -> Iterator[UdpPeer]:
 def denied() -> Iterator[UdpPeer]:
     with UdpPeer("127.0.0.3") as peer:
         yield peer
+
+
+@pytest.fixture
+def pbx_port() -> int:
+    """A free UDP port on 127.0.0.1 for a SIPp uas standing in for the PBX."""
+    return sippkit.free_udp_port("127.0.0.1")
+
+
+@pytest.fixture
+def sipgate_edge(tmp_path, pbx_port) -> Iterator[Serving]:
+    """A `sipgate serve` subprocess with the demo seed, relaying to ``pbx_port``."""
+    server = Serving(["serve", "--config", str(write_config(tmp_path, pbx_port)), "--seed", str(DEMO_SEED)])
+    try:
+        yield server
+    finally:
+        assert server.stop() == 0

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -177,3 +178,13 @@ class Serving:
             if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
+
+
+DEMO_SEED = Path(__file__).resolve().parent.parent / "config" / "demo-seed.toml"
+
+
+def metric(server: Serving, name: str, labels: str = "") -> float:
+    """One sample of a running ``sipgate serve``'s /metrics (0 when absent)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read().decode()
+    m = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0

@@ -2,42 +2,13 @@
 
 from __future__ import annotations
 
-import re
 import shutil
-import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-
-from helpers import ALLOWED, DEMO_DOMAIN, DENIED, Serving, write_config
+from helpers import ALLOWED, DEMO_DOMAIN, DENIED, metric
 from sipgate import sippkit
-
-ROOT = Path(__file__).resolve().parent.parent
-DEMO_SEED = ROOT / "config" / "demo-seed.toml"
 
 if shutil.which("sipp") is None:  # bin/test installs it; never skip silently
     raise RuntimeError("sipp not found: run bin/test (installs Debian's sip-tester)")
-
-
-@pytest.fixture
-def pbx_port() -> int:
-    return sippkit.free_udp_port("127.0.0.1")
-
-
-@pytest.fixture
-def sipgate_edge(tmp_path, pbx_port) -> Iterator[Serving]:
-    server = Serving(["serve", "--config", str(write_config(tmp_path, pbx_port)), "--seed", str(DEMO_SEED)])
-    try:
-        yield server
-    finally:
-        assert server.stop() == 0
-
-
-def metric(server: Serving, name: str, labels: str = "") -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read().decode()
-    m = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.M)
-    return float(m.group(1)) if m else 0.0
 
 
 def test_admitted_caller_completes_100_calls(sipgate_edge, pbx_port, tmp_path):

@@ -15,50 +15,22 @@ by PID (sippkit); sipgate is stopped by PID (helpers.Serving).
 
 from __future__ import annotations
 
-import re
 import shutil
-import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-
-from helpers import ALLOWED, DEMO_DOMAIN, DENIED, Serving, write_config
+from helpers import ALLOWED, DEMO_DOMAIN, DENIED, metric
 from sipgate import sippkit
 
-ROOT = Path(__file__).resolve().parent.parent
-DEMO_SEED = ROOT / "config" / "demo-seed.toml"
 BUFF = ["-buff_size", "4194304"]  # SIPp's default 64 KiB drops bursts
 
 if shutil.which("sipp") is None:  # bin/test installs it; never skip silently
     raise RuntimeError("sipp not found: run bin/test (installs Debian's sip-tester)")
 
 
-@pytest.fixture
-def pbx_port() -> int:
-    return sippkit.free_udp_port("127.0.0.1")
-
-
-@pytest.fixture
-def edge(tmp_path, pbx_port) -> Iterator[Serving]:
-    server = Serving(["serve", "--config", str(write_config(tmp_path, pbx_port)), "--seed", str(DEMO_SEED)])
-    try:
-        yield server
-    finally:
-        assert server.stop() == 0
-
-
-def metric(server: Serving, name: str, labels: str = "") -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read().decode()
-    m = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.M)
-    return float(m.group(1)) if m else 0.0
-
-
-def test_denied_flood_2000_calls_at_1000_per_second(edge, pbx_port, tmp_path):
+def test_denied_flood_2000_calls_at_1000_per_second(sipgate_edge, pbx_port, tmp_path):
     uas = sippkit.run_uas(("127.0.0.1", pbx_port), "uas_no180", timeout=60, trace_msg=True,
                           extra_args=BUFF, logdir=tmp_path / "uas")
     try:
-        uac = sippkit.run_uac((DENIED, sippkit.free_udp_port(DENIED)), ("127.0.0.1", edge.sip_port), "uac_403",
+        uac = sippkit.run_uac((DENIED, sippkit.free_udp_port(DENIED)), ("127.0.0.1", sipgate_edge.sip_port), "uac_403",
                               call_count=2000, rate=1000, limit=1000, timeout=40,
                               keys={"trunk_domain": DEMO_DOMAIN}, extra_args=BUFF, logdir=tmp_path / "uac")
     finally:
@@ -67,19 +39,19 @@ def test_denied_flood_2000_calls_at_1000_per_second(edge, pbx_port, tmp_path):
     assert uac.successful_calls == 2000, uac.describe()  # each one got its 403
     assert uac.failed_calls == 0, uac.describe()
     assert served.received("INVITE") == [] and served.total_calls == 0, served.describe()
-    assert metric(edge, "sipgate_decisions_total", '{reason="forbidden",result="reject"}') >= 2000
+    assert metric(sipgate_edge, "sipgate_decisions_total", '{reason="forbidden",result="reject"}') >= 2000
     # Their ACKs: dropped unparsed, the source being admitted by no trunk.
-    assert metric(edge, "sipgate_decisions_total", '{reason="forbidden",result="drop"}') >= 2000
+    assert metric(sipgate_edge, "sipgate_decisions_total", '{reason="forbidden",result="drop"}') >= 2000
     # Neither an INVITE nor an ACK of the 403s went on to the PBX.
-    assert metric(edge, "sipgate_relayed_requests_total", '{direction="to_pbx"}') == 0
-    assert metric(edge, "sipgate_internal_errors_total") == 0
+    assert metric(sipgate_edge, "sipgate_relayed_requests_total", '{direction="to_pbx"}') == 0
+    assert metric(sipgate_edge, "sipgate_internal_errors_total") == 0
 
 
-def test_admitted_1000_full_calls_at_500_per_second(edge, pbx_port, tmp_path):
+def test_admitted_1000_full_calls_at_500_per_second(sipgate_edge, pbx_port, tmp_path):
     uas = sippkit.run_uas(("127.0.0.1", pbx_port), "uas_no180", call_count=1000, timeout=60,
                           extra_args=BUFF, logdir=tmp_path / "uas")
     try:
-        uac = sippkit.run_uac((ALLOWED, sippkit.free_udp_port(ALLOWED)), ("127.0.0.1", edge.sip_port),
+        uac = sippkit.run_uac((ALLOWED, sippkit.free_udp_port(ALLOWED)), ("127.0.0.1", sipgate_edge.sip_port),
                               "uac_trunk", call_count=1000, rate=500, limit=500, timeout=40,
                               keys={"trunk_domain": DEMO_DOMAIN}, extra_args=BUFF, logdir=tmp_path / "uac")
     finally:
@@ -88,7 +60,7 @@ def test_admitted_1000_full_calls_at_500_per_second(edge, pbx_port, tmp_path):
     assert uac.successful_calls == 1000, uac.describe()
     assert uac.failed_calls == 0, uac.describe()
     assert served.successful_calls == 1000 and served.failed_calls == 0, served.describe()
-    assert metric(edge, "sipgate_decisions_total", '{reason="admitted",result="admit"}') >= 1000
+    assert metric(sipgate_edge, "sipgate_decisions_total", '{reason="admitted",result="admit"}') >= 1000
     # ACK and BYE of every call came back through sipgate (Record-Route).
-    assert metric(edge, "sipgate_decisions_total", '{reason="in_dialog",result="admit"}') >= 2000
-    assert metric(edge, "sipgate_internal_errors_total") == 0
+    assert metric(sipgate_edge, "sipgate_decisions_total", '{reason="in_dialog",result="admit"}') >= 2000
+    assert metric(sipgate_edge, "sipgate_internal_errors_total") == 0

@@ -7,10 +7,8 @@ import signal
 import time
 from pathlib import Path
 
-from helpers import ALLOWED, DEMO_DOMAIN, DENIED, Serving, UdpPeer, request, write_config
+from helpers import ALLOWED, DEMO_DOMAIN, DEMO_SEED, DENIED, Serving, UdpPeer, request, write_config
 from sipgate.sip import parse
-
-DEMO_SEED = str(Path(__file__).resolve().parent.parent / "config" / "demo-seed.toml")
 
 
 def children_of(pid: int) -> list[int]:
@@ -50,7 +48,7 @@ def gone(pid: int, timeout: float = 10.0) -> bool:
 
 def test_second_worker_serves_the_shared_socket_and_stops_with_the_first(tmp_path):
     with UdpPeer("127.0.0.1") as pbx, UdpPeer(DENIED) as denied, UdpPeer(ALLOWED) as allowed:
-        server = Serving(["serve", "--config", str(write_config(tmp_path, pbx.address[1])), "--seed", DEMO_SEED,
+        server = Serving(["serve", "--config", str(write_config(tmp_path, pbx.address[1])), "--seed", str(DEMO_SEED),
                           "--workers", "2"])
         try:
             wait_for_log(server, "(worker 1)")
