@@ -85,7 +85,7 @@ sys.path.insert(0, str(ROOT))
 
 import peer_kamailio  # noqa: E402
 import table as tables  # noqa: E402
-from peer_kamailio import cpu_seconds, process_tree, stop_pid, wait_answering  # noqa: E402
+from peer_kamailio import cpu_seconds, wait_answering  # noqa: E402
 
 from sipgate.sippkit import parse_outcome  # noqa: E402
 
@@ -230,7 +230,7 @@ def sipp_version() -> str:
 # Filters
 # --------------------------------------------------------------------------
 
-class SipgateFilter:
+class SipgateFilter(peer_kamailio.ManagedProcess):
     name = "sipgate"
 
     def __init__(self, table: tables.Table, seed: Path, workdir: Path, pbx_port: int,
@@ -278,18 +278,6 @@ class SipgateFilter:
                 time.sleep(0.1)
         return self
 
-    def pids(self) -> list[int]:
-        return process_tree(self.proc.pid) if self.proc and self.proc.poll() is None else []
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except (AttributeError, FileNotFoundError):
-            return ""
-
     def histogram(self) -> dict[float, float]:
         """sipgate_decision_duration_seconds buckets (le -> cumulative count)."""
         if not self.metrics_port:
@@ -302,14 +290,6 @@ class SipgateFilter:
         for m in re.finditer(r'^sipgate_decision_duration_seconds_bucket\{le="([^"]+)"\} (\S+)$', text, re.M):
             out[float(m.group(1))] = float(m.group(2))
         return out
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_pid(self.proc, self.pids())
-            self.proc = None
-        if getattr(self, "_log", None):
-            self._log.close()
-            self._log = None
 
 
 class KamailioFilter:

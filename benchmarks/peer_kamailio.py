@@ -170,7 +170,38 @@ def trunk_groups(domains: list[str]) -> str:
                      for i, d in enumerate(domains))
 
 
-class Kamailio:
+class ManagedProcess:
+    """A filter process the benchmark started: ``proc`` and its log file.
+
+    Subclasses set ``self.proc`` (subprocess.Popen), ``self._log`` (the open
+    log file) and ``self.log_path`` when they start it.
+    """
+
+    proc: subprocess.Popen | None = None
+
+    def pids(self) -> list[int]:
+        return process_tree(self.proc.pid) if self.proc and self.proc.poll() is None else []
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except (AttributeError, FileNotFoundError):
+            return ""
+
+    def stop(self) -> None:
+        """Stop the process tree by PID and close the log."""
+        if self.proc is not None:
+            stop_pid(self.proc, self.pids())
+            self.proc = None
+        if getattr(self, "_log", None):
+            self._log.close()
+            self._log = None
+
+
+class Kamailio(ManagedProcess):
     """One Kamailio process tree serving ``table`` on ``listen``."""
 
     def __init__(self, table: tables.Table, listen: tuple[str, int], pbx: tuple[str, int], *,
@@ -244,23 +275,6 @@ class Kamailio:
             raise RuntimeError(f"kamailio: {exc}; log:\n{self.log_tail()}") from exc
         self.load_seconds = time.monotonic() - t0
         return self
-
-    def pids(self) -> list[int]:
-        return process_tree(self.proc.pid) if self.proc and self.proc.poll() is None else []
-
-    def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except FileNotFoundError:
-            return ""
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_pid(self.proc, self.pids())
-            self.proc = None
-        if getattr(self, "_log", None):
-            self._log.close()
-            self._log = None
 
     def cleanup(self) -> None:
         self.stop()
