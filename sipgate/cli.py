@@ -7,23 +7,32 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from sipgate.config import ConfigError, load_config, store_limits
+from sipgate.config import LOG_LEVELS, Config, ConfigError, ConfigErrors, load_config, store_limits
 
 __all__ = ["main"]
+
+
+def _load(args: argparse.Namespace, path: str | None) -> Config:
+    """Load the config; its ``log.level`` applies unless ``--log-level`` was given."""
+    config = load_config(path)
+    if args.log_level is None:
+        logging.getLogger().setLevel(config.log.level)
+    return config
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from sipgate.server import run
 
-    config = load_config(args.config)
-    return run(config, seed=args.seed, workers=args.workers)
+    config = _load(args, args.config)
+    # The path goes along so that SIGHUP can reread it.
+    return run(config, seed=args.seed, workers=args.workers, config_path=args.config)
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
     from sipgate.store import open_store
     from sipgate.store.seed import load_seed
 
-    config = load_config(args.config)
+    config = _load(args, args.config)
     store = open_store(config.store.url, **store_limits(config.store))
     try:
         report = load_seed(store, args.file)
@@ -38,7 +47,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from sipgate.reload import compile_store
     from sipgate.store import open_store
 
-    config = load_config(args.config)
+    config = _load(args, args.config)
     store = open_store(config.store.url, **store_limits(config.store))
     try:
         table = compile_store(store)
@@ -55,10 +64,21 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = load_config(args.file)
+    """Every problem in the file, one ``FILE: key: problem`` line each on
+    stderr, exit status 2; else the OK summary on stdout, exit status 0."""
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        for error in _errors(exc):
+            print(error, file=sys.stderr)
+        return 2
     print(f"{args.file}: OK ({len(config.sip.listen)} listener(s), PBX {config.sip.pbx[0]}:{config.sip.pbx[1]}, "
           f"store {config.store.url})")
     return 0
+
+
+def _errors(exc: ConfigError) -> list[ConfigError]:
+    return exc.errors if isinstance(exc, ConfigErrors) else [exc]
 
 
 def _positive(text: str) -> int:
@@ -70,7 +90,8 @@ def _positive(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sipgate", description="SIP edge admission filter.")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
+    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, metavar="LEVEL",
+                        help="DEBUG, INFO, WARNING or ERROR (default: log.level of the config, INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run the SIP edge")
@@ -101,12 +122,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sipgate`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+    logging.basicConfig(level=args.log_level or "INFO", stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
     except ConfigError as exc:
-        print(f"sipgate: config error: {exc}", file=sys.stderr)
+        for error in _errors(exc):
+            print(f"sipgate: config error: {error}", file=sys.stderr)
         return 2
     except (OSError, ValueError) as exc:
         print(f"sipgate: {exc}", file=sys.stderr)

@@ -1,8 +1,17 @@
-"""Process settings from TOML, as frozen dataclasses with embedded defaults."""
+"""Process settings from TOML, as frozen dataclasses with embedded defaults.
+
+Parsing reports every problem it can find, not just the first: a file with
+a wrong type in one key and an unknown key in another section raises one
+:class:`ConfigErrors` listing both (each a :class:`ConfigError` naming its
+key as a TOML path, e.g. ``sip.listen[1].address``).
+"""
 
 from __future__ import annotations
 
+import math
 import tomllib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -12,15 +21,26 @@ __all__ = [
     "ApiConfig",
     "Config",
     "ConfigError",
+    "ConfigErrors",
+    "FloodConfig",
+    "LifecycleConfig",
     "Listener",
+    "LOG_LEVELS",
+    "LogConfig",
     "MetricsConfig",
+    "RESTART_KEYS",
+    "RUNTIME_KEYS",
     "SipConfig",
     "StoreConfig",
+    "config_from_dict",
     "load_config",
     "parse_hostport",
+    "restart_required",
+    "store_limits",
 ]
 
 DEFAULT_SIP_PORT = 5060
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class ConfigError(ValueError):
@@ -32,6 +52,28 @@ class ConfigError(ValueError):
         self.source = source
         where = f"{source}: " if source else ""
         super().__init__(f"{where}{key}: {problem}")
+
+
+class ConfigErrors(ConfigError):
+    """Every problem found in one config file (at least one).
+
+    ``errors`` lists them, each a :class:`ConfigError` whose ``str()`` is
+    ``FILE: key: problem``; ``str()`` of the whole is those lines joined by
+    newlines.  ``key``, ``problem`` and ``source`` are the first error's, so
+    code written for a single :class:`ConfigError` keeps working.
+    """
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        if not errors:
+            raise ValueError("ConfigErrors needs at least one error")
+        self.errors = list(errors)
+        first = self.errors[0]
+        super().__init__(first.key, first.problem, first.source)
+        # ValueError.args / str(): every problem, one per line.
+        self.args = ("\n".join(str(e) for e in self.errors),)
+
+    def __str__(self) -> str:
+        return self.args[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +169,44 @@ class ApiConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LogConfig:
+    """The process log and the deny log (one line per refused request)."""
+
+    # Level of the process log (stderr): DEBUG, INFO, WARNING or ERROR.
+    level: str = "INFO"
+    # Deny log file: "" = off, "-" = stderr; a relative path is relative to
+    # the config file's directory.
+    deny_log: str = ""
+    # At most deny_log_burst lines per source address per deny_log_interval
+    # seconds; the rest are counted in one "suppressed" line.
+    deny_log_burst: int = 5
+    deny_log_interval: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class FloodConfig:
+    """Scanner flood defence (Kamailio's pike): ban sources that keep being refused."""
+
+    enabled: bool = True
+    # More than ``density`` refused requests from one source within
+    # ``window`` seconds bans it for ``ban_seconds``.
+    density: int = 30
+    window: float = 2.0
+    ban_seconds: float = 60.0
+    # Sources tracked (and banned) at most; the oldest is forgotten first.
+    max_sources: int = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleConfig:
+    """Process lifecycle."""
+
+    # SIGTERM: stop receiving, answer what arrived, finish API requests in
+    # flight and write the logs within this many seconds, then exit.
+    shutdown_timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
 class AccountConfig:
     """An API account: its SID and auth token."""
 
@@ -143,8 +223,67 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    flood: FloodConfig = field(default_factory=FloodConfig)
+    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     accounts: tuple[AccountConfig, ...] = ()
     seed: str | None = None
+
+
+# -- what SIGHUP can change ---------------------------------------------------
+
+# Keys whose change needs a restart: they are bound sockets, an open store,
+# or read once at start.  ``restart_required`` names those that differ.
+_RESTART: tuple[tuple[str, Callable[[Config], Any]], ...] = (
+    ("sip.listen", lambda c: c.sip.listen),
+    ("sip.socket_buffer", lambda c: c.sip.socket_buffer),
+    ("store.url", lambda c: c.store.url),
+    ("api.enabled", lambda c: c.api.enabled),
+    ("api.listen", lambda c: (c.api.host, c.api.port)),
+    ("metrics.enabled", lambda c: c.metrics.enabled),
+    ("metrics.listen", lambda c: (c.metrics.host, c.metrics.port)),
+    ("lifecycle.shutdown_timeout", lambda c: c.lifecycle.shutdown_timeout),
+)
+RESTART_KEYS: tuple[str, ...] = tuple(key for key, _ in _RESTART)
+# Keys SIGHUP applies at run time (the rest of the file).
+RUNTIME_KEYS: tuple[str, ...] = (
+    "sip.pbx", "sip.trusted", "sip.unknown_host", "sip.aliases", "sip.secret", "sip.max_datagram",
+    "sip.server_header",
+    "store.poll_interval", "store.max_ips_per_list", "store.max_lists_per_account",
+    "log.level", "log.deny_log", "log.deny_log_burst", "log.deny_log_interval",
+    "flood.enabled", "flood.density", "flood.window", "flood.ban_seconds", "flood.max_sources",
+    "accounts", "seed",
+)
+
+
+def restart_required(old: Config, new: Config) -> list[str]:
+    """The keys (TOML paths, in RESTART_KEYS order) that differ between
+    ``old`` and ``new`` and only take effect at the next start; every other
+    key (RUNTIME_KEYS) can be applied by SIGHUP."""
+    return [key for key, get in _RESTART if get(old) != get(new)]
+
+
+# -- parsing ---------------------------------------------------------------------
+
+
+class _Problems:
+    """The errors found so far; ``with problems.check():`` records a
+    ConfigError raised inside the block and carries on after it."""
+
+    def __init__(self) -> None:
+        self.errors: list[ConfigError] = []
+
+    @contextmanager
+    def check(self) -> Iterator[None]:
+        try:
+            yield
+        except ConfigErrors as exc:
+            self.errors.extend(exc.errors)
+        except ConfigError as exc:
+            self.errors.append(exc)
+
+    def add(self, key: str, problem: str) -> None:
+        self.errors.append(ConfigError(key, problem))
 
 
 def parse_hostport(text: str, key: str, default_port: int | None = None) -> tuple[str, int]:
@@ -174,174 +313,311 @@ def parse_hostport(text: str, key: str, default_port: int | None = None) -> tupl
     return host, int(port_text)
 
 
-def _check_keys(table: dict[str, Any], allowed: set[str], prefix: str) -> None:
+def _unknown_keys(table: dict[str, Any], allowed: set[str], prefix: str, problems: _Problems) -> None:
     for key in table:
         if key not in allowed:
-            raise ConfigError(f"{prefix}{key}", f"unknown key (expected one of: {', '.join(sorted(allowed))})")
-
-
-def _typed(table: dict[str, Any], key: str, kind: type | tuple[type, ...], prefix: str) -> Any:
-    value = table[key]
-    # bool is an int subclass: never accept it where a number is wanted.
-    if isinstance(value, bool) and kind is not bool and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-        raise ConfigError(f"{prefix}{key}", f"expected {_kind_name(kind)}, got {value!r}")
-    if not isinstance(value, kind):
-        raise ConfigError(f"{prefix}{key}", f"expected {_kind_name(kind)}, got {value!r}")
-    return value
+            problems.add(f"{prefix}{key}", f"unknown key (expected one of: {', '.join(sorted(allowed))})")
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
+    if float in kinds:  # "a number" says it: integers are numbers
+        kinds = tuple(k for k in kinds if k is not int)
     names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list"}
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
-def _listener(item: Any, prefix: str) -> Listener:
+def _typed(value: Any, kind: type | tuple[type, ...], key: str) -> Any:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    # bool is an int subclass: never accept it where a number is wanted.
+    if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+        raise ConfigError(key, f"expected {_kind_name(kind)}, got {value!r}")
+    return value
+
+
+def _int_at_least(value: Any, key: str, low: int) -> int:
+    value = _typed(value, int, key)
+    if value < low:
+        raise ConfigError(key, f"must be {low} or more, got {value}")
+    return value
+
+
+def _seconds(value: Any, key: str) -> float:
+    """A positive, finite number of seconds."""
+    seconds = float(_typed(value, (int, float), key))
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(key, f"must be a number of seconds greater than 0, got {value!r}")
+    return seconds
+
+
+def _relative_to(path: str, base_dir: Path | None) -> str:
+    if base_dir is not None and not Path(path).is_absolute():
+        return str(base_dir / path)
+    return path
+
+
+def _listener(item: Any, p: str, problems: _Problems) -> Listener | None:
+    """One entry of sip.listen (``p`` is e.g. ``sip.listen[1]``); None if broken."""
     if isinstance(item, str):
-        host, port = parse_hostport(item, prefix, DEFAULT_SIP_PORT)
+        host, port = parse_hostport(item, p, DEFAULT_SIP_PORT)
         return Listener(host=host, port=port, default_trunk=None)
     if not isinstance(item, dict):
-        raise ConfigError(prefix, "expected \"host:port\" or a table")
-    _check_keys(item, {"address", "advertise", "default_trunk"}, prefix + ".")
+        raise ConfigError(p, "expected \"host:port\" or a table")
+    before = len(problems.errors)
+    _unknown_keys(item, {"address", "advertise", "default_trunk"}, p + ".", problems)
+    address: tuple[str, int] | None = None
+    advertise: str | None = None
+    default_trunk: str | None = None
     if "address" not in item:
-        raise ConfigError(prefix + ".address", "required")
-    host, port = parse_hostport(_typed(item, "address", str, prefix + "."), prefix + ".address", DEFAULT_SIP_PORT)
-    advertise = _typed(item, "advertise", str, prefix + ".") if "advertise" in item else None
-    default_trunk = _typed(item, "default_trunk", str, prefix + ".") if "default_trunk" in item else None
-    if advertise is None and host in ("0.0.0.0", "::"):
-        raise ConfigError(prefix + ".advertise", f"required when listening on the wildcard address {host}")
-    return Listener(host=host, port=port, advertise=advertise,
+        problems.add(p + ".address", "required")
+    else:
+        with problems.check():
+            address = parse_hostport(_typed(item["address"], str, p + ".address"), p + ".address",
+                                     DEFAULT_SIP_PORT)
+    if "advertise" in item:
+        with problems.check():
+            advertise = _typed(item["advertise"], str, p + ".advertise")
+    if "default_trunk" in item:
+        with problems.check():
+            default_trunk = _typed(item["default_trunk"], str, p + ".default_trunk")
+    if address is not None and "advertise" not in item and address[0] in ("0.0.0.0", "::"):
+        problems.add(p + ".advertise", f"required when listening on the wildcard address {address[0]}")
+    if len(problems.errors) > before or address is None:
+        return None
+    return Listener(host=address[0], port=address[1], advertise=advertise,
                     default_trunk=default_trunk.lower() if default_trunk else None)
 
 
-def _sip(table: dict[str, Any]) -> SipConfig:
+def _string_list(value: Any, key: str) -> tuple[str, ...]:
+    items = _typed(value, list, key)
+    bad = [i for i, x in enumerate(items) if not isinstance(x, str)]
+    if bad:
+        raise ConfigError(key, f"expected a list of strings (item {bad[0]} is {items[bad[0]]!r})")
+    return tuple(x.lower() for x in items)
+
+
+def _sip(table: dict[str, Any], problems: _Problems, _base_dir: Path | None) -> SipConfig:
     p = "sip."
-    allowed = {"listen", "pbx", "trusted", "unknown_host", "aliases", "secret", "socket_buffer",
-               "max_datagram", "server_header"}
-    _check_keys(table, allowed, p)
-    base = SipConfig()
+    _unknown_keys(table, {"listen", "pbx", "trusted", "unknown_host", "aliases", "secret", "socket_buffer",
+                          "max_datagram", "server_header"}, p, problems)
     kw: dict[str, Any] = {}
     if "listen" in table:
-        items = _typed(table, "listen", list, p)
-        if not items:
-            raise ConfigError(p + "listen", "at least one listener is required")
-        kw["listen"] = tuple(_listener(it, f"{p}listen[{i}]") for i, it in enumerate(items))
+        with problems.check():
+            items = _typed(table["listen"], list, p + "listen")
+            if not items:
+                raise ConfigError(p + "listen", "at least one listener is required")
+            listeners = []
+            for i, item in enumerate(items):
+                with problems.check():
+                    listeners.append(_listener(item, f"{p}listen[{i}]", problems))
+            if len(listeners) == len(items) and None not in listeners:
+                kw["listen"] = tuple(listeners)
     if "pbx" in table:
-        kw["pbx"] = parse_hostport(_typed(table, "pbx", str, p), p + "pbx", DEFAULT_SIP_PORT)
+        with problems.check():
+            kw["pbx"] = parse_hostport(_typed(table["pbx"], str, p + "pbx"), p + "pbx", DEFAULT_SIP_PORT)
     for key in ("trusted", "aliases"):
         if key in table:
-            items = _typed(table, key, list, p)
-            if not all(isinstance(x, str) for x in items):
-                raise ConfigError(p + key, "expected a list of strings")
-            kw[key] = tuple(x.lower() for x in items)
+            with problems.check():
+                kw[key] = _string_list(table[key], p + key)
     if "unknown_host" in table:
-        value = _typed(table, "unknown_host", str, p)
-        if value not in ("reject", "drop"):
-            raise ConfigError(p + "unknown_host", f"expected \"reject\" or \"drop\", got {value!r}")
-        kw["unknown_host"] = value
+        with problems.check():
+            value = _typed(table["unknown_host"], str, p + "unknown_host")
+            if value not in ("reject", "drop"):
+                raise ConfigError(p + "unknown_host", f"expected \"reject\" or \"drop\", got {value!r}")
+            kw["unknown_host"] = value
     for key in ("secret", "server_header"):
         if key in table:
-            kw[key] = _typed(table, key, str, p)
+            with problems.check():
+                kw[key] = _typed(table[key], str, p + key)
     for key, low, high in (("socket_buffer", 65536, 1 << 30), ("max_datagram", 512, 65535)):
         if key in table:
-            value = _typed(table, key, int, p)
-            if not low <= value <= high:
-                raise ConfigError(p + key, f"must be between {low} and {high}")
-            kw[key] = value
-    return replace(base, **kw)
+            with problems.check():
+                value = _typed(table[key], int, p + key)
+                if not low <= value <= high:
+                    raise ConfigError(p + key, f"must be between {low} and {high}")
+                kw[key] = value
+    return replace(SipConfig(), **kw)
 
 
-def _store(table: dict[str, Any]) -> StoreConfig:
+def _store(table: dict[str, Any], problems: _Problems, _base_dir: Path | None) -> StoreConfig:
     p = "store."
-    _check_keys(table, {"url", "poll_interval", "max_ips_per_list", "max_lists_per_account"}, p)
+    _unknown_keys(table, {"url", "poll_interval", "max_ips_per_list", "max_lists_per_account"}, p, problems)
     kw: dict[str, Any] = {}
     for key in ("max_ips_per_list", "max_lists_per_account"):
         if key in table:
-            value = _typed(table, key, int, p)
-            if value < 0:
-                raise ConfigError(p + key, "must be 0 (unlimited) or more")
-            kw[key] = value
+            with problems.check():
+                value = _typed(table[key], int, p + key)
+                if value < 0:
+                    raise ConfigError(p + key, "must be 0 (unlimited) or more")
+                kw[key] = value
     if "url" in table:
-        kw["url"] = _typed(table, "url", str, p)
+        with problems.check():
+            kw["url"] = _typed(table["url"], str, p + "url")
     if "poll_interval" in table:
-        value = float(_typed(table, "poll_interval", (int, float), p))
-        if not 0.01 <= value <= 3600:
-            raise ConfigError(p + "poll_interval", "must be between 0.01 and 3600 seconds")
-        kw["poll_interval"] = value
+        with problems.check():
+            value = float(_typed(table["poll_interval"], (int, float), p + "poll_interval"))
+            if not 0.01 <= value <= 3600:
+                raise ConfigError(p + "poll_interval", "must be between 0.01 and 3600 seconds")
+            kw["poll_interval"] = value
     return replace(StoreConfig(), **kw)
 
 
-def _metrics(table: dict[str, Any]) -> MetricsConfig:
-    p = "metrics."
-    _check_keys(table, {"enabled", "listen"}, p)
+def _endpoint(cls: type, p: str) -> Callable[[dict[str, Any], _Problems, Path | None], Any]:
+    """[metrics] and [api]: enabled, listen = "host:port"."""
+
+    def build(table: dict[str, Any], problems: _Problems, _base_dir: Path | None) -> Any:
+        _unknown_keys(table, {"enabled", "listen"}, p, problems)
+        kw: dict[str, Any] = {}
+        if "enabled" in table:
+            with problems.check():
+                kw["enabled"] = _typed(table["enabled"], bool, p + "enabled")
+        if "listen" in table:
+            with problems.check():
+                kw["host"], kw["port"] = parse_hostport(_typed(table["listen"], str, p + "listen"), p + "listen")
+        return replace(cls(), **kw)
+
+    return build
+
+
+def _log(table: dict[str, Any], problems: _Problems, base_dir: Path | None) -> LogConfig:
+    p = "log."
+    _unknown_keys(table, {"level", "deny_log", "deny_log_burst", "deny_log_interval"}, p, problems)
+    kw: dict[str, Any] = {}
+    if "level" in table:
+        with problems.check():
+            value = _typed(table["level"], str, p + "level")
+            if value.upper() not in LOG_LEVELS:
+                raise ConfigError(p + "level", f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
+            kw["level"] = value.upper()
+    if "deny_log" in table:
+        with problems.check():
+            value = _typed(table["deny_log"], str, p + "deny_log")
+            kw["deny_log"] = value if value in ("", "-") else _relative_to(value, base_dir)
+    if "deny_log_burst" in table:
+        with problems.check():
+            kw["deny_log_burst"] = _int_at_least(table["deny_log_burst"], p + "deny_log_burst", 1)
+    if "deny_log_interval" in table:
+        with problems.check():
+            kw["deny_log_interval"] = _seconds(table["deny_log_interval"], p + "deny_log_interval")
+    return replace(LogConfig(), **kw)
+
+
+def _flood(table: dict[str, Any], problems: _Problems, _base_dir: Path | None) -> FloodConfig:
+    p = "flood."
+    _unknown_keys(table, {"enabled", "density", "window", "ban_seconds", "max_sources"}, p, problems)
     kw: dict[str, Any] = {}
     if "enabled" in table:
-        kw["enabled"] = _typed(table, "enabled", bool, p)
-    if "listen" in table:
-        kw["host"], kw["port"] = parse_hostport(_typed(table, "listen", str, p), p + "listen")
-    return replace(MetricsConfig(), **kw)
+        with problems.check():
+            kw["enabled"] = _typed(table["enabled"], bool, p + "enabled")
+    for key, low in (("density", 1), ("max_sources", 16)):
+        if key in table:
+            with problems.check():
+                kw[key] = _int_at_least(table[key], p + key, low)
+    for key in ("window", "ban_seconds"):
+        if key in table:
+            with problems.check():
+                kw[key] = _seconds(table[key], p + key)
+    return replace(FloodConfig(), **kw)
 
 
-def _api(table: dict[str, Any]) -> ApiConfig:
-    p = "api."
-    _check_keys(table, {"enabled", "listen"}, p)
+def _lifecycle(table: dict[str, Any], problems: _Problems, _base_dir: Path | None) -> LifecycleConfig:
+    p = "lifecycle."
+    _unknown_keys(table, {"shutdown_timeout"}, p, problems)
     kw: dict[str, Any] = {}
-    if "enabled" in table:
-        kw["enabled"] = _typed(table, "enabled", bool, p)
-    if "listen" in table:
-        kw["host"], kw["port"] = parse_hostport(_typed(table, "listen", str, p), p + "listen")
-    return replace(ApiConfig(), **kw)
+    if "shutdown_timeout" in table:
+        with problems.check():
+            kw["shutdown_timeout"] = _seconds(table["shutdown_timeout"], p + "shutdown_timeout")
+    return replace(LifecycleConfig(), **kw)
 
 
-def _accounts(items: Any) -> tuple[AccountConfig, ...]:
+def _account(item: Any, p: str, problems: _Problems) -> AccountConfig | None:
+    """One [[accounts]] table (``p`` is e.g. ``accounts[0]``); None if broken."""
+    if not isinstance(item, dict):
+        raise ConfigError(p, "expected a table")
+    before = len(problems.errors)
+    _unknown_keys(item, {"sid", "auth_token", "friendly_name"}, p + ".", problems)
+    kw: dict[str, Any] = {}
+    for key in ("sid", "auth_token"):
+        if key not in item:
+            problems.add(f"{p}.{key}", "required")
+    if "sid" in item:
+        with problems.check():
+            sid = _typed(item["sid"], str, p + ".sid")
+            if len(sid) != 34 or not sid.startswith("AC") or not all(c in "0123456789abcdefABCDEF" for c in sid[2:]):
+                raise ConfigError(p + ".sid", "expected AC followed by 32 hex digits")
+            kw["sid"] = sid
+    if "auth_token" in item:
+        with problems.check():
+            token = _typed(item["auth_token"], str, p + ".auth_token")
+            if not token:
+                raise ConfigError(p + ".auth_token", "must not be empty")
+            kw["auth_token"] = token
+    if "friendly_name" in item:
+        with problems.check():
+            kw["friendly_name"] = _typed(item["friendly_name"], str, p + ".friendly_name")
+    if len(problems.errors) > before:
+        return None
+    return AccountConfig(**kw)
+
+
+def _accounts(items: Any, problems: _Problems) -> tuple[AccountConfig, ...]:
     if not isinstance(items, list):
         raise ConfigError("accounts", "expected an array of tables ([[accounts]])")
     out = []
     for i, item in enumerate(items):
-        p = f"accounts[{i}]."
-        if not isinstance(item, dict):
-            raise ConfigError(p[:-1], "expected a table")
-        _check_keys(item, {"sid", "auth_token", "friendly_name"}, p)
-        for key in ("sid", "auth_token"):
-            if key not in item:
-                raise ConfigError(p + key, "required")
-        sid = _typed(item, "sid", str, p)
-        if len(sid) != 34 or not sid.startswith("AC") or not all(c in "0123456789abcdefABCDEF" for c in sid[2:]):
-            raise ConfigError(p + "sid", "expected AC followed by 32 hex digits")
-        token = _typed(item, "auth_token", str, p)
-        if not token:
-            raise ConfigError(p + "auth_token", "must not be empty")
-        out.append(AccountConfig(sid=sid, auth_token=token,
-                                 friendly_name=_typed(item, "friendly_name", str, p) if "friendly_name" in item else ""))
+        with problems.check():
+            account = _account(item, f"accounts[{i}]", problems)
+            if account is not None:
+                out.append(account)
     return tuple(out)
 
 
+_SECTIONS: dict[str, Callable[[dict[str, Any], _Problems, Path | None], Any]] = {
+    "sip": _sip,
+    "store": _store,
+    "metrics": _endpoint(MetricsConfig, "metrics."),
+    "api": _endpoint(ApiConfig, "api."),
+    "log": _log,
+    "flood": _flood,
+    "lifecycle": _lifecycle,
+}
+
+
 def config_from_dict(data: dict[str, Any], source: str | None = None, base_dir: Path | None = None) -> Config:
-    """Build a Config from parsed TOML, raising ConfigError naming the key."""
-    try:
-        _check_keys(data, {"sip", "store", "metrics", "api", "accounts", "seed"}, "")
-        kw: dict[str, Any] = {}
-        for key, build in (("sip", _sip), ("store", _store), ("metrics", _metrics), ("api", _api)):
-            if key in data:
+    """Build a Config from parsed TOML.
+
+    Every section, key and value is checked; if anything is wrong, one
+    :class:`ConfigErrors` lists every problem, each naming its key (and
+    ``source``, the file, when given).
+    """
+    problems = _Problems()
+    _unknown_keys(data, {*_SECTIONS, "accounts", "seed"}, "", problems)
+    kw: dict[str, Any] = {}
+    for key, build in _SECTIONS.items():
+        if key in data:
+            with problems.check():
                 if not isinstance(data[key], dict):
                     raise ConfigError(key, "expected a table")
-                kw[key] = build(data[key])
-        if "accounts" in data:
-            kw["accounts"] = _accounts(data["accounts"])
-        if "seed" in data:
-            seed = _typed(data, "seed", str, "")
-            if base_dir is not None and not Path(seed).is_absolute():
-                seed = str(base_dir / seed)
-            kw["seed"] = seed
-        return Config(**kw)
-    except ConfigError as exc:
-        if source and exc.source is None:
-            raise ConfigError(exc.key, exc.problem, source) from None
-        raise
+                kw[key] = build(data[key], problems, base_dir)
+    if "accounts" in data:
+        with problems.check():
+            kw["accounts"] = _accounts(data["accounts"], problems)
+    if "seed" in data:
+        with problems.check():
+            kw["seed"] = _relative_to(_typed(data["seed"], str, "seed"), base_dir)
+    if problems.errors:
+        raise ConfigErrors([e if e.source or not source else ConfigError(e.key, e.problem, source)
+                            for e in problems.errors])
+    return Config(**kw)
 
 
 def load_config(path: str | Path | None) -> Config:
-    """Read a TOML config file; ``None`` gives the embedded defaults."""
+    """Read a TOML config file; ``None`` gives the embedded defaults.
+
+    Raises :class:`ConfigErrors` (a :class:`ConfigError`) listing every
+    problem found; a file that cannot be read or is not valid TOML is one
+    problem, keyed ``(file)`` or ``(syntax)``.
+    """
     if path is None:
         return Config()
     path = Path(path)
@@ -349,8 +625,7 @@ def load_config(path: str | Path | None) -> Config:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
     except OSError as exc:
-        raise ConfigError("(file)", f"cannot read: {exc.strerror or exc}", str(path)) from None
+        raise ConfigErrors([ConfigError("(file)", f"cannot read: {exc.strerror or exc}", str(path))]) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("(syntax)", str(exc), str(path)) from None
+        raise ConfigErrors([ConfigError("(syntax)", str(exc), str(path))]) from None
     return config_from_dict(data, str(path), path.parent)
-

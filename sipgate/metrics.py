@@ -16,7 +16,7 @@ from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -25,7 +25,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-__all__ = ["DECISION_BUCKETS", "EdgeCollector", "EdgeStats", "LatencyHistogram", "serve_metrics"]
+__all__ = ["DECISION_BUCKETS", "EdgeCollector", "EdgeStats", "LatencyHistogram", "make_registry"]
 
 # Decision latency buckets, seconds: 5 µs to 10 ms.  A Python edge decides in
 # tens of microseconds; the low buckets resolve that, the high ones show
@@ -51,6 +51,17 @@ DECISION_KINDS: tuple[tuple[str, str], ...] = (
     ("drop", "no_trunk"),
     ("drop", "bad_request"),
     ("drop", "not_ours"),
+)
+
+
+# Change -> enforcement (an API write's commit to the new table in force):
+# milliseconds when patched, seconds for a full compile of a large table.
+ENFORCEMENT_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)
+# API request duration: store writes commit and wait for the table swap.
+API_BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )
 
 
@@ -115,6 +126,27 @@ class EdgeStats:
         self.table_compile_seconds = 0.0
         self.table_reload_failures = 0
         self.started_at = time.time()
+        # 1 once the table is compiled and every listener bound (/-/ready).
+        self.ready = 0
+        # The latest store revision the edge has read (the table lags it
+        # while a compile runs; an alert watches the gap).
+        self.store_revision = 0
+        self.enforcement = LatencyHistogram(ENFORCEMENT_BUCKETS)
+        # (method, route template, status code) -> requests; route -> latency.
+        self.api_requests: dict[tuple[str, str, str], int] = {}
+        self.api_latency: dict[str, LatencyHistogram] = {}
+        # The flood guard and deny log in use (their own counters), if any.
+        self.flood: Any = None
+        self.deny_log: Any = None
+
+    def api_request(self, method: str, route: str, code: int, seconds: float) -> None:
+        """Count one API request and its duration."""
+        key = (method, route, str(code))
+        self.api_requests[key] = self.api_requests.get(key, 0) + 1
+        hist = self.api_latency.get(route)
+        if hist is None:
+            hist = self.api_latency[route] = LatencyHistogram(API_BUCKETS)
+        hist.observe(seconds)
 
     def decision(self, result: str, reason: str) -> None:
         """Count one decision (unknown pairs are added on first use)."""
@@ -175,6 +207,41 @@ class EdgeCollector(Collector):
         yield _gauge("sipgate_table_compile_duration_seconds",
                      "How long compiling the admission table in force took.", s.table_compile_seconds)
         yield _gauge("sipgate_start_time_seconds", "Unix time the process started.", s.started_at)
+        yield _gauge("sipgate_ready", "1 when the admission table is compiled and every SIP listener bound.",
+                     s.ready)
+        yield _gauge("sipgate_store_revision", "Latest store revision the edge has read.", s.store_revision)
+        hist = HistogramMetricFamily(
+            "sipgate_change_enforcement_seconds",
+            "From an API write's commit to the admission table compiled from it being in force.")
+        hist.add_metric([], s.enforcement.cumulative(), s.enforcement.total)
+        yield hist
+
+        flood = s.flood
+        yield _gauge("sipgate_flood_bans_active", "Sources banned by the flood defence right now.",
+                     len(flood.banned) if flood is not None else 0)
+        yield _gauge("sipgate_flood_tracked_sources", "Sources with a live rejection window (bounded).",
+                     flood.tracked if flood is not None else 0)
+        yield _counter("sipgate_flood_bans", "Flood bans started.", flood.bans if flood is not None else 0)
+        yield _counter("sipgate_flood_dropped_datagrams",
+                       "Datagrams from banned sources dropped unanswered.",
+                       flood.dropped if flood is not None else 0)
+        deny = s.deny_log
+        yield _counter("sipgate_deny_log_lines", "Lines written to the deny log (denials, summaries, bans).",
+                       deny.lines if deny is not None else 0)
+        yield _counter("sipgate_deny_log_suppressed",
+                       "Denials not written to the deny log by its per-source rate limit.",
+                       deny.suppressed if deny is not None else 0)
+
+        requests = CounterMetricFamily("sipgate_api_requests", "API requests, by method, route and status code.",
+                                       labels=["method", "route", "code"])
+        for (method, route, code), n in list(s.api_requests.items()):
+            requests.add_metric([method, route, code], n)
+        yield requests
+        hist = HistogramMetricFamily("sipgate_api_request_duration_seconds",
+                                     "API request duration, by route.", labels=["route"])
+        for route, latency in list(s.api_latency.items()):
+            hist.add_metric([route], latency.cumulative(), latency.total)
+        yield hist
 
 
 def _counter(name: str, help_text: str, value: float) -> CounterMetricFamily:
@@ -185,16 +252,12 @@ def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, help_text, value=value)
 
 
-def serve_metrics(stats: EdgeStats, host: str, port: int) -> tuple[CollectorRegistry, Any]:
-    """Expose ``stats`` (plus process metrics) on ``http://host:port/metrics``.
-
-    Returns the registry and the server handle (``.shutdown()`` stops it).
-    """
-    from prometheus_client import ProcessCollector, PlatformCollector
+def make_registry(stats: EdgeStats) -> CollectorRegistry:
+    """A registry exporting ``stats`` plus the process and platform metrics."""
+    from prometheus_client import PlatformCollector, ProcessCollector
 
     registry = CollectorRegistry()
     registry.register(EdgeCollector(stats))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
-    server, _thread = start_http_server(port, addr=host, registry=registry)
-    return registry, server
+    return registry

@@ -66,6 +66,9 @@ class Reloader:
         self.full = 0
         self.poll_interval = poll_interval
         self.generation = -1
+        # The latest revision read from the store (the table may lag it
+        # while a compile runs): sipgate_store_revision.
+        self.revision_seen = 0
         self.failures = 0
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -76,6 +79,7 @@ class Reloader:
             loop = asyncio.get_running_loop()
             try:
                 revision = await loop.run_in_executor(None, self.store.revision)
+                self.revision_seen = revision
                 if not force and revision == self.generation:
                     return False
                 started = time.perf_counter()

@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from dataclasses import replace
 from functools import partial
 from collections.abc import Callable
 from typing import Any
 
-from sipgate.config import Config, store_limits
-from sipgate.metrics import EdgeStats, serve_metrics
+from sipgate import sdnotify
+from sipgate.config import Config, ConfigError, load_config, restart_required, store_limits
+from sipgate.flood import FloodGuard
+from sipgate.metrics import EdgeStats, make_registry
 from sipgate.reload import Reloader
-from sipgate.store import open_store
+from sipgate.store import Unavailable, open_store
 from sipgate.store.seed import load_seed
 from sipgate.transport import Edge, EdgeProtocol, open_listener
 
@@ -31,11 +34,12 @@ def _prepare_store(store: Any, seed: str | None, config: Config) -> None:
 
 
 class Server:
-    """One sipgate edge process: listeners, table reloader, metrics."""
+    """One sipgate edge process: listeners, table reloader, API, metrics."""
 
     def __init__(self, config: Config, *, seed: str | None = None,
-                 sockets: list[Any] | None = None, worker: int = 0) -> None:
+                 sockets: list[Any] | None = None, worker: int = 0, config_path: str | None = None) -> None:
         self.config = config
+        self.config_path = config_path
         self.seed = seed or config.seed
         # Pre-bound SIP sockets, one per listener (--workers shares them).
         self.sockets = sockets
@@ -46,35 +50,49 @@ class Server:
         self.reloader: Reloader | None = None
         self.transports: list[asyncio.DatagramTransport] = []
         self.protocols: list[EdgeProtocol] = []
-        self.metrics_server: Any = None
+        self.http_runner: Any = None
         self.metrics_port: int | None = None
         self.api_runner: Any = None
+        self.api_app: Any = None
         self.api_port: int | None = None
+        self.started = False
+        self.not_ready_reason = "starting"
+        self._tasks: list[asyncio.Task[None]] = []
+        self._configure_flood(config)
+        self._configure_deny_log(config)
 
     @property
     def sip_addresses(self) -> list[tuple[str, int]]:
         """(host, port) of every bound SIP listener."""
         return [(p.listener.host, p.listener.port) for p in self.protocols]
 
+    # -- start ---------------------------------------------------------------
     async def start(self) -> None:
-        """Open the store, apply the seed, compile the table, then bind.
+        """Serve /-/healthy and /metrics, open the store (waiting while it
+        cannot be reached), apply the seed, compile the table, then bind.
 
         The listeners are bound only once a table is in force, so the first
-        datagram is already judged by the stored lists.
+        datagram is already judged by the stored lists; /-/ready says 200
+        from then on.
         """
         loop = asyncio.get_running_loop()
-        self.store = await loop.run_in_executor(
-            None, partial(open_store, self.config.store.url, **store_limits(self.config.store)))
-        # Seed and accounts before the first compile: a write right after
-        # it would force the first API change into another compile.
-        await loop.run_in_executor(None, _prepare_store, self.store, self.seed, self.config)
-        self.reloader = Reloader(self.store, self.edge.install, self.config.store.poll_interval,
-                                 current=lambda: self.edge.table)
-        await self.reloader.refresh(force=True)
-        table = self.edge.table
-        log.info("admission table generation %d: %d trunks, %d entries",
-                 table.generation, len(table.by_sid), table.entries)
         try:
+            metrics = self.config.metrics
+            if metrics.enabled:
+                await self._start_http(metrics.host, metrics.port)
+            self.not_ready_reason = "the store cannot be reached"
+            self.store = await self._open_store()
+            self.not_ready_reason = "compiling the admission table"
+            # Seed and accounts before the first compile: a write right after
+            # it would force the first API change into another compile.
+            await loop.run_in_executor(None, _prepare_store, self.store, self.seed, self.config)
+            self.reloader = Reloader(self.store, self.edge.install, self.config.store.poll_interval,
+                                     current=lambda: self.edge.table)
+            await self.reloader.refresh(force=True)
+            table = self.edge.table
+            log.info("admission table generation %d: %d trunks, %d entries",
+                     table.generation, len(table.by_sid), table.entries)
+            self.not_ready_reason = "binding the listeners"
             for i, listener in enumerate(self.config.sip.listen):
                 sock = self.sockets[i] if self.sockets else None
                 transport, protocol = await open_listener(self.edge, listener, sock=sock)
@@ -85,16 +103,65 @@ class Server:
                          f" (worker {self.worker})" if self.sockets else "")
             if self.config.api.enabled:
                 await self._start_api()
-            metrics = self.config.metrics
-            if metrics.enabled:
-                self.metrics_server = await loop.run_in_executor(
-                    None, _start_metrics, self.stats, metrics.host, metrics.port)
-                self.metrics_port = self.metrics_server.server_port
-                log.info("metrics on http://%s:%d/metrics", metrics.host, self.metrics_port)
         except BaseException:
             await self.stop()
             raise
         self.reloader.start()
+        self._tasks.append(loop.create_task(self._housekeeping()))
+        self.started = True
+        self.stats.ready = 1
+        self.not_ready_reason = ""
+        if self.worker == 0:
+            sdnotify.ready(f"serving {len(self.protocols)} SIP listener(s), table generation "
+                           f"{self.edge.table.generation}")
+
+    async def _open_store(self) -> Any:
+        """Open the store; while it cannot be reached (locked, unwritable,
+        a database server down) keep trying, and say so at most every 10 s."""
+        loop = asyncio.get_running_loop()
+        delay = 0.1
+        said = 0.0
+        while True:
+            try:
+                return await loop.run_in_executor(
+                    None, partial(open_store, self.config.store.url, **store_limits(self.config.store)))
+            except Unavailable as exc:
+                now = loop.time()
+                if now - said >= 10.0:
+                    log.error("%s; not ready, retrying", exc)
+                    said = now
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _start_http(self, host: str, port: int) -> None:
+        """/metrics, /-/healthy and /-/ready on the metrics listener, in this
+        event loop (a scrape sees the counters between two datagrams)."""
+        from aiohttp import web
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        registry = make_registry(self.stats)
+
+        async def metrics(_request: web.Request) -> web.Response:
+            return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        async def healthy(_request: web.Request) -> web.Response:
+            return web.Response(text="sipgate is healthy\n")
+
+        async def ready(_request: web.Request) -> web.Response:
+            if self.stats.ready:
+                return web.Response(text="sipgate is ready\n")
+            return web.Response(status=503, text=f"sipgate is not ready: {self.not_ready_reason}\n")
+
+        app = web.Application()
+        app.router.add_get("/metrics", metrics)
+        app.router.add_get("/-/healthy", healthy)
+        app.router.add_get("/-/ready", ready)
+        self.http_runner = web.AppRunner(app, access_log=None)
+        await self.http_runner.setup()
+        site = web.TCPSite(self.http_runner, host, port)
+        await site.start()
+        self.metrics_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        log.info("metrics on http://%s:%d/metrics (health: /-/healthy, /-/ready)", host, self.metrics_port)
 
     async def _start_api(self) -> None:
         from aiohttp import web
@@ -103,9 +170,17 @@ class Server:
 
         reloader = self.reloader
         assert reloader is not None
-        app = make_app(self.store, {a.sid: a.auth_token for a in self.config.accounts},
-                       lambda: reloader.refresh())
-        self.api_runner = web.AppRunner(app, access_log=None)
+        stats = self.stats
+
+        async def enforce() -> None:
+            # An API write committed: its 2xx waits for the table swap.
+            started = time.perf_counter()
+            await reloader.refresh()
+            stats.enforcement.observe(time.perf_counter() - started)
+
+        self.api_app = make_app(self.store, {a.sid: a.auth_token for a in self.config.accounts}, enforce, stats)
+        self.api_runner = web.AppRunner(self.api_app, access_log=None,
+                                        shutdown_timeout=self.config.lifecycle.shutdown_timeout)
         await self.api_runner.setup()
         site = web.TCPSite(self.api_runner, self.config.api.host, self.config.api.port)
         await site.start()
@@ -113,28 +188,179 @@ class Server:
         log.info("API on http://%s:%d (%d account(s))", self.config.api.host, self.api_port,
                  len(self.config.accounts))
 
+    async def _housekeeping(self) -> None:
+        """Twice a second: write the deny log's queue, end bans that ran
+        out, publish the store revision seen."""
+        tick = 0
+        while True:
+            await asyncio.sleep(0.5)
+            tick += 1
+            try:
+                if self.edge.deny_log is not None:
+                    self.edge.deny_log.flush()
+                if self.edge.flood is not None and tick % 2 == 0:
+                    self.edge.flood.sweep()
+                if self.reloader is not None:
+                    self.stats.store_revision = self.reloader.revision_seen
+            except Exception:  # noqa: BLE001  (a full disk must not stop the edge)
+                if self.edge.error_log.allow():
+                    log.exception("housekeeping failed")
+
+    # -- flood defence and deny log ----------------------------------------
+    def _configure_flood(self, config: Config) -> None:
+        flood = config.flood
+        guard = self.edge.flood
+        if not flood.enabled:
+            self.edge.flood = self.stats.flood = None
+            return
+        if guard is None:
+            guard = FloodGuard(flood.density, flood.window, flood.ban_seconds, flood.max_sources,
+                               on_ban=self._on_ban, on_unban=self._on_unban, exempt=self.edge.exempt)
+            self.edge.flood = self.stats.flood = guard
+        else:
+            guard.configure(flood.density, flood.window, flood.ban_seconds, flood.max_sources)
+
+    def _on_ban(self, source: str, until: float, count: int) -> None:
+        log.warning("flood: %s banned for %g s after %d rejected requests in %g s", source,
+                    self.config.flood.ban_seconds, count, self.config.flood.window)
+        if self.edge.deny_log is not None:
+            self.edge.deny_log.ban(source, until, count)
+
+    def _on_unban(self, source: str) -> None:
+        log.info("flood: ban of %s ended", source)
+        if self.edge.deny_log is not None:
+            self.edge.deny_log.unban(source)
+
+    def _configure_deny_log(self, config: Config) -> None:
+        settings = config.log
+        current = self.edge.deny_log
+        if current is not None and (not settings.deny_log or settings.deny_log != current.path):
+            current.close()
+            current = None
+        if settings.deny_log and current is None:
+            from sipgate.denylog import DenyLog
+
+            try:
+                current = DenyLog(settings.deny_log, burst=settings.deny_log_burst,
+                                  interval=settings.deny_log_interval)
+            except OSError as exc:
+                if not self.started:
+                    raise  # at start: a config problem, said and fatal
+                log.error("SIGHUP: cannot open the deny log %s (%s); deny log off", settings.deny_log, exc)
+                current = None
+            else:
+                log.info("deny log: %s", settings.deny_log)
+        elif current is not None:
+            current.burst = settings.deny_log_burst
+            current.interval = settings.deny_log_interval
+            try:
+                current.reopen()
+            except OSError as exc:
+                log.error("SIGHUP: cannot reopen the deny log %s (%s); still writing to the old file",
+                          settings.deny_log, exc)
+        self.edge.deny_log = self.stats.deny_log = current
+
+    # -- SIGHUP ----------------------------------------------------------------
+    async def reload_config(self) -> bool:
+        """Reread the config file and apply what can change at run time.
+
+        A file with problems changes nothing (the log says why); a changed
+        key that needs a restart is named in the log and keeps its running
+        value.  Returns whether a new config was applied.
+        """
+        sdnotify.reloading()
+        try:
+            return await self._reload_config()
+        except Exception:  # noqa: BLE001  (a reload must never take the edge down)
+            log.exception("SIGHUP: reload failed part way; the settings applied so far stay")
+            return False
+        finally:
+            sdnotify.ready("reloaded")
+
+    async def _reload_config(self) -> bool:
+        loop = asyncio.get_running_loop()
+        if self.config_path is None:
+            if self.edge.deny_log is not None:
+                self.edge.deny_log.reopen()
+            log.info("SIGHUP: no config file (embedded defaults); logs reopened")
+            return False
+        try:
+            new = await loop.run_in_executor(None, load_config, self.config_path)
+        except ConfigError as exc:
+            for problem in getattr(exc, "errors", None) or [exc]:
+                log.error("SIGHUP: keeping the running config: %s", problem)
+            return False
+        old = self.config
+        pending = restart_required(old, new)
+        for key in pending:
+            log.warning("SIGHUP: %s changed; it takes effect at the next restart", key)
+        # Keys that need a restart keep their running values.
+        applied = replace(new, api=old.api, metrics=old.metrics,
+                          store=replace(new.store, url=old.store.url),
+                          sip=replace(new.sip, listen=old.sip.listen, socket_buffer=old.sip.socket_buffer))
+        logging.getLogger().setLevel(applied.log.level)
+        self.edge.reconfigure(applied.sip)
+        for protocol in self.protocols:
+            protocol.reconfigure()
+        self._configure_flood(applied)
+        self._configure_deny_log(applied)
+        if self.store is not None:
+            self.store.max_ips_per_list = applied.store.max_ips_per_list or None
+            self.store.max_lists_per_account = applied.store.max_lists_per_account or None
+        if self.reloader is not None:
+            self.reloader.poll_interval = applied.store.poll_interval
+        self.config = applied
+        if self.store is not None:
+            try:
+                await loop.run_in_executor(None, _prepare_store, self.store, applied.seed, applied)
+            except Exception as exc:  # noqa: BLE001  (a bad seed must not stop the edge)
+                log.error("SIGHUP: seed/accounts not applied: %s", exc)
+            if self.api_app is not None:
+                from sipgate.api.app import ACCOUNTS_KEY
+
+                accounts = self.api_app[ACCOUNTS_KEY]
+                accounts.clear()
+                accounts.update({a.sid: a.auth_token for a in applied.accounts})
+            if self.reloader is not None:
+                await self.reloader.refresh()
+        log.info("SIGHUP: config %s applied", self.config_path)
+        return True
+
+    # -- stop ----------------------------------------------------------------
     async def stop(self) -> None:
-        """Stop receiving, then release everything."""
+        """Stop receiving, answer what already arrived, finish API requests
+        in flight, write the logs, release everything."""
+        self.stats.ready = 0
+        self.not_ready_reason = "stopping"
+        answered = 0
+        for protocol in self.protocols:
+            answered += protocol.drain()
         for transport in self.transports:
             transport.close()
         self.transports.clear()
+        if answered:
+            log.info("answered %d datagram(s) already received", answered)
         if self.api_runner is not None:
             await self.api_runner.cleanup()
             self.api_runner = None
         if self.reloader is not None:
             await self.reloader.stop()
-        if self.metrics_server is not None:
-            self.metrics_server.shutdown()
-            self.metrics_server.server_close()
-            self.metrics_server = None
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        self._tasks.clear()
+        if self.edge.deny_log is not None:
+            self.edge.deny_log.close()
+        if self.http_runner is not None:
+            await self.http_runner.cleanup()
+            self.http_runner = None
         if self.store is not None:
             self.store.close()
             self.store = None
-
-
-def _start_metrics(stats: EdgeStats, host: str, port: int) -> Any:
-    _registry, server = serve_metrics(stats, host, port)
-    return server
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -148,33 +374,58 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 async def serve(config: Config, *, seed: str | None = None,
                 on_ready: Callable[[Server], None] | None = None,
-                sockets: list[Any] | None = None, worker: int = 0) -> None:
-    """Run until SIGINT or SIGTERM."""
-    server = Server(config, seed=seed, sockets=sockets, worker=worker)
+                sockets: list[Any] | None = None, worker: int = 0, config_path: str | None = None) -> None:
+    """Run until SIGINT or SIGTERM; SIGHUP rereads the config file."""
+    server = Server(config, seed=seed, sockets=sockets, worker=worker, config_path=config_path)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await server.start()
-    if on_ready:
-        on_ready(server)
+    reloads: list[asyncio.Task[bool]] = []
+
+    def hangup() -> None:
+        if server.started and not stop.is_set():
+            reloads.append(loop.create_task(server.reload_config()))
+
+    loop.add_signal_handler(signal.SIGHUP, hangup)
+    starting = loop.create_task(server.start())
+    stopping = loop.create_task(stop.wait())
     try:
-        await stop.wait()
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()  # a failed start raises here
+            if on_ready:
+                on_ready(server)
+            await stopping
+        else:
+            starting.cancel()  # SIGTERM while waiting for the store
+            try:
+                await starting
+            except asyncio.CancelledError:
+                pass
     finally:
+        stopping.cancel()
+        if worker == 0:
+            sdnotify.stopping()
         log.info("stopping")
-        await server.stop()
+        for task in reloads:
+            task.cancel()
+        try:
+            await asyncio.wait_for(server.stop(), config.lifecycle.shutdown_timeout)
+        except asyncio.TimeoutError:
+            log.error("shutdown took longer than %g s; exiting anyway", config.lifecycle.shutdown_timeout)
 
 
-def run(config: Config, *, seed: str | None = None, workers: int = 1) -> int:
+def run(config: Config, *, seed: str | None = None, workers: int = 1, config_path: str | None = None) -> int:
     """Blocking entry point for ``sipgate serve``."""
     if workers <= 1:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            runner.run(serve(config, seed=seed))
+            runner.run(serve(config, seed=seed, config_path=config_path))
         return 0
-    return _run_workers(config, seed, workers)
+    return _run_workers(config, seed, workers, config_path)
 
 
-def _run_workers(config: Config, seed: str | None, workers: int) -> int:
+def _run_workers(config: Config, seed: str | None, workers: int, config_path: str | None = None) -> int:
     """``serve --workers N``: N processes reading one set of SIP sockets.
 
     The sockets are bound here, before any thread or event loop exists, and
@@ -210,7 +461,7 @@ def _run_workers(config: Config, seed: str | None, workers: int) -> int:
             try:
                 _die_with_parent()
                 with asyncio.Runner(loop_factory=new_event_loop) as runner:
-                    runner.run(serve(quiet, sockets=sockets, worker=worker))
+                    runner.run(serve(quiet, sockets=sockets, worker=worker, config_path=None))
             except BaseException:  # noqa: BLE001  (a worker reports and exits, never returns)
                 log.exception("worker %d failed", worker)
                 code = 1
@@ -220,7 +471,7 @@ def _run_workers(config: Config, seed: str | None, workers: int) -> int:
         children.append(pid)
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            runner.run(serve(config, sockets=sockets, worker=0))
+            runner.run(serve(config, sockets=sockets, worker=0, config_path=config_path))
     finally:
         for pid in children:
             try:

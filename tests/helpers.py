@@ -127,7 +127,10 @@ class UdpPeer:
         self.close()
 
 
-def write_config(tmp_path: Path, pbx_port: int) -> Path:
+def write_config(tmp_path: Path, pbx_port: int, extra: str = "", flood: bool = False) -> Path:
+    """A config for a `sipgate serve` on ephemeral loopback ports.  The
+    flood ban is off unless ``flood`` (the load tests flood from one source
+    on purpose); ``extra`` is appended TOML (more sections)."""
     path = tmp_path / "sipgate.toml"
     path.write_text(
         "[sip]\n"
@@ -146,6 +149,8 @@ def write_config(tmp_path: Path, pbx_port: int) -> Path:
         "[[accounts]]\n"
         f'sid = "{OTHER_ACCOUNT_SID}"\n'
         f'auth_token = "{OTHER_AUTH_TOKEN}"\n'
+        + ("" if flood else "[flood]\nenabled = false\n")
+        + extra
     )
     return path
 

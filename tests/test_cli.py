@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -81,3 +83,75 @@ def test_check_config_reports_key(tmp_path):
     bad.write_text('[sip]\nunknown_host = "maybe"\n')
     out = run("check-config", str(bad))
     assert out.returncode == 2 and "sip.unknown_host" in out.stderr
+
+
+def test_check_config_lists_every_problem_one_per_line(tmp_path):
+    from test_config import MANY_KEYS, MANY_PROBLEMS
+
+    bad = tmp_path / "many.toml"
+    bad.write_text(MANY_PROBLEMS)
+    out = run("check-config", str(bad))
+    assert out.returncode == 2 and out.stdout == ""
+    lines = out.stderr.splitlines()
+    # Each line "FILE: key: problem", one per problem, nothing else.
+    keys = []
+    for line in lines:
+        assert line.startswith(f"{bad}: "), line
+        key, sep, problem = line[len(f"{bad}: "):].partition(": ")
+        assert sep and problem, line
+        keys.append(key)
+    assert sorted(keys) == sorted(MANY_KEYS)
+
+
+def test_check_config_ok_summary(tmp_path):
+    good = tmp_path / "good.toml"
+    good.write_text('[sip]\nlisten = ["127.0.0.1:5062", "127.0.0.1:5064"]\npbx = "127.0.0.1:5099"\n'
+                    '[log]\nlevel = "debug"\n[flood]\nenabled = false\n[lifecycle]\nshutdown_timeout = 1\n')
+    out = run("check-config", str(good))
+    assert out.returncode == 0 and out.stderr == ""
+    assert out.stdout == f"{good}: OK (2 listener(s), PBX 127.0.0.1:5099, store sqlite:sipgate.db)\n"
+
+
+def test_serve_with_a_broken_config_names_every_problem(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[flood]\ndensity = 0\n[log]\nlevel = "loud"\n')
+    out = run("serve", "--config", str(bad))
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        f"sipgate: config error: {bad}: log.level: expected one of DEBUG, INFO, WARNING, ERROR, got 'loud'",
+        f"sipgate: config error: {bad}: flood.density: must be 1 or more, got 0",
+    ]
+
+
+def _first_lines_until(proc: subprocess.Popen, pattern: str) -> list[str]:
+    lines: list[str] = []
+    deadline = time.monotonic() + 20
+    while not (lines and re.search(pattern, lines[-1])):
+        assert time.monotonic() < deadline, "".join(lines)
+        line = proc.stderr.readline()
+        assert line, "sipgate exited:\n" + "".join(lines)
+        lines.append(line)
+    return lines
+
+
+def test_log_level_from_config_unless_given_on_the_command_line(tmp_path):
+    """[log] level = "WARNING" keeps the INFO lines out; --log-level wins."""
+    config = write_config(tmp_path, 5070, extra='[log]\nlevel = "warning"\n')
+    # The store's directory does not exist: sipgate logs an ERROR and waits.
+    config.write_text(config.read_text().replace(str(tmp_path / "edge.db"), str(tmp_path / "none" / "edge.db")))
+    for argv, info_shown in (([], False), (["--log-level", "info"], True)):
+        proc = subprocess.Popen([*SIPGATE, *argv, "serve", "--config", str(config)],
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            lines = _first_lines_until(proc, r"ERROR .*not ready, retrying")
+        finally:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                assert proc.wait(10) == 0
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        assert any(" INFO " in line for line in lines) is info_shown, lines
+        if info_shown:
+            assert any("metrics on http://127.0.0.1:" in line for line in lines)

@@ -13,6 +13,7 @@ import base64
 import binascii
 import hmac
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any
@@ -29,7 +30,7 @@ from sipgate.store import (
     Unavailable,
 )
 
-__all__ = ["API_MAX_BODY", "make_app"]
+__all__ = ["ACCOUNTS_KEY", "API_MAX_BODY", "make_app"]
 
 log = logging.getLogger("sipgate.api")
 
@@ -115,6 +116,32 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
                           headers={"Allow": ", ".join(sorted(exc.allowed_methods))})
     except web.HTTPNotFound:
         return wire.error(404, 20404, f"The requested resource {request.path} was not found")
+
+
+def _metrics_middleware(stats: Any) -> Any:
+    """Count every request by method, route template and status code, and
+    time it (sipgate_api_requests_total, sipgate_api_request_duration_seconds)."""
+    clock = time.perf_counter
+
+    @web.middleware
+    async def metrics(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                      ) -> web.StreamResponse:
+        started = clock()
+        code = 500
+        try:
+            response = await handler(request)
+            code = response.status
+            return response
+        except web.HTTPException as exc:
+            code = exc.status
+            raise
+        finally:
+            resource = request.match_info.route.resource
+            # The template, not the path: one series per route, not per SID.
+            route = resource.canonical if resource is not None else "unmatched"
+            stats.api_request(request.method, route, code, clock() - started)
+
+    return metrics
 
 
 class Api:
@@ -322,9 +349,13 @@ class Api:
         return web.Response(status=204)
 
 
-def make_app(store: Any, accounts: Mapping[str, str], on_change: Callable[[], Awaitable[Any]]) -> web.Application:
-    """The API application; ``accounts`` maps AccountSid to AuthToken."""
-    app = web.Application(middlewares=[_errors], client_max_size=API_MAX_BODY)
+def make_app(store: Any, accounts: Mapping[str, str], on_change: Callable[[], Awaitable[Any]],
+             stats: Any = None) -> web.Application:
+    """The API application; ``accounts`` maps AccountSid to AuthToken (the
+    app keeps it as ``app[ACCOUNTS_KEY]``: update that dict in place to change
+    credentials at run time).  ``stats``: an EdgeStats to count requests in."""
+    middlewares = [_errors] if stats is None else [_metrics_middleware(stats), _errors]
+    app = web.Application(middlewares=middlewares, client_max_size=API_MAX_BODY)
     app[ACCOUNTS_KEY] = dict(accounts)
     api = Api(store, on_change)
     acls = wire.V2010 + "/Accounts/{account}/SIP/IpAccessControlLists"

@@ -12,6 +12,7 @@ import logging
 import socket
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from sipgate.acl import parse_address
 from sipgate.admission import (
@@ -68,6 +69,8 @@ DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 _ALWAYS_EMPTY = frozenset({b"", b"\r\n", b"\r\n\r\n", b"\n", b"\n\n"})
 _REQUIRED_FOR_REPLY = ("via", "from", "to", "call-id", "cseq")
 _perf_counter = time.perf_counter
+# Refusals that count towards a flood ban and go to the deny log.
+_REFUSALS = frozenset({"forbidden", "no_trunk", "bad_request"})
 
 
 class _LogLimiter:
@@ -91,9 +94,25 @@ class Edge:
     """State shared by every listener: settings, the table in force, stats."""
 
     def __init__(self, config: SipConfig, stats: EdgeStats | None = None) -> None:
-        self.config = config
         self.stats = stats or EdgeStats()
         self.table = AdmissionTable.empty()
+        self.reconfigure(config)
+        # False turns the fast path off (the differential tests compare both).
+        self.fast_path = True
+        self.error_log = _LogLimiter()
+        # The scanner flood defence (sipgate.flood) and the deny log
+        # (sipgate.denylog), when configured; the server sets them.
+        self.flood: Any = None
+        self.deny_log: Any = None
+
+    def exempt(self, source: str) -> bool:
+        """Never banned: the PBX side and every source a trunk admits."""
+        return source in self.trusted or self.table.any_trunk.contains(source)
+
+    def reconfigure(self, config: SipConfig) -> None:
+        """Take the settings (at start, and on SIGHUP: the listeners stay as
+        bound, a protocol rebuilds its context with ``reconfigure()``)."""
+        self.config = config
         self.secret = config.secret.encode()
         self.pbx = config.pbx
         self.trusted = config.trusted_hosts
@@ -105,9 +124,6 @@ class Edge:
             True: f"Warning: {WARN_FORBIDDEN}\r\n".encode() + server,
             False: f"Warning: {WARN_NO_LIST}\r\n".encode() + server,
         }
-        # False turns the fast path off (the differential tests compare both).
-        self.fast_path = True
-        self.error_log = _LogLimiter()
 
     def install(self, table: AdmissionTable, compile_seconds: float = 0.0) -> None:
         """Swap in a new table: one reference assignment, so a datagram is
@@ -140,6 +156,21 @@ class EdgeProtocol(asyncio.DatagramProtocol):
         self.edge = edge
         self.listener = listener
         self.transport: asyncio.DatagramTransport | None = None
+        self.sock: socket.socket | None = None  # the bound socket (for drain)
+        self.reconfigure()
+        # A dual-stack IPv6 socket (bound to ::) reports IPv4 peers as
+        # ::ffff:a.b.c.d and can only send to them in that form.
+        self.dual_stack = listener.host == "::"
+        public = listener.public_host.lower()
+        hostport = f"{format_host(public)}:{listener.port}"
+        via_prefix = f"SIP/2.0/UDP {hostport};branch="
+        rr_prefix = f"<sip:{hostport};lr;{TRUNK_PARAM}="
+        self.local = _Local(public, listener.port, via_prefix, rr_prefix, via_prefix.encode(), rr_prefix.encode())
+
+    def reconfigure(self) -> None:
+        """(Re)build the decision context from the edge's settings."""
+        edge = self.edge
+        listener = self.listener
         public = listener.public_host.lower()
         own = {public, *edge.config.aliases}
         if listener.host not in ("0.0.0.0", "::"):
@@ -150,13 +181,6 @@ class EdgeProtocol(asyncio.DatagramProtocol):
             unknown_host=edge.config.unknown_host,
             secret=edge.secret,
         )
-        # A dual-stack IPv6 socket (bound to ::) reports IPv4 peers as
-        # ::ffff:a.b.c.d and can only send to them in that form.
-        self.dual_stack = listener.host == "::"
-        hostport = f"{format_host(public)}:{listener.port}"
-        via_prefix = f"SIP/2.0/UDP {hostport};branch="
-        rr_prefix = f"<sip:{hostport};lr;{TRUNK_PARAM}="
-        self.local = _Local(public, listener.port, via_prefix, rr_prefix, via_prefix.encode(), rr_prefix.encode())
 
     # -- asyncio callbacks -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -165,6 +189,24 @@ class EdgeProtocol(asyncio.DatagramProtocol):
         # recvfrom (256 KiB by default); a UDP datagram never exceeds 65535.
         if hasattr(transport, "max_size"):
             transport.max_size = 65535  # type: ignore[attr-defined]
+
+    def drain(self, limit: int = 100_000) -> int:
+        """Handle every datagram already waiting in the socket (shutdown:
+        what arrived before SIGTERM is answered, not lost); returns how many."""
+        sock = self.sock
+        if sock is None:
+            return 0
+        handled = 0
+        while handled < limit:
+            try:
+                data, addr = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break
+            self.datagram_received(data, addr)
+            handled += 1
+        return handled
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors (e.g. port unreachable when the PBX is down) arrive
@@ -202,6 +244,9 @@ class EdgeProtocol(asyncio.DatagramProtocol):
         source = addr[0]
         if self.dual_stack and source.startswith("::ffff:") and "." in source:
             source = source[7:]
+        flood = edge.flood
+        if flood is not None and source in flood.banned and self._banned(flood, source):
+            return
         if edge.fast_path and len(data) <= edge.config.max_datagram:
             if data[:8] == b"SIP/2.0 ":
                 if self._fast_response(data, source):
@@ -211,7 +256,7 @@ class EdgeProtocol(asyncio.DatagramProtocol):
         try:
             msg = parse(data, max_size=edge.config.max_datagram)
         except SipParseError as exc:
-            self._bad_request(exc, addr)
+            self._bad_request(exc, addr, data=data)
             return
         if source is not addr[0]:
             addr = (source, addr[1])
@@ -221,14 +266,37 @@ class EdgeProtocol(asyncio.DatagramProtocol):
             elif source in edge.trusted:
                 self._from_pbx(msg, addr)  # type: ignore[arg-type]
             else:
-                self._from_outside(msg, addr)  # type: ignore[arg-type]
+                self._from_outside(msg, addr, data)  # type: ignore[arg-type]
         except SipParseError as exc:
             # A header parsed lazily (Via, Route, ...) turned out malformed.
             if type(msg) is Response:
                 edge.stats.parse_errors += 1
                 edge.stats.decision("drop", "bad_request")
             else:
-                self._bad_request(exc, addr, msg)  # type: ignore[arg-type]
+                self._bad_request(exc, addr, msg, data)  # type: ignore[arg-type]
+
+    def _banned(self, flood: Any, source: str) -> bool:
+        """Drop a datagram from a banned source, unless the ban has run out
+        or a trunk (or the PBX side) admits the source now."""
+        if self.edge.exempt(source):
+            flood.lift(source)
+            return False
+        if flood.is_banned(source):
+            flood.dropped += 1
+            return True
+        return False
+
+    def _rejected(self, data: bytes, source: str, port: int, reason: str, method: str | bytes | None,
+                  host: str | None, trunk_sid: str | None) -> None:
+        """A request from ``source`` was refused (answered 4xx, or an initial
+        request dropped): count it towards a flood ban, log it."""
+        edge = self.edge
+        flood = edge.flood
+        if flood is not None:
+            flood.rejected(source)
+        deny_log = edge.deny_log
+        if deny_log is not None:
+            deny_log.record(source, port, reason, method or "-", host, trunk_sid, data)
 
     def _fast(self, data: bytes, addr: tuple, source: str) -> bool:
         """The common requests from outside, judged and answered or relayed
@@ -287,6 +355,8 @@ class EdgeProtocol(asyncio.DatagramProtocol):
         port = addr[1] if s[RPORT] is not None or s[VIA_PORT] is None else s[VIA_PORT]
         self._send(forbidden_response(s, edge.tag_key, edge.forbidden_extra[bool(trunk.acl_sids)]),
                    (addr[0], port))
+        if edge.flood is not None or edge.deny_log is not None:
+            self._rejected(data, source, addr[1], "forbidden", s[METHOD], s[HOST], trunk.sid)
         return True
 
     def _fast_relay(self, s: tuple, data: bytes, source: str, port: int, rr: bytes | None, pop: bool,
@@ -336,7 +406,7 @@ class EdgeProtocol(asyncio.DatagramProtocol):
         port = addr[1] if via.rport is not None or via.port is None else via.port
         self._send(data, (addr[0], port))
 
-    def _from_outside(self, request: Request, addr: tuple) -> None:
+    def _from_outside(self, request: Request, addr: tuple, data: bytes = b"") -> None:
         edge = self.edge
         decision = decide(request, addr[0], edge.table, self.ctx)
         stats = edge.stats
@@ -357,10 +427,26 @@ class EdgeProtocol(asyncio.DatagramProtocol):
             self._send(data, edge.pbx)
             stats.relayed_requests["to_pbx"] += 1
         elif type(decision) is Drop:
+            if decision.reason == "no_trunk" and request.method != "ACK" and request.to_tag is None:
+                self._refused(request, addr, data, decision)
             return
         else:
             self._reply(request, decision.status, decision.phrase,
                         decision.warning if type(decision) is Reject else None, addr)
+            if decision.reason in _REFUSALS:
+                self._refused(request, addr, data, decision)
+
+    def _refused(self, request: Request, addr: tuple, data: bytes, decision: Any) -> None:
+        edge = self.edge
+        if edge.flood is None and edge.deny_log is None:
+            return
+        trunk = getattr(decision, "trunk", None)
+        try:
+            host = request.request_uri.host
+        except SipParseError:
+            host = None
+        self._rejected(data, addr[0], addr[1], decision.reason, request.method, host,
+                       trunk.sid if trunk is not None else None)
 
     def _from_pbx(self, request: Request, addr: tuple) -> None:
         """Requests from the trusted side are routed, not judged (§16.4-16.6)."""
@@ -432,12 +518,21 @@ class EdgeProtocol(asyncio.DatagramProtocol):
         self._send(data, dest)
         stats.relayed_responses["from_pbx" if from_pbx else "to_pbx"] += 1
 
-    def _bad_request(self, exc: SipParseError, addr: tuple, request: Request | None = None) -> None:
+    def _bad_request(self, exc: SipParseError, addr: tuple, request: Request | None = None,
+                     data: bytes = b"") -> None:
         """400 (or the error's status) when a reply can be built, else drop."""
-        stats = self.edge.stats
+        edge = self.edge
+        stats = edge.stats
         stats.parse_errors += 1
         if request is None:
             request = exc.partial
+        if addr[0] not in edge.trusted and (edge.flood is not None or edge.deny_log is not None):
+            source = addr[0]
+            if self.dual_stack and source.startswith("::ffff:") and "." in source:
+                source = source[7:]
+            method = request.method if request is not None else None
+            if method != "ACK":
+                self._rejected(data, source, addr[1], "bad_request", method, None, None)
         if request is None or request.method == "ACK" or addr[0] in self.edge.trusted:
             stats.decision("drop", "bad_request")
             return
@@ -494,4 +589,5 @@ async def open_listener(edge: Edge, listener: Listener, reuse_port: bool = False
     loop = asyncio.get_running_loop()
     transport, protocol = await loop.create_datagram_endpoint(
         lambda: EdgeProtocol(edge, listener), sock=sock)
+    protocol.sock = sock  # type: ignore[attr-defined]
     return transport, protocol  # type: ignore[return-value]
