@@ -7,6 +7,7 @@ from typing import Any, Generic, NoReturn, TypeVar
 
 from sipgate.acl.address import _OCTET_0, _OCTET_1, _OCTET_2, _OCTET_3, parse_address
 from sipgate.acl.network import MAX_PREFIX, normalize_network
+from sipgate.acl.address import parse_ipv4
 
 __all__ = ["PrefixMatcher"]
 
@@ -25,10 +26,33 @@ _LIMIT = {4: 1 << 32, 6: 1 << 128}
 # two shifts and one dict probe per distinct prefix length present (at most
 # 33 or 129), whatever the number of entries.
 SHARD_BITS = 8
-_Table = dict[int, tuple[Any, ...]]
+_Table = dict[int, Any]
 _Probes = tuple[tuple[int, int, tuple[_Table, ...]], ...]
 # The one shared empty shard; never written to (writers copy first).
 _EMPTY: _Table = {}
+
+
+class _Multi(tuple):  # type: ignore[type-arg]
+    """The payloads of a network several entries name.  A network named
+    once stores its payload itself (no tuple per entry: a million 1-tuples
+    are ~55 MiB), so a stored value is either a payload or a _Multi."""
+
+    __slots__ = ()
+
+
+def _payloads(stored: Any) -> tuple[Any, ...]:
+    """The payloads a stored value stands for, as a plain tuple."""
+    return tuple(stored) if type(stored) is _Multi else (stored,)
+
+
+_ABSENT = object()
+
+
+def _with(stored: Any, payload: Any) -> Any:
+    """``stored`` (a stored value, or _ABSENT) with ``payload`` added."""
+    if stored is _ABSENT:
+        return payload
+    return _Multi(_payloads(stored) + (payload,))
 
 
 class PrefixMatcher(Generic[T]):
@@ -72,31 +96,50 @@ class PrefixMatcher(Generic[T]):
         their payload (in entry order).  Raises ValueError naming the first
         invalid entry.
         """
-        # (version, prefix length) -> {key: payloads}.  Values are tuples
-        # from the start so the common unique case allocates nothing more;
-        # duplicates collect in ``extra`` to keep the build linear.
-        groups: dict[tuple[int, int], dict[int, tuple[Any, ...]]] = {}
-        extra: dict[tuple[int, int, int], list[Any]] = {}
+        # (version, prefix length) -> (key shift, shard shift, shards), the
+        # shards filled in place: one pass, one dict insert per network.
+        groups: dict[tuple[int, int], tuple[int, int, list[_Table]]] = {}
         count = 0
+        last_group: tuple[int, int] | None = None
+        shift = shard_shift = 0
+        shards: list[_Table] = []
         for entry in entries:
             try:
                 text, prefix, payload = entry
-                version, network, length = normalize_network(text, prefix)
+                # The common entry (an IPv4 dotted quad with an int prefix
+                # length) is parsed inline; normalize_network takes the rest
+                # and says what is wrong with an invalid one.
+                value = None
+                if type(prefix) is int and 0 <= prefix <= 32 and type(text) is str and ":" not in text \
+                        and "/" not in text:
+                    value = parse_ipv4(text)
+                if value is not None:
+                    version, length = 4, prefix
+                    network = value
+                else:
+                    version, network, length = normalize_network(text, prefix)
             except (ValueError, TypeError) as exc:
                 raise ValueError(f"invalid ACL entry {entry!r}: {exc}") from exc
             count += 1
-            key = network >> (MAX_PREFIX[version] - length)
-            table = groups.get((version, length))
-            if table is None:
-                table = groups[(version, length)] = {}
-            found = table.get(key)
-            if found is None:
-                table[key] = (payload,)
-            else:
-                extra.setdefault((version, length, key), list(found)).append(payload)
-        for (version, length, key), payloads in extra.items():
-            groups[(version, length)][key] = tuple(payloads)
-        return cls(cls._probes(groups, 4), cls._probes(groups, 6), count)
+            if (version, length) != last_group:
+                last_group = (version, length)
+                group = groups.get(last_group)
+                if group is None:
+                    shard_shift = max(length - SHARD_BITS, 0)
+                    group = groups[last_group] = (MAX_PREFIX[version] - length, shard_shift,
+                                                  [_EMPTY] * (1 << (length - shard_shift)))
+                shift, shard_shift, shards = group
+            key = network >> shift
+            index = key >> shard_shift
+            shard = shards[index]
+            if shard is _EMPTY:
+                shard = shards[index] = {}
+            found = shard.get(key, _ABSENT)
+            shard[key] = payload if found is _ABSENT else _with(found, payload)
+        probes: dict[int, list[tuple[int, int, tuple[_Table, ...]]]] = {4: [], 6: []}
+        for (version, length), (shift, shard_shift, shards) in sorted(groups.items(), key=lambda g: -g[0][1]):
+            probes[version].append((shift, shard_shift, tuple(shards)))
+        return cls(tuple(probes[4]), tuple(probes[6]), count)
 
     def with_changes(self, added: Iterable[tuple[str, int | None, T]] = (),
                      removed: Iterable[tuple[str, int | None, T]] = ()) -> PrefixMatcher[T]:
@@ -134,19 +177,21 @@ class PrefixMatcher(Generic[T]):
 
         for entry in removed:
             shard, key, payload = shard_for(entry)
-            found = shard.get(key, ())
+            found = _payloads(shard[key]) if key in shard else ()
             if payload not in found:
                 raise ValueError(f"ACL entry {entry!r} is not in the matcher")
             i = found.index(payload)
             rest = found[:i] + found[i + 1:]
-            if rest:
-                shard[key] = rest
+            if len(rest) > 1:
+                shard[key] = _Multi(rest)
+            elif rest:
+                shard[key] = rest[0]
             else:
                 del shard[key]
             count -= 1
         for entry in added:
             shard, key, payload = shard_for(entry)
-            shard[key] = shard.get(key, ()) + (payload,)
+            shard[key] = _with(shard.get(key, _ABSENT), payload)
             count += 1
         touched = {(version, length) for version, length, _ in copied}
         originals = {(version, MAX_PREFIX[version] - shift): shards
@@ -161,24 +206,6 @@ class PrefixMatcher(Generic[T]):
                 continue  # the last entry of this length went
             probes[version].append((MAX_PREFIX[version] - length, shard_shift, kept))
         return type(self)(tuple(probes[4]), tuple(probes[6]), count)
-
-    @staticmethod
-    def _probes(groups: dict[tuple[int, int], dict[int, tuple[Any, ...]]], version: int) -> _Probes:
-        """Shard each length's table (see SHARD_BITS), longest length first."""
-        width = MAX_PREFIX[version]
-        lengths = sorted((length for v, length in groups if v == version), reverse=True)
-        probes = []
-        for length in lengths:
-            shard_shift = max(length - SHARD_BITS, 0)
-            shards: list[_Table] = [_EMPTY] * (1 << (length - shard_shift))
-            for key, payloads in groups[(version, length)].items():
-                index = key >> shard_shift
-                shard = shards[index]
-                if shard is _EMPTY:
-                    shard = shards[index] = {}
-                shard[key] = payloads
-            probes.append((width - length, shard_shift, tuple(shards)))
-        return tuple(probes)
 
     @classmethod
     def empty(cls) -> PrefixMatcher[T]:
@@ -211,9 +238,9 @@ class PrefixMatcher(Generic[T]):
                 value = _OCTET_3[a] | _OCTET_2[b] | _OCTET_1[c] | _OCTET_0[d]
                 for shift, shard_shift, shards in self._v4:
                     key = value >> shift
-                    hit = shards[key >> shard_shift].get(key)
-                    if hit is not None:
-                        return hit
+                    shard = shards[key >> shard_shift]
+                    if key in shard:
+                        return _payloads(shard[key])
                 return ()
         except (ValueError, KeyError, TypeError, AttributeError):
             return ()
@@ -260,9 +287,9 @@ class PrefixMatcher(Generic[T]):
             return ()
         for shift, shard_shift, shards in probes:
             key = value >> shift
-            hit = shards[key >> shard_shift].get(key)
-            if hit is not None:
-                return hit
+            shard = shards[key >> shard_shift]
+            if key in shard:
+                return _payloads(shard[key])
         return ()
 
     def __len__(self) -> int:
