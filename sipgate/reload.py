@@ -56,6 +56,8 @@ class Reloader:
     other processes.
     """
 
+    LOG_EVERY = 10.0
+
     def __init__(self, store: Any, install: Callable[[AdmissionTable, float], None],
                  poll_interval: float = 0.5, current: Callable[[], AdmissionTable] | None = None) -> None:
         self.store = store
@@ -70,6 +72,11 @@ class Reloader:
         # while a compile runs): sipgate_store_revision.
         self.revision_seen = 0
         self.failures = 0
+        # Failures in a row; only the first, then one every LOG_EVERY
+        # seconds, is logged (the store may be down for minutes and the
+        # poll runs every poll_interval), and the recovery is logged.
+        self.failing = 0
+        self._logged_at = 0.0
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
@@ -81,6 +88,7 @@ class Reloader:
                 revision = await loop.run_in_executor(None, self.store.revision)
                 self.revision_seen = revision
                 if not force and revision == self.generation:
+                    self._recovered()
                     return False
                 started = time.perf_counter()
                 table = None
@@ -94,11 +102,22 @@ class Reloader:
                     self.incremental += 1
             except Exception as exc:  # keep the table in force; say why
                 self.failures += 1
-                log.error("table reload failed, keeping generation %s: %s", self.generation, exc)
+                self.failing += 1
+                now = time.monotonic()
+                if self.failing == 1 or now - self._logged_at >= self.LOG_EVERY:
+                    self._logged_at = now
+                    log.error("table reload failed (%d time(s) in a row), keeping generation %s: %s",
+                              self.failing, self.generation, exc)
                 return False
+            self._recovered()
             self.generation = table.generation
             self.install(table, time.perf_counter() - started)
             return True
+
+    def _recovered(self) -> None:
+        if self.failing:
+            log.warning("the store answers again after %d failed reload(s)", self.failing)
+            self.failing = 0
 
     def _patch(self, table: AdmissionTable, generation: int) -> AdmissionTable | None:
         if table.generation != generation:

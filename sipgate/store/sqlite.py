@@ -8,12 +8,17 @@ the edge watches.
 
 One connection, shared by the threads that use the store and serialised by
 a lock: SQLite admits one writer at a time anyway, and reads here are short.
+An operation waits at most ``timeout`` (OP_TIMEOUT, 2 s) in all for that
+lock and for SQLite's (another process's write, a ``BEGIN EXCLUSIVE``), then
+fails as Unavailable; a full disk or an I/O error fails as Unavailable at
+once.  Nothing half-written survives either: the transaction rolls back.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -98,6 +103,15 @@ MIGRATIONS: tuple[str, ...] = (
 )
 # Revisions of change log kept; an edge further behind recompiles in full.
 CHANGE_LOG_KEEP = 1000
+# How long opening the file (and migrating it) waits for another process's
+# write lock: a store is opened once, at start, where waiting is fine.
+OPEN_TIMEOUT = 10.0
+# How long one operation waits, in all, for this connection (other threads
+# of this process) and for SQLite's lock (other processes) before it fails
+# as Unavailable: an API request answers 503 within about this bound
+# instead of queueing behind a lock held for minutes, and a request
+# waiting behind another one does not wait a full bound per request ahead.
+OP_TIMEOUT = 2.0
 
 _TRUNK_COLUMNS = ("sid", "account_sid", "friendly_name", "domain_name", "disaster_recovery_method",
                   "disaster_recovery_url", "secure", "recording_mode", "recording_trim", "transfer_mode",
@@ -143,14 +157,17 @@ class SqliteStore:
     """Accounts, trunks, lists, addresses and associations in one SQLite file."""
 
     def __init__(self, path: str, *, max_ips_per_list: int | None = None,
-                 max_lists_per_account: int | None = None) -> None:
+                 max_lists_per_account: int | None = None, timeout: float = OP_TIMEOUT) -> None:
         self.path = path
         self.max_ips_per_list = max_ips_per_list
         self.max_lists_per_account = max_lists_per_account
+        # Seconds one operation may wait for the store (see OP_TIMEOUT).
+        self.timeout = timeout
         self._lock = threading.RLock()
+        self._busy_ms = int(OPEN_TIMEOUT * 1000)
         try:
-            self._db = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA busy_timeout = 10000")
+            self._db = sqlite3.connect(path, timeout=OPEN_TIMEOUT, isolation_level=None, check_same_thread=False)
+            self._db.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
             mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise Unavailable(f"cannot put {path} in WAL mode (got {mode})")
@@ -159,6 +176,7 @@ class SqliteStore:
             self._db.execute("PRAGMA synchronous = FULL")
             self._db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
+            self._set_busy_timeout(self.timeout)
         except BaseException as exc:
             if hasattr(self, "_db"):
                 self._db.close()
@@ -189,9 +207,32 @@ class SqliteStore:
                 self._db.execute("ROLLBACK")
                 raise
 
+    def _set_busy_timeout(self, seconds: float) -> None:
+        ms = max(1, int(seconds * 1000))
+        if ms != self._busy_ms:
+            self._db.execute(f"PRAGMA busy_timeout = {ms}")
+            self._busy_ms = ms
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold this connection, waiting at most ``timeout`` in all (for the
+        other threads using it, then for SQLite's lock), or raise Unavailable."""
+        started = time.monotonic()
+        if not self._lock.acquire(timeout=self.timeout):
+            raise Unavailable(f"store unavailable: busy for more than {self.timeout:g} s")
+        try:
+            # Whatever is left of the bound is SQLite's busy timeout.
+            try:
+                self._set_busy_timeout(max(0.05, self.timeout - (time.monotonic() - started)))
+            except sqlite3.Error as exc:
+                raise _unavailable(exc) from None
+            yield
+        finally:
+            self._lock.release()
+
     @contextmanager
     def _write(self) -> Iterator[_Tx]:
-        with self._lock:
+        with self._locked():
             try:
                 cur = self._db.cursor()
                 cur.execute("BEGIN IMMEDIATE")
@@ -227,7 +268,7 @@ class SqliteStore:
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Cursor]:
-        with self._lock:
+        with self._locked():
             try:
                 cur = self._db.cursor()
                 cur.execute("BEGIN")
