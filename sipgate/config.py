@@ -8,7 +8,10 @@ key as a TOML path, e.g. ``sip.listen[1].address``).
 
 from __future__ import annotations
 
+import ipaddress
 import math
+import os
+import ssl
 import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +22,7 @@ from typing import Any
 __all__ = [
     "AccountConfig",
     "ApiConfig",
+    "api_listen_problem",
     "Config",
     "ConfigError",
     "ConfigErrors",
@@ -33,6 +37,7 @@ __all__ = [
     "SipConfig",
     "StoreConfig",
     "config_from_dict",
+    "is_loopback_host",
     "load_config",
     "parse_hostport",
     "restart_required",
@@ -161,11 +166,41 @@ class MetricsConfig:
 
 @dataclass(frozen=True, slots=True)
 class ApiConfig:
-    """The Twilio-compatible REST API (served in the edge's event loop)."""
+    """The Twilio-compatible REST API (served in the edge's event loop).
+
+    ``tls_cert`` / ``tls_key``: PEM certificate (chain) and private key
+    files ("" = none); with both the API serves HTTPS (TLS 1.2 or later).  Without them
+    it listens only on a loopback address unless ``allow_insecure``.
+    """
 
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = 8088
+    tls_cert: str = ""
+    tls_key: str = ""
+    allow_insecure: bool = False
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert and self.tls_key)
+
+
+def is_loopback_host(host: str) -> bool:
+    """127.0.0.0/8, ::1 or ``localhost``: only this machine can connect."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def api_listen_problem(api: ApiConfig) -> str | None:
+    """Why the API must not start on ``api.listen`` as configured, or None."""
+    if not api.enabled or api.tls or api.allow_insecure or is_loopback_host(api.host):
+        return None
+    return (f"{api.host} is not a loopback address: the API would send auth tokens in clear text; "
+            "set api.tls_cert and api.tls_key, or allow_insecure = true (behind a TLS proxy)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +275,9 @@ _RESTART: tuple[tuple[str, Callable[[Config], Any]], ...] = (
     ("store.url", lambda c: c.store.url),
     ("api.enabled", lambda c: c.api.enabled),
     ("api.listen", lambda c: (c.api.host, c.api.port)),
+    ("api.tls_cert", lambda c: c.api.tls_cert),
+    ("api.tls_key", lambda c: c.api.tls_key),
+    ("api.allow_insecure", lambda c: c.api.allow_insecure),
     ("metrics.enabled", lambda c: c.metrics.enabled),
     ("metrics.listen", lambda c: (c.metrics.host, c.metrics.port)),
     ("lifecycle.shutdown_timeout", lambda c: c.lifecycle.shutdown_timeout),
@@ -479,6 +517,56 @@ def _endpoint(cls: type, p: str) -> Callable[[dict[str, Any], _Problems, Path | 
     return build
 
 
+def _readable_file(path: str, key: str) -> None:
+    if not os.path.isfile(path):
+        raise ConfigError(key, f"no such file: {path}")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(key, f"cannot read {path}")
+
+
+def _api(table: dict[str, Any], problems: _Problems, base_dir: Path | None) -> ApiConfig:
+    """[api]: enabled, listen, tls_cert, tls_key, allow_insecure."""
+    p = "api."
+    _unknown_keys(table, {"enabled", "listen", "tls_cert", "tls_key", "allow_insecure"}, p, problems)
+    before = len(problems.errors)
+    kw: dict[str, Any] = {}
+    if "enabled" in table:
+        with problems.check():
+            kw["enabled"] = _typed(table["enabled"], bool, p + "enabled")
+    if "listen" in table:
+        with problems.check():
+            kw["host"], kw["port"] = parse_hostport(_typed(table["listen"], str, p + "listen"), p + "listen")
+    if "allow_insecure" in table:
+        with problems.check():
+            kw["allow_insecure"] = _typed(table["allow_insecure"], bool, p + "allow_insecure")
+    files: dict[str, str] = {}
+    given: set[str] = set()
+    for key in ("tls_cert", "tls_key"):
+        if key in table:
+            with problems.check():
+                value = _typed(table[key], str, p + key)
+                if value:
+                    given.add(key)
+                    files[key] = _relative_to(value, base_dir)
+                    _readable_file(files[key], p + key)
+    for key, other in (("tls_cert", "tls_key"), ("tls_key", "tls_cert")):
+        if key in given and other not in given and not any(e.key == p + other for e in problems.errors[before:]):
+            problems.add(p + other, f"required with {p}{key} (a certificate and its private key)")
+    if len(files) == 2 and len(problems.errors) == before:
+        with problems.check():
+            try:
+                ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(files["tls_cert"],
+                                                                                   files["tls_key"])
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                raise ConfigError(p + "tls_cert", f"cannot load certificate {files['tls_cert']} with key "
+                                  f"{files['tls_key']}: {exc}") from None
+    kw.update(files)
+    api = replace(ApiConfig(), **kw)
+    if len(problems.errors) == before and (problem := api_listen_problem(api)):
+        problems.add(p + "listen", problem)
+    return api
+
+
 def _log(table: dict[str, Any], problems: _Problems, base_dir: Path | None) -> LogConfig:
     p = "log."
     _unknown_keys(table, {"level", "deny_log", "deny_log_burst", "deny_log_interval"}, p, problems)
@@ -576,7 +664,7 @@ _SECTIONS: dict[str, Callable[[dict[str, Any], _Problems, Path | None], Any]] = 
     "sip": _sip,
     "store": _store,
     "metrics": _endpoint(MetricsConfig, "metrics."),
-    "api": _endpoint(ApiConfig, "api."),
+    "api": _api,
     "log": _log,
     "flood": _flood,
     "lifecycle": _lifecycle,

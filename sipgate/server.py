@@ -178,14 +178,32 @@ class Server:
             await reloader.refresh()
             stats.enforcement.observe(time.perf_counter() - started)
 
+        import ssl
+
+        from sipgate.config import api_listen_problem
+
+        api = self.config.api
+        # Checked when the file is parsed too; a Config built in code must
+        # not put auth tokens on the network in clear text either.
+        if problem := api_listen_problem(api):
+            raise ConfigError("api.listen", problem)
+        context = None
+        if api.tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            try:
+                context.load_cert_chain(api.tls_cert, api.tls_key)
+            except (ssl.SSLError, OSError) as exc:
+                raise ConfigError("api.tls_cert", f"cannot load certificate {api.tls_cert} "
+                                  f"with key {api.tls_key}: {exc}") from None
         self.api_app = make_app(self.store, {a.sid: a.auth_token for a in self.config.accounts}, enforce, stats)
         self.api_runner = web.AppRunner(self.api_app, access_log=None,
                                         shutdown_timeout=self.config.lifecycle.shutdown_timeout)
         await self.api_runner.setup()
-        site = web.TCPSite(self.api_runner, self.config.api.host, self.config.api.port)
+        site = web.TCPSite(self.api_runner, api.host, api.port, ssl_context=context)
         await site.start()
         self.api_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        log.info("API on http://%s:%d (%d account(s))", self.config.api.host, self.api_port,
+        log.info("API on %s://%s:%d (%d account(s))", "https" if context else "http", api.host, self.api_port,
                  len(self.config.accounts))
 
     async def _housekeeping(self) -> None:

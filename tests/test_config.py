@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 import tomllib
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from sipgate.config import (
     RESTART_KEYS,
@@ -219,6 +223,20 @@ def test_unreadable_file_is_one_problem(tmp_path):
     assert str(tmp_path / "absent.toml") in str(err.value)
 
 
+def _throwaway_tls_pair() -> tuple[str, str]:
+    """A certificate and key (trustme) in a temporary directory removed at exit."""
+    directory = tempfile.mkdtemp(prefix="sipgate-test-tls-")
+    atexit.register(shutil.rmtree, directory, True)
+    cert = trustme.CA().issue_cert("127.0.0.1", "localhost")
+    cert_path, key_path = Path(directory) / "api.crt", Path(directory) / "api.key"
+    cert.cert_chain_pems[0].write_to_path(str(cert_path))
+    cert.private_key_pem.write_to_path(str(key_path))
+    return str(cert_path), str(key_path)
+
+
+_TLS_CERT, _TLS_KEY = _throwaway_tls_pair()
+
+
 # One change to the embedded defaults per key: restart_required must name
 # exactly the key when it needs a restart, and nothing otherwise.
 CHANGES: dict[str, dict[str, Any]] = {
@@ -251,7 +269,12 @@ CHANGES: dict[str, dict[str, Any]] = {
     "flood.max_sources": {"flood": {"max_sources": 1024}},
     "accounts": {"accounts": [{"sid": "AC" + "1" * 32, "auth_token": "t"}]},
     "seed": {"seed": "/etc/sipgate/seed.toml"},
+    "api.tls_cert": {"api": {"tls_cert": _TLS_CERT, "tls_key": _TLS_KEY}},
+    "api.tls_key": {"api": {"tls_cert": _TLS_CERT, "tls_key": _TLS_KEY}},
+    "api.allow_insecure": {"api": {"allow_insecure": True}},
 }
+# Keys only ever changed together (a certificate needs its key).
+TOGETHER = {"api.tls_cert": ["api.tls_cert", "api.tls_key"], "api.tls_key": ["api.tls_cert", "api.tls_key"]}
 
 
 def test_every_key_is_either_reloadable_or_needs_a_restart():
@@ -263,7 +286,7 @@ def test_every_key_is_either_reloadable_or_needs_a_restart():
 def test_restart_required_names_exactly_the_key(key):
     new = config_from_dict(CHANGES[key])
     assert new != Config()  # the change is real
-    expected = [key] if key in RESTART_KEYS else []
+    expected = TOGETHER.get(key, [key]) if key in RESTART_KEYS else []
     assert restart_required(Config(), new) == expected
     assert restart_required(new, Config()) == expected
     assert restart_required(new, new) == []
@@ -283,3 +306,109 @@ def test_hostport_forms():
     assert parse_hostport("example.net", "k", 5060) == ("example.net", 5060)
     with pytest.raises(ConfigError):
         parse_hostport("[::1", "k")
+
+
+# -- [api] TLS and the loopback rule ---------------------------------------------
+
+
+def _api_problems(tmp_path: Path, api: str) -> dict[str, str]:
+    path = tmp_path / "sipgate.toml"
+    path.write_text("[api]\n" + api)
+    with pytest.raises(ConfigErrors) as err:
+        load_config(path)
+    assert all(e.source == str(path) for e in err.value.errors)
+    return {e.key: e.problem for e in err.value.errors}
+
+
+@pytest.fixture
+def tls_files(tmp_path) -> tuple[Path, Path]:
+    """A throwaway certificate and key next to the config file, in certs/."""
+    (tmp_path / "certs").mkdir()
+    cert = trustme.CA().issue_cert("127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "certs" / "api.crt"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "certs" / "api.key"))
+    return tmp_path / "certs" / "api.crt", tmp_path / "certs" / "api.key"
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:8088", "[::]:8088", "192.0.2.10:8088", "api.example.com:8088",
+                                    "[::ffff:192.0.2.1]:8088"])
+def test_api_off_loopback_without_tls_is_an_error_naming_listen(tmp_path, listen):
+    problems = _api_problems(tmp_path, f'listen = "{listen}"\n')
+    assert list(problems) == ["api.listen"]
+    assert "not a loopback address" in problems["api.listen"]
+    assert "tls_cert" in problems["api.listen"] and "allow_insecure" in problems["api.listen"]
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:8088", "127.9.8.7:0", "[::1]:8088", "localhost:8088"])
+def test_api_on_loopback_needs_no_tls(listen):
+    cfg = config_from_dict({"api": {"listen": listen}})
+    assert not cfg.api.tls and not cfg.api.allow_insecure
+
+
+def test_api_off_loopback_with_allow_insecure_or_disabled_is_accepted():
+    cfg = config_from_dict({"api": {"listen": "0.0.0.0:8088", "allow_insecure": True}})
+    assert (cfg.api.host, cfg.api.port, cfg.api.allow_insecure, cfg.api.tls) == ("0.0.0.0", 8088, True, False)
+    assert config_from_dict({"api": {"listen": "0.0.0.0:8088", "enabled": False}}).api.enabled is False
+
+
+def test_api_tls_paths_are_relative_to_the_config_file(tmp_path, tls_files):
+    path = tmp_path / "sipgate.toml"
+    path.write_text('[api]\nlisten = "0.0.0.0:8443"\ntls_cert = "certs/api.crt"\ntls_key = "certs/api.key"\n')
+    cfg = load_config(path)
+    assert cfg.api.tls_cert == str(tls_files[0]) and cfg.api.tls_key == str(tls_files[1])
+    assert cfg.api.tls and not cfg.api.allow_insecure
+
+
+def test_api_cert_without_key_and_key_without_cert(tmp_path, tls_files):
+    problems = _api_problems(tmp_path, 'tls_cert = "certs/api.crt"\n')
+    assert list(problems) == ["api.tls_key"]
+    assert "required with api.tls_cert" in problems["api.tls_key"]
+    problems = _api_problems(tmp_path, 'tls_cert = ""\ntls_key = "certs/api.key"\n')
+    assert list(problems) == ["api.tls_cert"]
+    assert "required with api.tls_key" in problems["api.tls_cert"]
+
+
+def test_api_missing_tls_file_names_its_key(tmp_path, tls_files):
+    problems = _api_problems(tmp_path, 'tls_cert = "certs/api.crt"\ntls_key = "certs/absent.key"\n')
+    assert problems == {"api.tls_key": f"no such file: {tmp_path / 'certs' / 'absent.key'}"}
+    problems = _api_problems(tmp_path, 'tls_cert = "nope.crt"\ntls_key = "certs/api.key"\n')
+    assert problems == {"api.tls_cert": f"no such file: {tmp_path / 'nope.crt'}"}
+
+
+def test_api_key_that_does_not_match_the_cert_is_an_error(tmp_path, tls_files):
+    other = trustme.CA().issue_cert("127.0.0.1")
+    other.private_key_pem.write_to_path(str(tmp_path / "certs" / "other.key"))
+    problems = _api_problems(tmp_path, 'tls_cert = "certs/api.crt"\ntls_key = "certs/other.key"\n')
+    assert list(problems) == ["api.tls_cert"]
+    assert "cannot load certificate" in problems["api.tls_cert"]
+    # Not PEM at all.
+    (tmp_path / "certs" / "junk.crt").write_text("not a certificate\n")
+    problems = _api_problems(tmp_path, 'tls_cert = "certs/junk.crt"\ntls_key = "certs/api.key"\n')
+    assert list(problems) == ["api.tls_cert"]
+
+
+def test_api_new_keys_have_types_checked():
+    with pytest.raises(ConfigErrors) as err:
+        config_from_dict({"api": {"allow_insecure": "yes", "tls_cert": 1, "tls_key": True, "what": 1}})
+    problems = {e.key: e.problem for e in err.value.errors}
+    assert problems["api.allow_insecure"] == "expected true or false, got 'yes'"
+    assert problems["api.tls_cert"] == "expected a string, got 1"
+    assert problems["api.tls_key"] == "expected a string, got True"
+    assert "allow_insecure, enabled, listen, tls_cert, tls_key" in problems["api.what"]
+
+
+def test_check_config_reports_the_api_listen_problem_with_the_others(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "sipgate.toml"
+    path.write_text('[log]\nlevel = "loud"\n[api]\nlisten = "0.0.0.0:8088"\n[flood]\ndensity = 0\n')
+    done = subprocess.run([sys.executable, "-m", "sipgate.cli", "check-config", str(path)],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    keys = [line.split(": ")[1] for line in done.stderr.splitlines()]
+    assert sorted(keys) == ["api.listen", "flood.density", "log.level"]
+    path.write_text('[api]\nlisten = "0.0.0.0:8088"\nallow_insecure = true\n')
+    done = subprocess.run([sys.executable, "-m", "sipgate.cli", "check-config", str(path)],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import hmac
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
@@ -57,6 +59,15 @@ _TRUE = {"true", "True", "TRUE", "1"}
 _FALSE = {"false", "False", "FALSE", "0"}
 
 
+MAX_OFFSET = 2**62  # Page * PageSize above it is out of range (SQLite integers are 64-bit)
+
+
+def _decimal(text: str, max_digits: int = 20) -> bool:
+    """ASCII digits only (str.isdigit() also accepts "²" and other digits
+    int() refuses), and not so many that int() refuses them (over 4,300)."""
+    return text.isascii() and text.isdigit() and len(text) <= max_digits
+
+
 class ApiError(Exception):
     """An error answered as a Twilio error body."""
 
@@ -84,10 +95,21 @@ def _authenticate(request: web.Request) -> str | None:
         return None
     accounts: Mapping[str, str] = request.app[ACCOUNTS_KEY]
     expected = accounts.get(user)
-    # Compare against something even for unknown accounts so both cases
-    # take the same time.
-    ok = hmac.compare_digest(token.encode(), (expected or "\x00unknown").encode())
+    # One comparison whatever the account: an unknown account's token is
+    # checked against a random one, so both cases run the same code.  The
+    # digests are compared, not the tokens: compare_digest is constant time
+    # only for inputs of equal length, and a token's length is a secret too.
+    secret = _UNKNOWN_ACCOUNT_TOKEN if expected is None else expected.encode()
+    ok = hmac.compare_digest(_digest(token.encode()), _digest(secret))
     return user if ok and expected is not None else None
+
+
+# Fresh per process: no token can match it.
+_UNKNOWN_ACCOUNT_TOKEN = secrets.token_bytes(32)
+
+
+def _digest(value: bytes) -> bytes:
+    return hashlib.sha256(value).digest()
 
 
 @web.middleware
@@ -165,15 +187,18 @@ class Api:
     def paging(request: web.Request) -> tuple[int, int]:
         q = request.query
         size_text = q.get("PageSize", "50")
-        if not size_text.isdigit() or not 1 <= int(size_text) <= 1000:
+        if not _decimal(size_text) or not 1 <= int(size_text) <= 1000:
             raise ApiError(400, 20001, "PageSize must be an integer from 1 to 1000")
         size = int(size_text)
         page_text = q.get("Page", "0")
-        if not page_text.isdigit():
+        if not _decimal(page_text, 4300):
             raise ApiError(400, 20001, "Page must be a non-negative integer")
         page = int(page_text)
+        if page * size > MAX_OFFSET:
+            # The store's offsets are 64-bit integers.
+            raise ApiError(400, 20001, f"Page {page} is out of range")
         token = q.get("PageToken", "")
-        if token and (not token[:2] in ("PA", "PB") or not token[2:].isdigit()):
+        if token and (not token[:2] in ("PA", "PB") or not _decimal(token[2:], 4300)):
             raise ApiError(400, 20001, f"PageToken {token!r} is not valid")
         return page, size
 
@@ -309,7 +334,7 @@ class Api:
         text = form.get("CidrPrefixLength")
         if text is None or text == "":
             return None
-        if not text.strip().isdigit():
+        if not _decimal(text.strip()):
             raise ApiError(400, 21235, f"CidrPrefixLength {text!r} is not a valid prefix length")
         return int(text)
 
@@ -361,7 +386,11 @@ def make_app(store: Any, accounts: Mapping[str, str], on_change: Callable[[], Aw
     acls = wire.V2010 + "/Accounts/{account}/SIP/IpAccessControlLists"
     r = app.router
     document = openapi_document()
-    r.add_get("/openapi.json", lambda _request: wire.json_response(document))
+
+    async def openapi(_request: web.Request) -> web.Response:
+        return wire.json_response(document)
+
+    r.add_get("/openapi.json", openapi)
     r.add_get("/v1/Trunks", api.list_trunks)
     r.add_post("/v1/Trunks", api.create_trunk)
     r.add_get("/v1/Trunks/{sid}", api.fetch_trunk)
