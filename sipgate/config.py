@@ -128,6 +128,9 @@ class SipConfig:
     socket_buffer: int = 4 * 1024 * 1024
     max_datagram: int = 65535
     server_header: str = "sipgate"
+    # Seconds between SIP OPTIONS pings to the PBX (sipgate.pbxprobe): a
+    # PBX whose port is closed shows as sipgate_pbx_reachable 0.  0 = off.
+    pbx_probe_interval: float = 0.0
 
     @property
     def trusted_hosts(self) -> frozenset[str]:
@@ -272,6 +275,7 @@ class Config:
 _RESTART: tuple[tuple[str, Callable[[Config], Any]], ...] = (
     ("sip.listen", lambda c: c.sip.listen),
     ("sip.socket_buffer", lambda c: c.sip.socket_buffer),
+    ("sip.pbx_probe_interval", lambda c: c.sip.pbx_probe_interval),
     ("store.url", lambda c: c.store.url),
     ("api.enabled", lambda c: c.api.enabled),
     ("api.listen", lambda c: (c.api.host, c.api.port)),
@@ -437,7 +441,7 @@ def _string_list(value: Any, key: str) -> tuple[str, ...]:
 def _sip(table: dict[str, Any], problems: _Problems, _base_dir: Path | None) -> SipConfig:
     p = "sip."
     _unknown_keys(table, {"listen", "pbx", "trusted", "unknown_host", "aliases", "secret", "socket_buffer",
-                          "max_datagram", "server_header"}, p, problems)
+                          "max_datagram", "server_header", "pbx_probe_interval"}, p, problems)
     kw: dict[str, Any] = {}
     if "listen" in table:
         with problems.check():
@@ -474,6 +478,12 @@ def _sip(table: dict[str, Any], problems: _Problems, _base_dir: Path | None) -> 
                 if not low <= value <= high:
                     raise ConfigError(p + key, f"must be between {low} and {high}")
                 kw[key] = value
+    if "pbx_probe_interval" in table:
+        with problems.check():
+            interval = float(_typed(table["pbx_probe_interval"], (int, float), p + "pbx_probe_interval"))
+            if not (interval == 0 or 0.5 <= interval <= 3600):
+                raise ConfigError(p + "pbx_probe_interval", "must be 0 (off) or between 0.5 and 3600 seconds")
+            kw["pbx_probe_interval"] = interval
     return replace(SipConfig(), **kw)
 
 

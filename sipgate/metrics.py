@@ -135,6 +135,9 @@ class EdgeStats:
         # (method, route template, status code) -> requests; route -> latency.
         self.api_requests: dict[tuple[str, str, str], int] = {}
         self.api_latency: dict[str, LatencyHistogram] = {}
+        # sip.pbx_probe_interval: OPTIONS pings to the PBX (sipgate.pbxprobe).
+        self.pbx_reachable = 1
+        self.pbx_unreachable = 0
         # The flood guard and deny log in use (their own counters), if any.
         self.flood: Any = None
         self.deny_log: Any = None
@@ -209,6 +212,11 @@ class EdgeCollector(Collector):
         yield _gauge("sipgate_start_time_seconds", "Unix time the process started.", s.started_at)
         yield _gauge("sipgate_ready", "1 when the admission table is compiled and every SIP listener bound.",
                      s.ready)
+        yield _gauge("sipgate_pbx_reachable",
+                     "0 when the last OPTIONS ping to the PBX was refused (port closed), else 1.",
+                     s.pbx_reachable)
+        yield _counter("sipgate_pbx_unreachable", "OPTIONS pings to the PBX refused (ICMP port unreachable).",
+                       s.pbx_unreachable)
         yield _gauge("sipgate_store_revision", "Latest store revision the edge has read.", s.store_revision)
         hist = HistogramMetricFamily(
             "sipgate_change_enforcement_seconds",

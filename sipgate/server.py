@@ -108,6 +108,11 @@ class Server:
             raise
         self.reloader.start()
         self._tasks.append(loop.create_task(self._housekeeping()))
+        if self.config.sip.pbx_probe_interval and self.worker == 0:
+            from sipgate.pbxprobe import PbxProbe
+
+            probe = PbxProbe(self.config.sip.pbx, self.stats, self.config.sip.pbx_probe_interval)
+            self._tasks.append(loop.create_task(probe.run()))
         self.started = True
         self.stats.ready = 1
         self.not_ready_reason = ""

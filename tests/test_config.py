@@ -242,6 +242,7 @@ _TLS_CERT, _TLS_KEY = _throwaway_tls_pair()
 CHANGES: dict[str, dict[str, Any]] = {
     "sip.listen": {"sip": {"listen": [{"address": "127.0.0.1:5061", "default_trunk": "demo.sipgate.test"}]}},
     "sip.socket_buffer": {"sip": {"socket_buffer": 65536}},
+    "sip.pbx_probe_interval": {"sip": {"pbx_probe_interval": 5}},
     "store.url": {"store": {"url": "sqlite:other.db"}},
     "api.enabled": {"api": {"enabled": False}},
     "api.listen": {"api": {"listen": "127.0.0.1:8089"}},

@@ -382,7 +382,22 @@ def test_store_locked_then_full_answers_503_keeps_enforcing_and_recovers(tmp_pat
 
 def test_pbx_down_keeps_serving_then_pbx_appears(tmp_path):
     pbx_port = sippkit.free_udp_port("127.0.0.1")  # nobody listens: ICMP port unreachable
-    server = Serving(["serve", "--config", str(write_config(tmp_path, pbx_port)), "--seed", str(DEMO_SEED)])
+    config = write_config(tmp_path, pbx_port)
+    # OPTIONS pings every 0.5 s from a connected socket (sipgate.pbxprobe):
+    # the relays leave through the unconnected listener socket, where Linux
+    # reports ICMP port unreachable only with IP_RECVERR (which uvloop 0.23
+    # cannot take), so the probe is what sees the PBX down.
+    config.write_text(config.read_text().replace("[sip]\n", "[sip]\npbx_probe_interval = 0.5\n", 1))
+    server = Serving(["serve", "--config", str(config), "--seed", str(DEMO_SEED)])
+
+    def wait_metric(name: str, ok, timeout: float = 5.0) -> float:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = metric(server, name)
+            if ok(value) or time.monotonic() > deadline:
+                return value
+            time.sleep(0.1)
+
     try:
         with UdpPeer(ALLOWED) as caller, UdpPeer(DENIED) as intruder:
             target = ("127.0.0.1", server.sip_port)
@@ -392,22 +407,36 @@ def test_pbx_down_keeps_serving_then_pbx_appears(tmp_path):
                 data, _ = intruder.recv()
                 assert data.startswith(b"SIP/2.0 403")
                 time.sleep(0.05)
-            # (sipgate_send_errors_total stays 0 here: the listener socket is
-            # unconnected and Linux reports ICMP port unreachable to such a
-            # socket only with IP_RECVERR set; see the transport.)
             assert metric(server, "sipgate_relayed_requests_total", '{direction="to_pbx"}') >= 5
             assert caller.nothing(0.3)  # relayed (not refused), just unanswered
+            assert wait_metric("sipgate_pbx_unreachable_total", lambda v: v >= 1) >= 1
+            assert metric(server, "sipgate_pbx_reachable") == 0
             with UdpPeer("127.0.0.1", pbx_port) as pbx:
+
+                def next_request() -> bytes:
+                    # The PBX now also gets sipgate's OPTIONS pings.
+                    while True:
+                        data, _ = pbx.recv()
+                        if not data.startswith(b"OPTIONS "):
+                            return data
+
                 caller.send(invite(caller, "demo.sipgate.test", "up-1"), target)
-                data, _ = pbx.recv()
+                data = next_request()
                 assert data.startswith(b"INVITE ") and b"up-1" in data
                 intruder.send(invite(intruder, "demo.sipgate.test", "deny-up"), target)
                 assert intruder.recv()[0].startswith(b"SIP/2.0 403")
-                assert pbx.nothing(0.3)
+                assert wait_metric("sipgate_pbx_reachable", lambda v: v == 1) == 1
+                pbx.sock.settimeout(0.3)
+                try:
+                    while True:
+                        assert pbx.sock.recvfrom(65535)[0].startswith(b"OPTIONS "), "the denied INVITE reached the PBX"
+                except TimeoutError:
+                    pass
             assert metric(server, "sipgate_internal_errors_total") == 0
             assert server.proc.poll() is None
     finally:
         assert server.stop() == 0
+    assert "does not answer: its port is closed" in server.proc.stderr.read() + "".join(server.log)
 
 
 # -- 4. The reloader while the store fails ----------------------------------
