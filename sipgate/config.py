@@ -19,6 +19,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from sipgate.sip.limits import SipLimits
+
 __all__ = [
     "AccountConfig",
     "ApiConfig",
@@ -131,6 +133,9 @@ class SipConfig:
     # Seconds between SIP OPTIONS pings to the PBX (sipgate.pbxprobe): a
     # PBX whose port is closed shows as sipgate_pbx_reachable 0.  0 = off.
     pbx_probe_interval: float = 0.0
+    # Message size limits (header lines, Vias, line length, Request-URI):
+    # see sipgate.sip.limits for the status each gets.
+    limits: SipLimits = SipLimits()
 
     @property
     def trusted_hosts(self) -> frozenset[str]:
@@ -290,7 +295,7 @@ RESTART_KEYS: tuple[str, ...] = tuple(key for key, _ in _RESTART)
 # Keys SIGHUP applies at run time (the rest of the file).
 RUNTIME_KEYS: tuple[str, ...] = (
     "sip.pbx", "sip.trusted", "sip.unknown_host", "sip.aliases", "sip.secret", "sip.max_datagram",
-    "sip.server_header",
+    "sip.server_header", "sip.max_headers", "sip.max_vias", "sip.max_header_line", "sip.max_uri",
     "store.poll_interval", "store.max_ips_per_list", "store.max_lists_per_account",
     "log.level", "log.deny_log", "log.deny_log_burst", "log.deny_log_interval",
     "flood.enabled", "flood.density", "flood.window", "flood.ban_seconds", "flood.max_sources",
@@ -438,10 +443,19 @@ def _string_list(value: Any, key: str) -> tuple[str, ...]:
     return tuple(x.lower() for x in items)
 
 
+# [sip] message size limits -> (lowest, highest) accepted.
+_LIMIT_RANGES: dict[str, tuple[int, int]] = {
+    "max_headers": (32, 4096),
+    "max_vias": (8, 1024),
+    "max_header_line": (1024, 65535),
+    "max_uri": (256, 65535),
+}
+
+
 def _sip(table: dict[str, Any], problems: _Problems, _base_dir: Path | None) -> SipConfig:
     p = "sip."
     _unknown_keys(table, {"listen", "pbx", "trusted", "unknown_host", "aliases", "secret", "socket_buffer",
-                          "max_datagram", "server_header", "pbx_probe_interval"}, p, problems)
+                          "max_datagram", "server_header", "pbx_probe_interval", *_LIMIT_RANGES}, p, problems)
     kw: dict[str, Any] = {}
     if "listen" in table:
         with problems.check():
@@ -478,6 +492,16 @@ def _sip(table: dict[str, Any], problems: _Problems, _base_dir: Path | None) -> 
                 if not low <= value <= high:
                     raise ConfigError(p + key, f"must be between {low} and {high}")
                 kw[key] = value
+    limits: dict[str, int] = {}
+    for key, (low, high) in _LIMIT_RANGES.items():
+        if key in table:
+            with problems.check():
+                value = _typed(table[key], int, p + key)
+                if not low <= value <= high:
+                    raise ConfigError(p + key, f"must be between {low} and {high}")
+                limits[key] = value
+    if limits:
+        kw["limits"] = replace(SipLimits(), **limits)
     if "pbx_probe_interval" in table:
         with problems.check():
             interval = float(_typed(table["pbx_probe_interval"], (int, float), p + "pbx_probe_interval"))

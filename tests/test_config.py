@@ -43,6 +43,10 @@ def toml_keys() -> set[str]:
             keys.add(f.name)
             continue
         for sub in fields(section):
+            value = getattr(section, sub.name)
+            if is_dataclass(value):  # sip.limits: its fields are [sip] keys
+                keys.update(f"{f.name}.{inner.name}" for inner in fields(value))
+                continue
             keys.add(f"{f.name}.{'listen' if sub.name in ('host', 'port') else sub.name}")
     return keys
 
@@ -256,6 +260,10 @@ CHANGES: dict[str, dict[str, Any]] = {
     "sip.secret": {"sip": {"secret": "another"}},
     "sip.max_datagram": {"sip": {"max_datagram": 1500}},
     "sip.server_header": {"sip": {"server_header": ""}},
+    "sip.max_headers": {"sip": {"max_headers": 64}},
+    "sip.max_vias": {"sip": {"max_vias": 16}},
+    "sip.max_header_line": {"sip": {"max_header_line": 2048}},
+    "sip.max_uri": {"sip": {"max_uri": 512}},
     "store.poll_interval": {"store": {"poll_interval": 2}},
     "store.max_ips_per_list": {"store": {"max_ips_per_list": 100}},
     "store.max_lists_per_account": {"store": {"max_lists_per_account": 1000}},
@@ -413,3 +421,18 @@ def test_check_config_reports_the_api_listen_problem_with_the_others(tmp_path):
     done = subprocess.run([sys.executable, "-m", "sipgate.cli", "check-config", str(path)],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
+
+
+def test_sip_limits_reach_the_edge(tmp_path):
+    from sipgate.transport import Edge
+
+    path = tmp_path / "limits.toml"
+    path.write_text("[sip]\nmax_headers = 64\nmax_vias = 16\nmax_header_line = 2048\nmax_uri = 512\n")
+    config = load_config(path)
+    edge = Edge(config.sip)
+    assert (edge.limits.max_headers, edge.limits.max_vias, edge.limits.max_header_line,
+            edge.limits.max_uri) == (64, 16, 2048, 512)
+    path.write_text("[sip]\nmax_uri = 100\nmax_vias = true\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert {e.key for e in info.value.errors} == {"sip.max_uri", "sip.max_vias"}

@@ -3,6 +3,7 @@
 from sipgate.sip.build import build_response, derive_to_tag
 from sipgate.sip.errors import SipParseError
 from sipgate.sip.headers import COMPACT_FORMS, split_list
+from sipgate.sip.limits import DEFAULT_LIMITS, SipLimits
 from sipgate.sip.message import Request, Response, SipMessage, parse
 from sipgate.sip.proxy import compute_branch, relay_request, relay_response
 from sipgate.sip.uri import (
@@ -18,10 +19,12 @@ from sipgate.sip.uri import (
 
 __all__ = [
     "COMPACT_FORMS",
+    "DEFAULT_LIMITS",
     "NameAddr",
     "Request",
     "Response",
     "SipMessage",
+    "SipLimits",
     "SipParseError",
     "SipUri",
     "Via",

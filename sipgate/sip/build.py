@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from hashlib import blake2b
 
-from sipgate.sip.errors import bad_request
+from sipgate.sip.errors import SipParseError, bad_request
 from sipgate.sip.message import Request
 
 __all__ = ["build_response", "derive_to_tag", "hash_key"]
@@ -28,11 +28,21 @@ def derive_to_tag(request: Request, secret: bytes) -> str:
     answering for one address must share ``secret``.  Raises SipParseError
     when the request lacks those fields.
     """
+    try:
+        number = str(request.cseq[0])
+    except SipParseError:
+        # A CSeq that does not parse (an overlarge number, RFC 4475
+        # §3.1.2.4) still gets its 400: the tag uses its first word.
+        number = (request.first("cseq") or "").partition(" ")[0]
+    try:
+        from_tag = request.from_tag or ""
+    except SipParseError:
+        from_tag = ""  # (a From that does not parse: the 400 still gets a tag)
     material = "\0".join((
         request.call_id,
-        request.from_tag or "",
+        from_tag,
         request.top_via.branch or "",
-        str(request.cseq[0]),
+        number,
     ))
     digest = blake2b(material.encode("utf-8", _SURROGATE), digest_size=8, key=hash_key(secret))
     return "sg" + digest.hexdigest()
@@ -60,7 +70,13 @@ def build_response(request: Request, status: int, reason: str, *, to_tag: str | 
         missing = [n for n, v in (("Via", vias), ("From", from_), ("To", to), ("Call-ID", call_id),
                                   ("CSeq", cseq)) if not v]
         raise bad_request(f"cannot build a response: missing {', '.join(missing)}")
-    if to_tag and request.to_tag is None:
+    try:
+        untagged = request.to_tag is None
+    except SipParseError:
+        # A To that does not parse (RFC 4475 §3.1.2.6, §3.1.2.15) is
+        # copied as received: the 400 answering it gets no tag.
+        untagged = False
+    if to_tag and untagged:
         # §8.2.6.2: a response that may create a dialog gets a To tag.
         to = f"{to};tag={to_tag}"
     lines = [f"SIP/2.0 {status} {reason}"]

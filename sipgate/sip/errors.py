@@ -13,6 +13,7 @@ __all__ = ["REASONS", "SipParseError"]
 REASONS: dict[int, str] = {
     400: "Bad Request",
     413: "Request Entity Too Large",
+    414: "Request-URI Too Long",
     416: "Unsupported URI Scheme",
     505: "Version Not Supported",
     513: "Message Too Large",
@@ -27,8 +28,12 @@ class SipParseError(Exception):
     request as far as it could be split (start line and headers), so a
     caller can still build a response when Via, From, To, Call-ID and CSeq
     are present.  ``partial`` is None when the message could not be split at
-    all, or is a response.
+    all, or is a response.  ``unanswerable`` marks an error that must not
+    be answered even when ``partial`` could be built (too many Vias or
+    header lines: the response would reflect them).
     """
+
+    unanswerable = False
 
     def __init__(self, status: int, reason: str, detail: str, partial: Request | None = None) -> None:
         super().__init__(status, reason, detail)
@@ -41,7 +46,7 @@ class SipParseError(Exception):
         return f"{self.status} {self.reason}: {self.detail}"
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.status, self.reason, self.detail, self.partial))
+        return (type(self), (self.status, self.reason, self.detail, self.partial), self.__dict__)
 
 
 def bad_request(detail: str, partial: Request | None = None) -> SipParseError:

@@ -24,10 +24,11 @@ import re
 from hashlib import blake2b
 
 from sipgate.sip.headers import _KEY_CACHE, COMPACT_FORMS
+from sipgate.sip.limits import DEFAULT_LIMITS, SipLimits
 
 
-__all__ = ["Scanned", "forbidden_response", "relay_request_bytes", "relay_response_bytes", "scan",
-           "sipgate_route", "to_tag_for"]
+__all__ = ["Scanned", "branch_matches", "forbidden_response", "relay_request_bytes", "relay_response_bytes",
+           "scan", "sipgate_route", "to_tag_for"]
 # (the field indexes METHOD ... MAX_FORWARDS are public too)
 
 _TOKEN = rb"[A-Za-z0-9\-.!%*_+`'~]+"
@@ -89,9 +90,11 @@ METHOD, HOST, TO_TAG, FROM_TAG, BRANCH, VIA_PORT, RPORT, CALL_ID, CSEQ_NUMBER, V
     MAX_FORWARDS, LINES, END, VIA_HOST, VIA_PARAMS, ROUTE, RECORD_ROUTE, CONTENT_LENGTH = range(21)
 
 
-def _head_lines(data: bytes) -> tuple[int, list[bytes]] | None:
+def _head_lines(data: bytes, limits: SipLimits) -> tuple[int, list[bytes]] | None:
     """(offset of the empty line, header section split into lines), or None
-    unless every line break is a CRLF and there is no other CR, LF or NUL."""
+    unless every line break is a CRLF and there is no other CR, LF or NUL,
+    and the section is within ``limits`` (header lines, line length: over
+    a limit, the full parser says what happens)."""
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return None
@@ -99,15 +102,20 @@ def _head_lines(data: bytes) -> tuple[int, list[bytes]] | None:
     lines = head.split(b"\r\n")
     n = len(lines)
     # The split consumed n - 1 CRLFs: any other CR, LF or NUL is refused.
-    if n > _MAX_LINES or len(head) - len(head.translate(None, b"\r\n\0")) != 2 * (n - 1):
+    if n > _MAX_LINES or n > limits.max_headers + 1 or \
+            len(head) - len(head.translate(None, b"\r\n\0")) != 2 * (n - 1):
+        return None
+    limit = limits.max_header_line
+    if len(head) > limit and max(map(len, lines)) > limit:
         return None
     return end, lines
 
 
-def scan(data: bytes) -> Scanned | None:
+def scan(data: bytes, limits: SipLimits = DEFAULT_LIMITS) -> Scanned | None:
     """The fields of a common-shaped INVITE or ACK (see the index names
-    above), or None: use the full parser."""
-    framed = _head_lines(data)
+    above), or None: use the full parser (also for anything over one of
+    ``limits``)."""
+    framed = _head_lines(data, limits)
     if framed is None:
         return None
     end, lines = framed
@@ -116,6 +124,8 @@ def scan(data: bytes) -> Scanned | None:
     if m is None:
         return None
     method, host, port = m.groups()
+    if len(lines[0]) - len(method) - 9 > limits.max_uri:
+        return None  # (the full parser answers 414)
     if port is not None and int(port) > 65535:
         return None
     vias: list[bytes] = []
@@ -148,7 +158,7 @@ def scan(data: bytes) -> Scanned | None:
         elif old != value and slot < 6:
             return None  # conflicting single-valued headers: the full parser says 400
     from_, to, call_id, cseq, max_forwards, length, route, record_route = values
-    if not vias or from_ is None or to is None or call_id is None or cseq is None:
+    if not vias or from_ is None or to is None or call_id is None or cseq is None or len(vias) > limits.max_vias:
         return None
     c = _CSEQ.fullmatch(cseq)
     if c is None or c.group(2) != method:
@@ -193,6 +203,14 @@ def to_tag_for(s: Scanned, key: bytes) -> bytes:
     """
     material = b"\0".join((s[CALL_ID], s[FROM_TAG] or b"", s[BRANCH] or b"", str(s[CSEQ_NUMBER]).encode()))
     return b"sg" + blake2b(material, digest_size=8, key=key).hexdigest().encode()
+
+
+def branch_matches(branch: bytes | None, material: bytes | None, key: bytes) -> bool:
+    """``branch`` is the one sipgate gave the request whose top Via the
+    ``material`` describes (as ``proxy.via_branch``)."""
+    if branch is None or material is None:
+        return False
+    return branch == _COOKIE + blake2b(material, digest_size=12, key=key).hexdigest().encode()
 
 
 def forbidden_response(s: Scanned, key: bytes, extra: bytes) -> bytes:
@@ -315,11 +333,14 @@ def relay_request_bytes(s: Scanned, data: bytes, secret_key: bytes, via_prefix: 
     return b"\r\n".join(out) + body
 
 
-def relay_response_bytes(data: bytes) -> tuple[bytes, str, int | None, str, int] | None:
+def relay_response_bytes(data: bytes, limits: SipLimits = DEFAULT_LIMITS
+                         ) -> tuple[bytes, str, int | None, str, int, bytes | None, bytes | None] | None:
     """A response with its top Via popped, as ``relay_response`` would
     write it: (bytes, popped Via host, popped Via port, next hop host, next
-    hop port), or None (the full path decides)."""
-    framed = _head_lines(data)
+    hop port, popped Via branch, the branch material of the next Via or
+    None for an RFC 2543 one), or None (the full path decides, also over
+    ``limits``)."""
+    framed = _head_lines(data, limits)
     if framed is None:
         return None
     end, lines = framed
@@ -356,6 +377,8 @@ def relay_response_bytes(data: bytes) -> tuple[bytes, str, int | None, str, int]
     from_, to, call_id, cseq, max_forwards, length, _, _ = values
     if not vias or from_ is None or to is None or call_id is None or cseq is None:
         return None
+    if len(vias) > limits.max_vias or sum(lines[i].count(b",") for i in vias) + len(vias) > limits.max_vias:
+        return None  # (commas may be inside quotes: declining is always safe)
     c = _CSEQ_ANY.fullmatch(cseq)
     if c is None or int(c.group(1)) > _MAX_CSEQ:
         return None
@@ -388,7 +411,7 @@ def relay_response_bytes(data: bytes) -> tuple[bytes, str, int | None, str, int]
     nxt = _VIA.fullmatch(nxt_text)
     if top is None or nxt is None:
         return None
-    top_host, top_port, _ = top.groups()
+    top_host, top_port, top_params = top.groups()
     next_host, next_port, next_params = nxt.groups()
     if (top_port is not None and int(top_port) > 65535) or (next_port is not None and int(next_port) > 65535):
         return None
@@ -403,7 +426,17 @@ def relay_response_bytes(data: bytes) -> tuple[bytes, str, int | None, str, int]
         port = int(value)
     else:
         port = (int(next_port) if next_port is not None else 0) or 5060
+    # What the branch check needs (see proxy.via_branch): the top branch
+    # and, when the next Via is an RFC 3261 one, the material of the branch
+    # sipgate would have given it.
+    top_branch = _BRANCH.search(top_params)
+    next_branch = _BRANCH.search(next_params)
+    material = None
+    if next_branch is not None and (next_branch.group(1) or b"").startswith(_COOKIE):
+        material = b"\0".join((b"3261", next_branch.group(1), next_host.lower(),
+                               str(int(next_port)).encode() if next_port is not None and int(next_port) else b""))
     lines.append(b"")
     lines.append(b"")
     return (b"\r\n".join(lines) + body, top_host.decode("ascii").lower(),
-            int(top_port) if top_port is not None else None, host, port)
+            int(top_port) if top_port is not None else None, host, port,
+            top_branch.group(1) if top_branch is not None else None, material)

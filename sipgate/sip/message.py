@@ -15,6 +15,7 @@ from sipgate.sip.headers import (
     lookup_key,
     split_list,
 )
+from sipgate.sip.limits import DEFAULT_LIMITS, SipLimits
 from sipgate.sip.uri import SipUri, Via, parse_name_addr, parse_uri, parse_via
 
 __all__ = ["Request", "Response", "SipMessage", "parse"]
@@ -299,45 +300,98 @@ def _split_headers(lines: list[str]) -> list[tuple[str, str, str]]:
     return headers
 
 
-def parse(data: bytes, *, max_size: int = 65535, max_headers: int = 256) -> Request | Response:
+def parse(data: bytes, *, max_size: int = 65535, max_headers: int | None = None,
+          limits: SipLimits | None = None) -> Request | Response:
     """Parse one SIP message (a UDP datagram) into a Request or a Response.
 
     Raises only SipParseError:
 
-    - 513 Message Too Large: ``data`` is longer than ``max_size``;
-    - 400 Bad Request "too many headers": more than ``max_headers`` header
-      lines (physical lines, counted before unfolding, so the work done on
-      a hostile datagram is bounded before any header is looked at); partial
-      is None;
+    - 513 Message Too Large: ``data`` is longer than ``max_size``, or a
+      header line (or the start line) is longer than
+      ``limits.max_header_line`` bytes;
+    - 513 with partial None (dropped): more than ``limits.max_headers``
+      header lines (physical lines, counted before unfolding, so the work
+      done on a hostile datagram is bounded before any header is looked
+      at), or more than ``limits.max_vias`` Via values (a response would
+      have to copy them all);
+    - 414 Request-URI Too Long: a Request-URI over ``limits.max_uri`` bytes;
     - 505 Version Not Supported: a SIP version other than SIP/2.0;
     - 416 Unsupported URI Scheme: a Request-URI that is not sip:/sips:;
-    - 400 for everything else malformed: start line, header syntax, NUL or
-      bare CR in the header section, a missing Via/From/To/Call-ID/CSeq,
-      a bad CSeq (or one whose method is not the request's), conflicting
-      duplicates of a single-valued header, a bad Content-Length or
-      Max-Forwards, a body shorter than Content-Length (§18.3).
+    - 400 for everything else malformed: start line, header syntax, a NUL
+      byte anywhere but in a quoted-pair of a quoted string, a bare CR in
+      the header section, a missing Via/From/To/Call-ID/CSeq, a bad CSeq
+      (or one whose method is not the request's), conflicting duplicates
+      of a single-valued header, a bad Content-Length or Max-Forwards, a
+      body shorter than Content-Length (§18.3), a Request-URI with a
+      headers component (§19.1.1: not allowed there).
 
-    A body longer than Content-Length is truncated to it; without
+    ``max_headers`` (older spelling) overrides ``limits.max_headers``.  A
+    body longer than Content-Length is truncated to it; without
     Content-Length the body is the rest of the datagram.  Leading CRLFs
     are skipped; header bytes that are not UTF-8 survive as surrogate
     escapes and are written back unchanged by render().
     """
+    if limits is None:
+        limits = DEFAULT_LIMITS
+    if max_headers is not None and max_headers != limits.max_headers:
+        limits = SipLimits(max_headers, limits.max_vias, limits.max_header_line, limits.max_uri)
     if len(data) > max_size:
         raise SipParseError(513, "Message Too Large",
-                            f"message of {len(data)} bytes exceeds {max_size}", _partial(data, max_headers))
-    return _parse(data, max_headers)
+                            f"message of {len(data)} bytes exceeds {max_size}", _partial(data, limits))
+    return _parse(data, limits)
 
 
-def _partial(data: bytes, max_headers: int) -> Request | None:
+def _partial(data: bytes, limits: SipLimits) -> Request | None:
     """The request in an over-long datagram, as far as it parses."""
     try:
-        msg = _parse(data, max_headers)
+        msg = _parse(data, limits)
     except SipParseError as exc:
         return exc.partial
     return msg if type(msg) is Request else None
 
 
-def _parse(data: bytes, max_headers: int) -> Request | Response:
+def _too_many_headers(limits: SipLimits) -> SipParseError:
+    exc = SipParseError(513, "Message Too Large", f"more than {limits.max_headers} header lines")
+    exc.unanswerable = True
+    return exc
+
+
+def _nul_quoted(lines: list[str]) -> bool:
+    """Every NUL is a quoted-pair ("\\" NUL) inside a quoted string
+    (RFC 3261 §25.1 allows %x00 there and nowhere else in the header
+    section; RFC 4475 §3.1.1.2)."""
+    for line in lines:
+        if "\0" not in line:
+            continue
+        quoted = False
+        i = 0
+        n = len(line)
+        while i < n:
+            ch = line[i]
+            if quoted and ch == "\\":
+                i += 2
+                continue
+            if ch == '"':
+                quoted = not quoted
+            elif ch == "\0":
+                return False
+            i += 1
+    return True
+
+
+def _long_line(head: bytes, limit: int) -> int:
+    """Index of the first line of ``head`` longer than ``limit`` bytes
+    (without its line ending), or -1."""
+    if len(head) <= limit:
+        return -1
+    for i, line in enumerate(head.split(b"\n")):
+        if len(line) - (line[-1:] == b"\r") > limit:
+            return i
+    return -1
+
+
+def _parse(data: bytes, limits: SipLimits) -> Request | Response:
+    max_headers = limits.max_headers
     if data[:1] == b"\r" or data[:1] == b"\n":
         # §7.5: CRLFs before the start line are ignored.
         data = data.lstrip(b"\r\n")
@@ -348,7 +402,7 @@ def _parse(data: bytes, max_headers: int) -> Request | Response:
         head = data[:end]
         breaks = head.count(b"\n")
         if breaks > max_headers:
-            raise bad_request("too many headers")
+            raise _too_many_headers(limits)
         text = head.decode("utf-8", _SURROGATE)
         lines = text.split("\r\n")
         if len(lines) != breaks + 1 or head.count(b"\r") != breaks:
@@ -357,10 +411,10 @@ def _parse(data: bytes, max_headers: int) -> Request | Response:
     if lines is None:
         head, body_start = _frame(data)
         if head.count(b"\n") > max_headers:
-            raise bad_request("too many headers")
+            raise _too_many_headers(limits)
         # Bare LF line endings, tolerated as most stacks do.
         lines = head.decode("utf-8", _SURROGATE).replace("\r\n", "\n").split("\n")
-    if b"\0" in head:
+    if b"\0" in head and not _nul_quoted(lines):
         raise bad_request("NUL byte in the header section")
     try:
         headers = _split_simple(lines)
@@ -368,9 +422,10 @@ def _parse(data: bytes, max_headers: int) -> Request | Response:
         # A folded line, a name never seen before, or an error: go slowly.
         headers = _split_headers(lines)
     start = lines[0]
+    long_line = _long_line(head, limits.max_header_line)
     if start[:4].upper() == "SIP/":
-        return _response(start, headers, data[body_start:])
-    return _request(start, headers, data[body_start:])
+        return _response(start, headers, data[body_start:], limits, long_line)
+    return _request(start, headers, data[body_start:], limits, long_line)
 
 
 def _frame(data: bytes) -> tuple[bytes, int]:
@@ -398,10 +453,11 @@ def _frame(data: bytes) -> tuple[bytes, int]:
     return head, body_start
 
 
-def _request(start: str, headers: list[tuple[str, str, str]], body: bytes) -> Request:
+def _request(start: str, headers: list[tuple[str, str, str]], body: bytes, limits: SipLimits = DEFAULT_LIMITS,
+             long_line: int = -1) -> Request:
     m = _abnf.REQUEST_LINE.fullmatch(start)
     if m is None:
-        raise bad_request(f"malformed request line {start[:60]!r}")
+        raise bad_request(f"malformed request line {start[:60]!r}", _loose_request(start, headers, body))
     method, uri, version = m.groups()
     req = Request(method, uri, version, headers, body)
     try:
@@ -409,23 +465,47 @@ def _request(start: str, headers: list[tuple[str, str, str]], body: bytes) -> Re
             if _abnf.VERSION.fullmatch(version):
                 raise SipParseError(505, "Version Not Supported", f"unsupported SIP version {version!r}")
             raise bad_request(f"malformed SIP version {version[:20]!r}")
+        max_uri = limits.max_uri
+        if len(uri) > max_uri or (not uri.isascii() and len(uri.encode("utf-8", _SURROGATE)) > max_uri):
+            raise SipParseError(414, "Request-URI Too Long", f"Request-URI longer than {max_uri} bytes")
+        if long_line >= 0:
+            raise SipParseError(513, "Message Too Large",
+                                f"{'start' if long_line == 0 else 'header'} line longer than "
+                                f"{limits.max_header_line} bytes")
         try:
             ruri = parse_uri(uri)
         except SipParseError as exc:
             exc.detail = f"Request-URI: {exc.detail}"
             raise
+        if ruri.headers is not None:
+            # §19.1.1: a headers component is not allowed in a Request-URI;
+            # relaying it would let the sender smuggle headers (RFC 4475
+            # §3.1.2.11), so the request is refused.
+            raise bad_request("Request-URI with a headers component")
         d = req.__dict__
         d["request_uri"] = ruri
-        _check_headers(req, headers, body)
+        _check_headers(req, headers, body, limits)
         if req.cseq[1] != method:
             raise bad_request(f"CSeq method {req.cseq[1]!r} does not match the request method {method!r}")
     except SipParseError as exc:
-        exc.partial = req
+        if not exc.unanswerable:
+            exc.partial = req
         raise
     return req
 
 
-def _response(start: str, headers: list[tuple[str, str, str]], body: bytes) -> Response:
+def _loose_request(start: str, headers: list[tuple[str, str, str]], body: bytes) -> Request | None:
+    """A request line that is not one (embedded LWS in the URI, RFC 4475
+    §3.1.2.8) but still reads as "method ... SIP/2.0": enough of a request
+    to answer 400 to."""
+    parts = start.split()
+    if len(parts) < 3 or parts[-1].upper() != "SIP/2.0" or not _abnf.HEADER_NAME.fullmatch(parts[0]):
+        return None
+    return Request(parts[0], " ".join(parts[1:-1]), parts[-1], headers, body)
+
+
+def _response(start: str, headers: list[tuple[str, str, str]], body: bytes, limits: SipLimits = DEFAULT_LIMITS,
+              long_line: int = -1) -> Response:
     m = _abnf.STATUS_LINE.fullmatch(start)
     if m is None:
         raise bad_request(f"malformed status line {start[:60]!r}")
@@ -437,21 +517,36 @@ def _response(start: str, headers: list[tuple[str, str, str]], body: bytes) -> R
     status = int(code)
     if not 100 <= status <= 699:
         raise bad_request(f"status code {status} out of range")
+    if long_line >= 0:
+        raise SipParseError(513, "Message Too Large", f"a line longer than {limits.max_header_line} bytes")
     resp = Response(status, (reason or "").strip(" \t"), version, headers, body)
-    _check_headers(resp, headers, body)
+    _check_headers(resp, headers, body, limits)
     return resp
 
 
-def _check_headers(msg: SipMessage, headers: list[tuple[str, str, str]], body: bytes) -> None:
-    """Required and single-valued headers, numbers, and the body length."""
+def _check_headers(msg: SipMessage, headers: list[tuple[str, str, str]], body: bytes,
+                   limits: SipLimits = DEFAULT_LIMITS) -> None:
+    """Required and single-valued headers, numbers, the Via count and the
+    body length."""
     seen: dict[str, str] = {}
+    vias = 0
+    commas = False
     for key, _, value in headers:
         if key in _WATCHED:
+            if key == "via":
+                vias += 1
+                if "," in value:
+                    commas = True
             prev = seen.get(key)
             if prev is None or (key == "via" and not prev):
                 seen[key] = value
             elif prev != value and key != "via":
                 raise bad_request(f"conflicting {DISPLAY_NAMES[key]} headers")
+    max_vias = limits.max_vias
+    if vias > max_vias or (commas and len(msg.values("via")) > max_vias):
+        exc = SipParseError(513, "Message Too Large", f"more than {max_vias} Via header field values")
+        exc.unanswerable = True
+        raise exc
     for key in _REQUIRED:
         if not seen.get(key):
             raise bad_request(f"missing {DISPLAY_NAMES[key]} header")

@@ -28,19 +28,35 @@ def compute_branch(request: Request, secret: bytes) -> str:
     Call-ID, Request-URI, top Via and CSeq number are hashed instead.
     """
     top = request.top_via
-    branch = top.branch
-    if branch and branch.startswith(MAGIC_COOKIE):
-        material = "\0".join(("3261", branch, top.host, str(top.port or "")))
-    else:
-        material = "\0".join((
-            "2543",
-            request.to_tag or "",
-            request.from_tag or "",
-            request.call_id,
-            request.uri,
-            request.first("via") or "",
-            str(request.cseq[0]),
-        ))
+    ours = via_branch(top, secret)
+    if ours is not None:
+        return ours
+    material = "\0".join((
+        "2543",
+        request.to_tag or "",
+        request.from_tag or "",
+        request.call_id,
+        request.uri,
+        request.first("via") or "",
+        str(request.cseq[0]),
+    ))
+    digest = blake2b(material.encode("utf-8", _SURROGATE), digest_size=12, key=hash_key(secret))
+    return MAGIC_COOKIE + digest.hexdigest()
+
+
+def via_branch(via: Via, secret: bytes) -> str | None:
+    """The branch sipgate gives a request whose top Via is ``via``, when
+    that is an RFC 3261 Via (magic cookie); None otherwise.
+
+    A response carries that Via right below sipgate's own, so a response
+    from outside can be checked statelessly: its top branch must be this
+    one, which nobody without ``secret`` can compute (a forged response is
+    never relayed to the PBX).
+    """
+    branch = via.branch
+    if not branch or not branch.startswith(MAGIC_COOKIE):
+        return None
+    material = "\0".join(("3261", branch, via.host, str(via.port or "")))
     digest = blake2b(material.encode("utf-8", _SURROGATE), digest_size=12, key=hash_key(secret))
     return MAGIC_COOKIE + digest.hexdigest()
 

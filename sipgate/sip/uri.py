@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 
 from sipgate.sip import _abnf
@@ -23,6 +24,11 @@ _HOSTPART = _abnf.HOSTPART
 _VIA = _abnf.VIA
 _PARAM_NAME = _abnf.PARAM_NAME
 _QUOTED = _abnf.QUOTED
+# An unquoted display name (§25.1: *(token LWS)), tolerant as deployed
+# software needs (non-ASCII text, "(", "@" ...), but never with what would
+# change how the header reads to a parser behind sipgate: a quote, comma,
+# ";", "<", ">", backslash or control character (RFC 4475 §3.1.2.15).
+_DISPLAY_TOKENS = re.compile('[^",;<>\\\\\x00-\x08\x0a-\x1f\x7f]+')
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +264,10 @@ def parse_name_addr(text: str) -> NameAddr:
     if lt >= 0:
         if lt and display is None:
             display = s[:lt].rstrip(" \t")
-            if '"' in display or ">" in display:
+            if _DISPLAY_TOKENS.fullmatch(display) is None:
+                # display-name = *(token LWS) / quoted-string (§25.1): an
+                # unquoted comma, quote, ";" or ">" is refused, not passed
+                # on to the PBX (RFC 4475 §3.1.2.15).
                 raise bad_request(f"malformed display name {display[:40]!r}")
         gt = s.find(">", lt)
         if gt < 0:

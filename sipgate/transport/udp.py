@@ -32,6 +32,7 @@ from sipgate.metrics import EdgeStats
 from sipgate.sip import (
     Request,
     Response,
+    SipLimits,
     SipParseError,
     build_response,
     compute_branch,
@@ -40,6 +41,7 @@ from sipgate.sip import (
     parse,
     parse_name_addr,
     parse_uri,
+    parse_via,
     relay_request,
     relay_response,
 )
@@ -51,6 +53,7 @@ from sipgate.sip.fast import (
     RPORT,
     TO_TAG,
     VIA_PORT,
+    branch_matches,
     forbidden_response,
     relay_request_bytes,
     relay_response_bytes,
@@ -58,6 +61,7 @@ from sipgate.sip.fast import (
     sipgate_route,
     to_tag_for,
 )
+from sipgate.sip.proxy import via_branch
 
 __all__ = ["Edge", "EdgeProtocol", "open_listener"]
 
@@ -113,6 +117,9 @@ class Edge:
         """Take the settings (at start, and on SIGHUP: the listeners stay as
         bound, a protocol rebuilds its context with ``reconfigure()``)."""
         self.config = config
+        # The message size limits (sipgate.sip.limits); the config carries
+        # them once [sip] max_headers/max_vias/max_header_line/max_uri exist.
+        self.limits: SipLimits = getattr(config, "limits", None) or SipLimits()
         self.secret = config.secret.encode()
         self.pbx = config.pbx
         self.trusted = config.trusted_hosts
@@ -254,7 +261,7 @@ class EdgeProtocol(asyncio.DatagramProtocol):
             elif self._fast(data, addr, source):
                 return
         try:
-            msg = parse(data, max_size=edge.config.max_datagram)
+            msg = parse(data, max_size=edge.config.max_datagram, limits=edge.limits)
         except SipParseError as exc:
             self._bad_request(exc, addr, data=data)
             return
@@ -315,7 +322,7 @@ class EdgeProtocol(asyncio.DatagramProtocol):
             # admits is never relayed: whatever it says, it ends here.
             stats.decision("drop", "forbidden")
             return True
-        s = scan(data)
+        s = scan(data, edge.limits)
         if s is None:
             return False
         to_tag = s[TO_TAG]
@@ -374,16 +381,18 @@ class EdgeProtocol(asyncio.DatagramProtocol):
     def _fast_response(self, data: bytes, source: str) -> bool:
         """A response whose top Via is ours, relayed from the bytes (see
         sipgate.sip.fast.relay_response_bytes); False: take the full path."""
-        r = relay_response_bytes(data)
+        r = relay_response_bytes(data, self.edge.limits)
         if r is None:
             return False
-        out, top_host, top_port, host, port = r
+        out, top_host, top_port, host, port, branch, material = r
         local = self.local
         if top_host != local.host or (top_port or 5060) != local.port:
             return False
         edge = self.edge
         from_pbx = source in edge.trusted
-        if not from_pbx and host not in edge.trusted:
+        if not from_pbx and (host not in edge.trusted or not branch_matches(branch, material, edge.tag_key)):
+            return False
+        if not _unicast(host):
             return False
         self._send(out, (host, port))
         edge.stats.relayed_responses["from_pbx" if from_pbx else "to_pbx"] += 1
@@ -408,6 +417,10 @@ class EdgeProtocol(asyncio.DatagramProtocol):
 
     def _from_outside(self, request: Request, addr: tuple, data: bytes = b"") -> None:
         edge = self.edge
+        # Whatever the decision, acting on it needs the top Via (a reply is
+        # routed by it, a relay stamps it): a malformed one ends here, as a
+        # parse error, before anything is counted as decided.
+        request.top_via  # noqa: B018
         decision = decide(request, addr[0], edge.table, self.ctx)
         stats = edge.stats
         key = (decision.result, decision.reason)
@@ -509,14 +522,32 @@ class EdgeProtocol(asyncio.DatagramProtocol):
         if relayed is None:
             return
         data, dest = relayed
-        from_pbx = source in self.edge.trusted
-        if not from_pbx and dest[0] not in self.edge.trusted:
-            # A response from outside may only travel towards the PBX: never
-            # let a forged Via turn the edge into a reflector.
+        edge = self.edge
+        if not _unicast(dest[0]):
+            # A next Via naming a broadcast, multicast or unspecified
+            # address (RFC 4475 §3.3.10): nobody to send it to.
+            stats.decision("drop", "not_ours")
+            return
+        from_pbx = source in edge.trusted
+        if not from_pbx and (dest[0] not in edge.trusted or not self._our_branch(response, via)):
+            # A response from outside may only travel towards the PBX, and
+            # only when its top branch is the one sipgate computed for the
+            # Via below it: never let a forged Via turn the edge into a
+            # reflector, nor a forged response reach the PBX.
             stats.decision("drop", "not_ours")
             return
         self._send(data, dest)
         stats.relayed_responses["from_pbx" if from_pbx else "to_pbx"] += 1
+
+    def _our_branch(self, response: Response, top: Any) -> bool:
+        """The response's top branch is the one sipgate gave the request
+        whose Via is the next one (proxy.via_branch): it went out through
+        sipgate.  RFC 2543 Vias (no magic cookie) cannot be checked."""
+        elements = response.values("via")
+        if len(elements) < 2:
+            return False
+        expected = via_branch(parse_via(elements[1]), self.edge.secret)
+        return expected is not None and top.branch == expected
 
     def _bad_request(self, exc: SipParseError, addr: tuple, request: Request | None = None,
                      data: bytes = b"") -> None:
@@ -537,7 +568,7 @@ class EdgeProtocol(asyncio.DatagramProtocol):
             stats.decision("drop", "bad_request")
             return
         try:
-            if not all(request.first(name) for name in _REQUIRED_FOR_REPLY):
+            if not all(request.first(name) for name in _REQUIRED_FOR_REPLY) or not self._reply_fits(request):
                 raise SipParseError(400, "Bad Request", "cannot build a response")
             warning = '399 sipgate "' + exc.detail.replace('"', "'")[:200] + '"'
             self._reply(request, exc.status, exc.reason, warning, addr)
@@ -545,6 +576,36 @@ class EdgeProtocol(asyncio.DatagramProtocol):
             stats.decision("drop", "bad_request")
             return
         stats.decision("reject", "bad_request")
+
+
+    def _reply_fits(self, request: Request) -> bool:
+        """A stateless reply copies Via, From, To, Call-ID and CSeq: never
+        build one that would copy more Vias or longer lines than the
+        limits allow (it would reflect an oversized request)."""
+        limits = self.edge.limits
+        longest = limits.max_header_line
+        vias = 0
+        for key, _, value in request.headers:
+            if key in _COPIED:
+                if len(value) > longest:
+                    return False
+                if key == "via":
+                    vias += 1 + value.count(",")
+        return vias <= limits.max_vias or len(request.values("via")) <= limits.max_vias
+
+
+_COPIED = frozenset(_REQUIRED_FOR_REPLY)
+
+
+def _unicast(host: str) -> bool:
+    """``host`` (from a Via) is not the limited broadcast, an unspecified
+    or a multicast address (224.0.0.0/4, ff00::/8)."""
+    if host == "255.255.255.255" or host == "0.0.0.0" or host == "::":
+        return False
+    first = host.partition(".")[0]
+    if first.isdigit() and 224 <= int(first) <= 239 and host.count(".") == 3:
+        return False
+    return not (":" in host and host[:2].lower() == "ff")
 
 
 def make_socket(listener: Listener, buffer_size: int, reuse_port: bool = False) -> socket.socket:

@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 
 from helpers import ALLOWED, DEMO_DOMAIN, DENIED, TRUNK_SID, demo_table, request, table
 from sipgate.config import Listener, SipConfig
-from sipgate.sip import derive_to_tag, parse
+from sipgate.sip import SipParseError, derive_to_tag, parse, parse_via
 from sipgate.sip.fast import BRANCH, CALL_ID, CSEQ_NUMBER, FROM_TAG, HOST, RPORT, TO_TAG, VIA_PORT, scan
+from sipgate.sip.proxy import via_branch
 from sipgate.transport import Edge, EdgeProtocol
 
 PBX = ("127.0.0.1", 5070)
@@ -273,6 +274,15 @@ def response(draw) -> bytes:
                      "Via: SIP/2.0/UDP Host.Example;branch=z9hG4bK-1;rport=99999"],
                     ["Via: SIP/2.0/UDP 127.0.0.2:5080;received=;branch=x", "Via: SIP/2.0/UDP [::1]:5080",
                      "Via: SIP/2.0/UDP 127.0.0.2, SIP/2.0/UDP 127.0.0.4", "Via: SIP/2.0/UDP 127.0.0.2:0"]))
+    if draw(st.booleans()):
+        # The branch sipgate really gave the request below (proxy.via_branch):
+        # only such a response from outside is relayed to the PBX.
+        try:
+            real = via_branch(parse_via(nxt[4:].split(",")[0]), b"test-secret")
+        except SipParseError:
+            real = None
+        if real is not None:
+            ours = ours.replace("z9hG4bKabc", real)
     shape = draw(pick(["lines", "joined", "joined3"], ["swapped", "ours only", "joined empty"]))
     if shape == "lines":
         lines = [ours, nxt]
