@@ -36,7 +36,6 @@ from typing import Any
 
 from sipgate.store import validate as v
 from sipgate.store.model import TRUNK_DEFAULTS, StoreError, Unavailable
-from sipgate.store.sqlite import SqliteStore
 
 __all__ = ["SeedError", "SeedReport", "load_seed"]
 
@@ -104,7 +103,7 @@ def _array(value: Any, key: str, src: str) -> list[Any]:
     return value
 
 
-def load_seed(store: SqliteStore, path: str | Path) -> SeedReport:
+def load_seed(store: Any, path: str | Path) -> SeedReport:
     """Apply the seed file at ``path`` to ``store``; see the module docstring."""
     src = str(path)
     try:
@@ -116,6 +115,8 @@ def load_seed(store: SqliteStore, path: str | Path) -> SeedReport:
         raise SeedError(src, "(syntax)", str(exc)) from None
     _table(data, "(top)", {"accounts"}, src)
     report = SeedReport()
+    # Both backends' _write() yield a transaction whose ``cur`` takes "?"
+    # placeholders, on tables with a ``rowid`` insertion order.
     with store._write() as tx:  # Unavailable (store locked, disk full) propagates as is
         tx.structural = True  # a bulk load: the edge recompiles in full
         changed = False
@@ -127,7 +128,7 @@ def load_seed(store: SqliteStore, path: str | Path) -> SeedReport:
     return report
 
 
-def _seed_account(store: SqliteStore, tx: Any, account: dict[str, Any], key: str, src: str,
+def _seed_account(store: Any, tx: Any, account: dict[str, Any], key: str, src: str,
                   report: SeedReport) -> bool:
     with _at(src, key):
         sid = v.account_sid(account.get("sid"))

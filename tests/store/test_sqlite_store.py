@@ -48,7 +48,7 @@ def test_open_store_urls(tmp_path):
     for url in (f"sqlite:///{tmp_path}/a.db", f"sqlite:{tmp_path}/b.db", str(tmp_path / "c.db")):
         open_store(url).close()
     with pytest.raises(ValueError):
-        open_store("postgresql://localhost/x")
+        open_store("mysql://localhost/x")
 
 
 def test_trunk_defaults_and_sids(store):
