@@ -79,6 +79,7 @@ class Reloader:
         self._logged_at = 0.0
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Event | None = None
 
     async def refresh(self, force: bool = False) -> bool:
         """Compile and install the store's state if its revision moved."""
@@ -133,9 +134,21 @@ class Reloader:
             log.warning("incremental update failed (%s); recompiling the whole table", exc)
             return None
 
+    def wake(self) -> None:
+        """Check the store now rather than at the next poll (a PostgreSQL
+        NOTIFY said another node or process committed a change).  Call on
+        the event loop."""
+        if self._wakeup is not None:
+            self._wakeup.set()
+
     async def _poll(self) -> None:
+        self._wakeup = asyncio.Event()
         while True:
-            await asyncio.sleep(self.poll_interval)
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), self.poll_interval)
+            except asyncio.TimeoutError:
+                pass
+            self._wakeup.clear()
             await self.refresh()
 
     def start(self) -> None:

@@ -58,6 +58,7 @@ class Server:
         self.started = False
         self.not_ready_reason = "starting"
         self._tasks: list[asyncio.Task[None]] = []
+        self._unlisten: Callable[[], None] | None = None
         self._configure_flood(config)
         self._configure_deny_log(config)
 
@@ -108,6 +109,21 @@ class Server:
             raise
         self.reloader.start()
         self._tasks.append(loop.create_task(self._housekeeping()))
+        listen = getattr(self.store, "listen", None)
+        if listen is not None:
+            # PostgreSQL: every node LISTENs; a write committed through any
+            # node's API (or `sipgate seed`) wakes this node's reloader at
+            # once; the revision poll stays as the safety net for a lost
+            # notification or a dropped connection.
+            reloader = self.reloader
+
+            def changed(_revision: int) -> None:
+                try:
+                    loop.call_soon_threadsafe(reloader.wake)
+                except RuntimeError:  # the loop is closing: nothing to wake
+                    pass
+
+            self._unlisten = listen(changed)
         if self.config.sip.pbx_probe_interval and self.worker == 0:
             from sipgate.pbxprobe import PbxProbe
 
@@ -366,6 +382,9 @@ class Server:
         if self.api_runner is not None:
             await self.api_runner.cleanup()
             self.api_runner = None
+        if self._unlisten is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._unlisten)
+            self._unlisten = None
         if self.reloader is not None:
             await self.reloader.stop()
         for task in self._tasks:

@@ -1,0 +1,109 @@
+"""Two sipgate nodes on one PostgreSQL: a change through one node's API is
+enforced by the other at once (NOTIFY), not at its next revision check.
+
+The nodes are real `sipgate serve` processes on loopback ports with
+`store.url = "postgresql://..."` on the test run's own cluster
+(tests/pgcluster.py); their revision poll is set to 60 s, so only the
+NOTIFY path can make the second node follow within the bound asserted here.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from helpers import ACCOUNT_SID, AUTH_TOKEN, DEMO_SEED, Serving, UdpPeer, request, write_config
+from pgcluster import PgCluster, pg_cluster  # noqa: F401  (the session fixture)
+from sipgate.sip import parse
+
+SCANNER = "127.0.0.8"
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PgCluster):  # noqa: F811
+    dsn = pg_cluster.create_database("node")
+    name = dsn.rsplit("dbname=", 1)[1]
+    try:
+        yield f"postgresql://{pg_cluster.user}@127.0.0.1:{pg_cluster.port}/{name}"
+    finally:
+        pg_cluster.drop_database(dsn)
+
+
+def node_config(tmp_path: Path, name: str, pbx_port: int, url: str) -> Path:
+    directory = tmp_path / name
+    directory.mkdir()
+    path = write_config(directory, pbx_port)
+    text = path.read_text()
+    text = text.replace(f'url = "sqlite:{directory / "edge.db"}"', f'url = "{url}"')
+    text = text.replace("poll_interval = 0.1", "poll_interval = 60")
+    assert url in text and "poll_interval = 60" in text
+    path.write_text(text)
+    return path
+
+
+def api(node: Serving, method: str, path: str, form: dict | None = None) -> dict:
+    auth = "Basic " + base64.b64encode(f"{ACCOUNT_SID}:{AUTH_TOKEN}".encode()).decode()
+    data = urllib.parse.urlencode(form).encode() if form is not None else None
+    req = urllib.request.Request(f"http://127.0.0.1:{node.api_port}{path}", data=data, method=method,
+                                 headers={"Authorization": auth})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        body = resp.read()
+        return json.loads(body) if body else {}
+
+
+def verdict(peer: UdpPeer, node: Serving, pbx: UdpPeer, call_id: str) -> str:
+    """'relayed' or the status of the answer, for one INVITE to ``node``."""
+    peer.send(request(via_host=f"{peer.address[0]}:{peer.address[1]}", call_id=call_id,
+                      branch=f"z9hG4bK-{call_id}"), ("127.0.0.1", node.sip_port))
+    peer.sock.settimeout(0.05)
+    pbx.sock.settimeout(0.05)
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        try:
+            data = pbx.sock.recvfrom(65535)[0]
+            if call_id.encode() in data:
+                return "relayed"
+        except TimeoutError:
+            pass
+        try:
+            return str(parse(peer.sock.recvfrom(65535)[0]).status)
+        except TimeoutError:
+            pass
+    return "nothing"
+
+
+def test_a_change_through_one_node_is_enforced_by_the_other_at_once(tmp_path, pg_url):
+    with UdpPeer("127.0.0.1") as pbx_a, UdpPeer("127.0.0.1") as pbx_b, UdpPeer(SCANNER) as peer:
+        a = Serving(["serve", "--config", str(node_config(tmp_path, "a", pbx_a.address[1], pg_url)),
+                     "--seed", str(DEMO_SEED)])
+        try:
+            b = Serving(["serve", "--config", str(node_config(tmp_path, "b", pbx_b.address[1], pg_url))])
+            try:
+                assert verdict(peer, a, pbx_a, "a-before") == "403"
+                assert verdict(peer, b, pbx_b, "b-before") == "403"
+                lists = f"/2010-04-01/Accounts/{ACCOUNT_SID}/SIP/IpAccessControlLists"
+                acl = api(a, "GET", f"{lists}.json")["ip_access_control_lists"][0]["sid"]
+                # Node A's 2xx: durable, and enforced by A.
+                started = time.monotonic()
+                ip = api(a, "POST", f"{lists}/{acl}/IpAddresses.json",
+                         {"FriendlyName": "scanner no more", "IpAddress": SCANNER})
+                assert verdict(peer, a, pbx_a, "a-after") == "relayed"
+                # Node B follows through NOTIFY (its poll is 60 s away).
+                while verdict(peer, b, pbx_b, f"b-after-{time.monotonic()}") != "relayed":
+                    assert time.monotonic() - started < 2.0, "node B did not follow node A's change"
+                # And back, through node B's API this time.
+                api(b, "DELETE", f"{lists}/{acl}/IpAddresses/{ip['sid']}.json")
+                assert verdict(peer, b, pbx_b, "b-removed") == "403"
+                started = time.monotonic()
+                while verdict(peer, a, pbx_a, f"a-removed-{time.monotonic()}") != "403":
+                    assert time.monotonic() - started < 2.0, "node A did not follow node B's change"
+            finally:
+                assert b.stop() == 0
+        finally:
+            assert a.stop() == 0
