@@ -131,6 +131,9 @@ class EdgeStats:
         # The latest store revision the edge has read (the table lags it
         # while a compile runs; an alert watches the gap).
         self.store_revision = 0
+        # 0 while the reloader cannot read the store (the last good table
+        # keeps enforcing): sipgate_store_up.
+        self.store_up = 1
         self.enforcement = LatencyHistogram(ENFORCEMENT_BUCKETS)
         # (method, route template, status code) -> requests; route -> latency.
         self.api_requests: dict[tuple[str, str, str], int] = {}
@@ -217,6 +220,9 @@ class EdgeCollector(Collector):
                      s.pbx_reachable)
         yield _counter("sipgate_pbx_unreachable", "OPTIONS pings to the PBX refused (ICMP port unreachable).",
                        s.pbx_unreachable)
+        yield _gauge("sipgate_store_up",
+                     "0 while the store cannot be read (the last good table keeps enforcing), else 1.",
+                     s.store_up)
         yield _gauge("sipgate_store_revision", "Latest store revision the edge has read.", s.store_revision)
         hist = HistogramMetricFamily(
             "sipgate_change_enforcement_seconds",

@@ -170,6 +170,14 @@ class Server:
 
         async def ready(_request: web.Request) -> web.Response:
             if self.stats.ready:
+                reloader = self.reloader
+                if reloader is not None and reloader.failing:
+                    # Still ready: the edge enforces its last good table, and
+                    # taking every node out of service because the database
+                    # is down would let nothing through.  Said, and in
+                    # sipgate_store_up, for the operator.
+                    return web.Response(text=f"sipgate is ready (degraded: the store cannot be reached; "
+                                             f"enforcing table generation {self.edge.table.generation})\n")
                 return web.Response(text="sipgate is ready\n")
             return web.Response(status=503, text=f"sipgate is not ready: {self.not_ready_reason}\n")
 
@@ -241,6 +249,7 @@ class Server:
                     self.edge.flood.sweep()
                 if self.reloader is not None:
                     self.stats.store_revision = self.reloader.revision_seen
+                    self.stats.store_up = 0 if self.reloader.failing else 1
             except Exception:  # noqa: BLE001  (a full disk must not stop the edge)
                 if self.edge.error_log.allow():
                     log.exception("housekeeping failed")

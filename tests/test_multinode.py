@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -107,3 +108,64 @@ def test_a_change_through_one_node_is_enforced_by_the_other_at_once(tmp_path, pg
                 assert b.stop() == 0
         finally:
             assert a.stop() == 0
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_postgres_down_keeps_enforcing_answers_503_and_recovers(tmp_path, pg_url, pg_cluster):  # noqa: F811
+    """PostgreSQL stopped under a running node: verdicts stay those of the
+    last good table, an API write is a 503 with the Twilio body, the node
+    says so (sipgate_store_up 0, /-/ready degraded); PostgreSQL back: the
+    same node writes and enforces again, without a restart."""
+    from helpers import metric
+
+    with UdpPeer("127.0.0.1") as pbx, UdpPeer(SCANNER) as peer, UdpPeer("127.0.0.2") as carrier:
+        config = node_config(tmp_path, "a", pbx.address[1], pg_url)
+        config.write_text(config.read_text().replace("poll_interval = 60", "poll_interval = 0.2"))
+        node = Serving(["serve", "--config", str(config), "--seed", str(DEMO_SEED)])
+        lists = f"/2010-04-01/Accounts/{ACCOUNT_SID}/SIP/IpAccessControlLists"
+        try:
+            acl = api(node, "GET", f"{lists}.json")["ip_access_control_lists"][0]["sid"]
+            assert verdict(carrier, node, pbx, "ok-before") == "relayed"
+            assert verdict(peer, node, pbx, "deny-before") == "403"
+            pg_cluster.stop()
+            try:
+                auth = "Basic " + base64.b64encode(f"{ACCOUNT_SID}:{AUTH_TOKEN}".encode()).decode()
+                req = urllib.request.Request(
+                    f"http://127.0.0.1:{node.api_port}{lists}/{acl}/IpAddresses.json",
+                    data=urllib.parse.urlencode({"FriendlyName": "x", "IpAddress": SCANNER}).encode(),
+                    headers={"Authorization": auth})
+                started = time.monotonic()
+                try:
+                    urllib.request.urlopen(req, timeout=15)
+                    raise AssertionError("a write succeeded with PostgreSQL down")
+                except urllib.error.HTTPError as exc:
+                    body = json.loads(exc.read())
+                    assert exc.code == 503 and body["code"] == 20503 and body["status"] == 503, body
+                assert time.monotonic() - started < 10
+                deadline = time.monotonic() + 10
+                while metric(node, "sipgate_store_up") != 0:
+                    assert time.monotonic() < deadline, "sipgate_store_up never went to 0"
+                    time.sleep(0.2)
+                status, text = get(node.metrics_port, "/-/ready")
+                assert status == 200 and "degraded" in text and "store" in text, text
+                assert verdict(carrier, node, pbx, "ok-during") == "relayed"
+                assert verdict(peer, node, pbx, "deny-during") == "403"
+            finally:
+                pg_cluster.start()
+            deadline = time.monotonic() + 15
+            while metric(node, "sipgate_store_up") != 1:
+                assert time.monotonic() < deadline, "the node never saw PostgreSQL again"
+                time.sleep(0.2)
+            api(node, "POST", f"{lists}/{acl}/IpAddresses.json", {"FriendlyName": "x", "IpAddress": SCANNER})
+            assert verdict(peer, node, pbx, "admitted-after") == "relayed"
+            assert get(node.metrics_port, "/-/ready") == (200, "sipgate is ready\n")
+            assert metric(node, "sipgate_internal_errors_total") == 0
+        finally:
+            assert node.stop() == 0
