@@ -42,6 +42,24 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Bring the store's schema up to date (opening a store does it too,
+    under a lock, so several nodes may start at once; this does it ahead of
+    a rollout) and say where it stands."""
+    from sipgate.store import open_store
+
+    config = _load(args, args.config)
+    store = open_store(config.store.url, **store_limits(config.store))
+    try:
+        revision = store.revision()
+        module = __import__(type(store).__module__, fromlist=["MIGRATIONS"])
+        version = len(module.MIGRATIONS)
+    finally:
+        store.close()
+    print(f"{config.store.url}: schema version {version} (up to date), revision {revision}")
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from sipgate.admission import Context, explain
     from sipgate.reload import compile_store
@@ -100,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_positive, default=1, metavar="N",
                    help="worker processes sharing the SIP sockets (default 1; see README)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("migrate", help="apply the store's schema migrations and report its version")
+    p.add_argument("--config", help="TOML config file naming the store")
+    p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("seed", help="load trunks and lists from a TOML seed file into the store")
     p.add_argument("file")

@@ -169,3 +169,20 @@ def test_postgres_down_keeps_enforcing_answers_503_and_recovers(tmp_path, pg_url
             assert metric(node, "sipgate_internal_errors_total") == 0
         finally:
             assert node.stop() == 0
+
+
+def test_migrate_command_on_both_backends(tmp_path, pg_url):
+    """`sipgate migrate` creates or upgrades the schema ahead of a rollout
+    (SQLite and PostgreSQL) and is idempotent."""
+    import subprocess
+
+    from helpers import SIPGATE
+
+    for url in (f"sqlite:{tmp_path / 'm.db'}", pg_url):
+        config = tmp_path / "m.toml"
+        config.write_text(f'[store]\nurl = "{url}"\n')
+        for _ in range(2):
+            out = subprocess.run([*SIPGATE, "migrate", "--config", str(config)], capture_output=True, text=True,
+                                 timeout=60)
+            assert out.returncode == 0, out.stderr
+            assert out.stdout.startswith(f"{url}: schema version ") and "revision 0" in out.stdout, out.stdout
