@@ -186,3 +186,57 @@ def test_migrate_command_on_both_backends(tmp_path, pg_url):
                                  timeout=60)
             assert out.returncode == 0, out.stderr
             assert out.stdout.startswith(f"{url}: schema version ") and "revision 0" in out.stdout, out.stdout
+
+
+def test_concurrent_writes_through_three_nodes_end_in_the_same_state_everywhere(tmp_path, pg_url):
+    """Three nodes, three threads writing through different nodes at once
+    (addresses added, some deleted again): afterwards every node admits
+    exactly the addresses that remain in the store, none of the deleted."""
+    import threading
+
+    pbxes = [UdpPeer("127.0.0.1") for _ in range(3)]
+    nodes: list[Serving] = []
+    try:
+        for i, pbx in enumerate(pbxes):
+            nodes.append(Serving(["serve", "--config", str(node_config(tmp_path, f"n{i}", pbx.address[1], pg_url)),
+                                  *(["--seed", str(DEMO_SEED)] if i == 0 else [])]))
+        lists = f"/2010-04-01/Accounts/{ACCOUNT_SID}/SIP/IpAccessControlLists"
+        acl = api(nodes[0], "GET", f"{lists}.json")["ip_access_control_lists"][0]["sid"]
+        kept: list[str] = []
+        gone: list[str] = []
+        errors: list[BaseException] = []
+
+        def writer(w: int) -> None:
+            try:
+                node = nodes[w]
+                for n in range(8):
+                    address = f"127.1.{w}.{n + 1}"
+                    ip = api(node, "POST", f"{lists}/{acl}/IpAddresses.json",
+                             {"FriendlyName": f"w{w}-{n}", "IpAddress": address})
+                    if n % 3 == 2:  # some go again, through the next node
+                        api(nodes[(w + 1) % 3], "DELETE", f"{lists}/{acl}/IpAddresses/{ip['sid']}.json")
+                        gone.append(address)
+                    else:
+                        kept.append(address)
+            except BaseException as exc:  # noqa: BLE001  (reported below)
+                errors.append(exc)
+
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        assert len(kept) == 18 and len(gone) == 6
+        deadline = time.monotonic() + 5
+        for node, pbx in zip(nodes, pbxes):
+            for address in kept + gone:
+                want = "relayed" if address in kept else "403"
+                with UdpPeer(address) as peer:
+                    while (got := verdict(peer, node, pbx, f"{address}-{time.monotonic()}")) != want:
+                        assert time.monotonic() < deadline, (node.sip_port, address, got, want)
+    finally:
+        for node in nodes:
+            assert node.stop() == 0
+        for pbx in pbxes:
+            pbx.close()
