@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 from dataclasses import replace
@@ -59,6 +60,8 @@ class Server:
         self.not_ready_reason = "starting"
         self._tasks: list[asyncio.Task[None]] = []
         self._unlisten: Callable[[], None] | None = None
+        # --workers, in worker 0: the other workers' PIDs (wake_workers).
+        self.workers: list[int] = []
         self._configure_flood(config)
         self._configure_deny_log(config)
 
@@ -206,6 +209,7 @@ class Server:
             started = time.perf_counter()
             await reloader.refresh()
             stats.enforcement.observe(time.perf_counter() - started)
+            self.wake_workers()
 
         import ssl
 
@@ -253,6 +257,15 @@ class Server:
             except Exception:  # noqa: BLE001  (a full disk must not stop the edge)
                 if self.edge.error_log.allow():
                     log.exception("housekeeping failed")
+
+    def wake_workers(self) -> None:
+        """--workers: tell the other workers a write committed (SIGUSR1 wakes
+        their reloader) instead of leaving them to their next poll."""
+        for pid in self.workers:
+            try:
+                os.kill(pid, signal.SIGUSR1)
+            except ProcessLookupError:
+                pass
 
     # -- flood defence and deny log ----------------------------------------
     def _configure_flood(self, config: Config) -> None:
@@ -425,9 +438,12 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 async def serve(config: Config, *, seed: str | None = None,
                 on_ready: Callable[[Server], None] | None = None,
-                sockets: list[Any] | None = None, worker: int = 0, config_path: str | None = None) -> None:
-    """Run until SIGINT or SIGTERM; SIGHUP rereads the config file."""
+                sockets: list[Any] | None = None, worker: int = 0, config_path: str | None = None,
+                workers: list[int] | None = None) -> None:
+    """Run until SIGINT or SIGTERM; SIGHUP rereads the config file; SIGUSR1
+    checks the store now (worker 0 sends it to the others after a write)."""
     server = Server(config, seed=seed, sockets=sockets, worker=worker, config_path=config_path)
+    server.workers = list(workers or ())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -439,6 +455,12 @@ async def serve(config: Config, *, seed: str | None = None,
             reloads.append(loop.create_task(server.reload_config()))
 
     loop.add_signal_handler(signal.SIGHUP, hangup)
+
+    def woken() -> None:
+        if server.reloader is not None:
+            server.reloader.wake()
+
+    loop.add_signal_handler(signal.SIGUSR1, woken)
     starting = loop.create_task(server.start())
     stopping = loop.create_task(stop.wait())
     try:
@@ -504,6 +526,9 @@ def _run_workers(config: Config, seed: str | None, workers: int, config_path: st
     sockets = [make_socket(listener, config.sip.socket_buffer) for listener in config.sip.listen]
     config = replace(config, seed=None)
     quiet = replace(config, api=replace(config.api, enabled=False), metrics=replace(config.metrics, enabled=False))
+    # Until a worker's loop handles it, SIGUSR1 (worker 0's "a write
+    # committed") must not kill it: ignored from the fork on.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     children = []
     for worker in range(1, workers):
         pid = os.fork()
@@ -522,7 +547,7 @@ def _run_workers(config: Config, seed: str | None, workers: int, config_path: st
         children.append(pid)
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            runner.run(serve(config, sockets=sockets, worker=0, config_path=config_path))
+            runner.run(serve(config, sockets=sockets, worker=0, config_path=config_path, workers=children))
     finally:
         for pid in children:
             try:

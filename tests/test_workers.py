@@ -86,3 +86,46 @@ def test_workers_die_with_worker_zero(tmp_path):
             server.proc.kill()  # SIGKILL: no cleanup in worker 0 at all
             server.proc.wait(10)
         assert all(gone(pid) for pid in workers), "a worker outlived worker 0"
+
+
+def test_a_write_through_the_api_is_enforced_by_every_worker_at_once(tmp_path):
+    """Worker 0 wakes the others (SIGUSR1) after an API write; with their
+    revision poll 60 s away, every INVITE from the newly listed address is
+    relayed, whichever worker the kernel hands it to."""
+    import base64
+    import urllib.parse
+    import urllib.request
+
+    from helpers import ACCOUNT_SID, AUTH_TOKEN
+
+    source = "127.0.0.11"
+    with UdpPeer("127.0.0.1") as pbx, UdpPeer(source) as caller:
+        config = write_config(tmp_path, pbx.address[1])
+        config.write_text(config.read_text().replace("poll_interval = 0.1", "poll_interval = 60"))
+        server = Serving(["serve", "--config", str(config), "--seed", str(DEMO_SEED), "--workers", "2"])
+        try:
+            wait_for_log(server, "(worker 1)")
+            edge = ("127.0.0.1", server.sip_port)
+            auth = "Basic " + base64.b64encode(f"{ACCOUNT_SID}:{AUTH_TOKEN}".encode()).decode()
+            lists = f"http://127.0.0.1:{server.api_port}/2010-04-01/Accounts/{ACCOUNT_SID}/SIP/IpAccessControlLists"
+            import json
+            with urllib.request.urlopen(urllib.request.Request(f"{lists}.json", headers={"Authorization": auth}),
+                                        timeout=10) as resp:
+                acl = json.load(resp)["ip_access_control_lists"][0]["sid"]
+            for i in range(10):  # before: both workers refuse it
+                caller.send(request(via_host=f"{source}:{caller.address[1]}", call_id=f"pre-{i}",
+                                    branch=f"z9hG4bK-pre-{i}"), edge)
+                assert parse(caller.recv()[0]).status == 403
+            body = urllib.parse.urlencode({"FriendlyName": "new", "IpAddress": source}).encode()
+            with urllib.request.urlopen(urllib.request.Request(f"{lists}/{acl}/IpAddresses.json", data=body,
+                                                               headers={"Authorization": auth}), timeout=10) as r:
+                assert r.status == 201
+            time.sleep(0.2)  # the other worker's reloader: woken, patched
+            for i in range(40):
+                caller.send(request(via_host=f"{source}:{caller.address[1]}", call_id=f"post-{i}",
+                                    branch=f"z9hG4bK-post-{i}"), edge)
+                relayed = parse(pbx.recv()[0])
+                assert relayed.first("call-id") == f"post-{i}"
+            assert caller.nothing(0.3)  # no 403 from a worker still on the old table
+        finally:
+            assert server.stop() == 0
