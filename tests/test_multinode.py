@@ -240,3 +240,38 @@ def test_concurrent_writes_through_three_nodes_end_in_the_same_state_everywhere(
             assert node.stop() == 0
         for pbx in pbxes:
             pbx.close()
+
+
+def test_a_dropped_listen_connection_is_caught_by_the_revision_check(tmp_path, pg_url, pg_cluster):  # noqa: F811
+    """The LISTEN connections are killed (pg_terminate_backend) and a write
+    goes through node A right away: its NOTIFY reaches no one, yet node B
+    enforces it by its next revision check (poll 1 s) and listens again."""
+    import psycopg
+
+    with UdpPeer("127.0.0.1") as pbx_a, UdpPeer("127.0.0.1") as pbx_b, UdpPeer(SCANNER) as peer:
+        configs = []
+        for name, pbx in (("a", pbx_a), ("b", pbx_b)):
+            config = node_config(tmp_path, name, pbx.address[1], pg_url)
+            config.write_text(config.read_text().replace("poll_interval = 60", "poll_interval = 1"))
+            configs.append(config)
+        a = Serving(["serve", "--config", str(configs[0]), "--seed", str(DEMO_SEED)])
+        try:
+            b = Serving(["serve", "--config", str(configs[1])])
+            try:
+                lists = f"/2010-04-01/Accounts/{ACCOUNT_SID}/SIP/IpAccessControlLists"
+                acl = api(a, "GET", f"{lists}.json")["ip_access_control_lists"][0]["sid"]
+                assert verdict(peer, b, pbx_b, "b-before") == "403"
+                dbname = pg_url.rsplit("/", 1)[1]
+                with psycopg.connect(pg_cluster.dsn, autocommit=True) as conn:
+                    killed = conn.execute(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = %s AND query LIKE 'LISTEN%%'", (dbname,)).fetchone()[0]
+                assert killed >= 2  # one listener per node
+                started = time.monotonic()
+                api(a, "POST", f"{lists}/{acl}/IpAddresses.json", {"FriendlyName": "x", "IpAddress": SCANNER})
+                while verdict(peer, b, pbx_b, f"b-after-{time.monotonic()}") != "relayed":
+                    assert time.monotonic() - started < 4.0, "node B never caught up"
+            finally:
+                assert b.stop() == 0
+        finally:
+            assert a.stop() == 0
