@@ -14,8 +14,6 @@ benchmarks/RESULTS.md (issue 7: p99 <= 200 ms).
 from __future__ import annotations
 
 import argparse
-import base64
-import json
 import os
 import platform
 import statistics
@@ -23,35 +21,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from helpers import ACCOUNT_SID, AUTH_TOKEN, DEMO_SEED, Serving, UdpPeer, request, write_config  # noqa: E402
+from helpers import ACCOUNT_SID, DEMO_SEED, Serving, UdpPeer, request  # noqa: E402
+from helpers import api_json as api, pg_node_config as node_config  # noqa: E402
 from pgcluster import PgCluster  # noqa: E402
 
 SOURCE = "127.0.0.9"
-
-
-def node_config(directory: Path, pbx_port: int, url: str) -> Path:
-    directory.mkdir()
-    path = write_config(directory, pbx_port)
-    text = path.read_text().replace(f'url = "sqlite:{directory / "edge.db"}"', f'url = "{url}"')
-    path.write_text(text.replace("poll_interval = 0.1", "poll_interval = 60"))
-    return path
-
-
-def api(node: Serving, method: str, path: str, form: dict | None = None) -> dict:
-    auth = "Basic " + base64.b64encode(f"{ACCOUNT_SID}:{AUTH_TOKEN}".encode()).decode()
-    data = urllib.parse.urlencode(form).encode() if form is not None else None
-    req = urllib.request.Request(f"http://127.0.0.1:{node.api_port}{path}", data=data, method=method,
-                                 headers={"Authorization": auth})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        body = resp.read()
-        return json.loads(body) if body else {}
 
 
 def wait_flip(peer: UdpPeer, node: Serving, pbx: UdpPeer, want_relay: bool, n: int) -> float:

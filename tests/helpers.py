@@ -193,3 +193,31 @@ def metric(server: Serving, name: str, labels: str = "") -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read().decode()
     m = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.M)
     return float(m.group(1)) if m else 0.0
+
+
+def pg_node_config(directory: Path, pbx_port: int, url: str) -> Path:
+    """write_config in a new ``directory`` for a node on the PostgreSQL
+    store ``url``, its revision poll at 60 s (only NOTIFY carries changes)."""
+    directory.mkdir()
+    path = write_config(directory, pbx_port)
+    text = path.read_text()
+    text = text.replace(f'url = "sqlite:{directory / "edge.db"}"', f'url = "{url}"')
+    text = text.replace("poll_interval = 0.1", "poll_interval = 60")
+    assert url in text and "poll_interval = 60" in text
+    path.write_text(text)
+    return path
+
+
+def api_json(node: Serving, method: str, path: str, form: dict | None = None) -> dict:
+    """One API call to a running node as the demo account; the JSON body ({} when empty)."""
+    import base64
+    import json
+    import urllib.parse
+
+    auth = "Basic " + base64.b64encode(f"{ACCOUNT_SID}:{AUTH_TOKEN}".encode()).decode()
+    data = urllib.parse.urlencode(form).encode() if form is not None else None
+    req = urllib.request.Request(f"http://127.0.0.1:{node.api_port}{path}", data=data, method=method,
+                                 headers={"Authorization": auth})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        body = resp.read()
+        return json.loads(body) if body else {}

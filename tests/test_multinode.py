@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ACCOUNT_SID, AUTH_TOKEN, DEMO_SEED, Serving, UdpPeer, request, write_config
+from helpers import ACCOUNT_SID, AUTH_TOKEN, DEMO_SEED, Serving, UdpPeer, pg_node_config, request
+from helpers import api_json as api
 from pgcluster import PgCluster, pg_cluster  # noqa: F401  (the session fixture)
 from sipgate.sip import parse
 
@@ -37,25 +38,7 @@ def pg_url(pg_cluster: PgCluster):  # noqa: F811
 
 
 def node_config(tmp_path: Path, name: str, pbx_port: int, url: str) -> Path:
-    directory = tmp_path / name
-    directory.mkdir()
-    path = write_config(directory, pbx_port)
-    text = path.read_text()
-    text = text.replace(f'url = "sqlite:{directory / "edge.db"}"', f'url = "{url}"')
-    text = text.replace("poll_interval = 0.1", "poll_interval = 60")
-    assert url in text and "poll_interval = 60" in text
-    path.write_text(text)
-    return path
-
-
-def api(node: Serving, method: str, path: str, form: dict | None = None) -> dict:
-    auth = "Basic " + base64.b64encode(f"{ACCOUNT_SID}:{AUTH_TOKEN}".encode()).decode()
-    data = urllib.parse.urlencode(form).encode() if form is not None else None
-    req = urllib.request.Request(f"http://127.0.0.1:{node.api_port}{path}", data=data, method=method,
-                                 headers={"Authorization": auth})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        body = resp.read()
-        return json.loads(body) if body else {}
+    return pg_node_config(tmp_path / name, pbx_port, url)
 
 
 def verdict(peer: UdpPeer, node: Serving, pbx: UdpPeer, call_id: str) -> str:
