@@ -52,6 +52,10 @@ _SGT = re.compile(rb";sgt(?:=([^;]*))?(?=;|\Z)", re.IGNORECASE)
 _RECEIVED = re.compile(rb";received(?:=([^;]*))?(?=;|\Z)", re.IGNORECASE)
 _RPORT_VALUE = re.compile(rb";rport(?:=([^;]*))?(?=;|\Z)", re.IGNORECASE)
 _COOKIE = b"z9hG4bK"
+# Header lines exactly as the full path renders them back ("Name: value":
+# a token name, one space, a value without leading or trailing blanks);
+# matched from the end of the start line to the end of the head.
+_NORMAL_LINES = re.compile(rb"(?:\r\n" + _TOKEN + rb": [^ \t\r\n](?:[^\r\n]*[^ \t\r\n])?)*")
 _HEADER_NAME = re.compile(_TOKEN)
 _MAX_CSEQ = 2**31 - 1
 _MAX_LINES = 200
@@ -84,10 +88,14 @@ def _classify(name: bytes) -> int | None:
 Scanned = tuple
 # (method, host, to_tag, from_tag, branch, via_port, rport, call_id,
 #  cseq_number, vias, from_, to, cseq, max_forwards, lines, end, via_host,
-#  via_params, route, record_route, content_length); rport is None when the
+#  via_params, route, record_route, content_length, at); rport is None when the
 #  top Via has no rport parameter, b"" when it has one without a value.
 METHOD, HOST, TO_TAG, FROM_TAG, BRANCH, VIA_PORT, RPORT, CALL_ID, CSEQ_NUMBER, VIAS, FROM_, TO, CSEQ, \
-    MAX_FORWARDS, LINES, END, VIA_HOST, VIA_PARAMS, ROUTE, RECORD_ROUTE, CONTENT_LENGTH = range(21)
+    MAX_FORWARDS, LINES, END, VIA_HOST, VIA_PARAMS, ROUTE, RECORD_ROUTE, CONTENT_LENGTH, AT = range(22)
+# AT: the line index of each value slot's header (From, To, Call-ID, CSeq,
+# Max-Forwards, Content-Length, Route, Record-Route, then the first Via; 0
+# when absent), or None when one of them appears twice: where the lines
+# relay_request_bytes rewrites are.
 
 
 def _head_lines(data: bytes, limits: SipLimits) -> tuple[int, list[bytes]] | None:
@@ -130,6 +138,7 @@ def scan(data: bytes, limits: SipLimits = DEFAULT_LIMITS) -> Scanned | None:
         return None
     vias: list[bytes] = []
     values: list[bytes | None] = [None, None, None, None, None, None, None, None]
+    at: list[int] | None = [0, 0, 0, 0, 0, 0, 0, 0, 0]  # line index per slot; [8]: first Via
     names = _NAMES
     for i in range(1, n):
         name, colon, value = lines[i].partition(b":")
@@ -148,6 +157,8 @@ def scan(data: bytes, limits: SipLimits = DEFAULT_LIMITS) -> Scanned | None:
         if slot < 0:
             if b"," in value:
                 return None
+            if not vias and at is not None:
+                at[8] = i
             vias.append(value)
             continue
         old = values[slot]
@@ -155,8 +166,12 @@ def scan(data: bytes, limits: SipLimits = DEFAULT_LIMITS) -> Scanned | None:
             if slot >= 6 and b"," in value:
                 return None  # (a Route or Record-Route list: the full path's business)
             values[slot] = value
-        elif old != value and slot < 6:
-            return None  # conflicting single-valued headers: the full parser says 400
+            if at is not None:
+                at[slot] = i
+        else:
+            if old != value and slot < 6:
+                return None  # conflicting single-valued headers: the full parser says 400
+            at = None
     from_, to, call_id, cseq, max_forwards, length, route, record_route = values
     if not vias or from_ is None or to is None or call_id is None or cseq is None or len(vias) > limits.max_vias:
         return None
@@ -193,7 +208,7 @@ def scan(data: bytes, limits: SipLimits = DEFAULT_LIMITS) -> Scanned | None:
     return (method, host.decode("ascii").lower(), to_tag and to_tag.group(1) or None,
             from_tag and from_tag.group(1) or None, branch and branch.group(1), via_port,
             None if rport is None else rport.group(1) or b"", call_id, number, vias, from_, to, cseq, max_forwards,
-            lines, end, via_host.decode("ascii").lower(), via_params, route, record_route is not None, length)
+            lines, end, via_host.decode("ascii").lower(), via_params, route, record_route is not None, length, at)
 
 
 def to_tag_for(s: Scanned, key: bytes) -> bytes:
@@ -291,6 +306,9 @@ def relay_request_bytes(s: Scanned, data: bytes, secret_key: bytes, via_prefix: 
     if fill_rport or s[VIA_HOST] != host.lower():
         top.append(b"received=" + host.encode())
     stamped = b";".join(top)
+    at = s[AT]
+    if at is not None and _NORMAL_LINES.fullmatch(data, len(lines[0]), s[END]) is not None:
+        return _splice(s, lines, at, body, ours, stamped, record_route, pop_route)
     out = [lines[0], b"Via: " + ours]
     rr_pending = record_route is not None and s[RECORD_ROUTE]
     if record_route is not None and not rr_pending:
@@ -328,6 +346,49 @@ def relay_request_bytes(s: Scanned, data: bytes, secret_key: bytes, via_prefix: 
         out.append(b"Max-Forwards: 70")
     if s[CONTENT_LENGTH] is None:
         out.append(b"Content-Length: " + str(len(body)).encode())
+    out.append(b"")
+    out.append(b"")
+    return b"\r\n".join(out) + body
+
+
+def _splice(s: Scanned, lines: list[bytes], at: list[int], body: bytes, ours: bytes, stamped: bytes,
+            record_route: bytes | None, pop_route: bool) -> bytes:
+    """relay_request_bytes for a head already in the form the full path
+    renders (every line "Name: value", see _NORMAL_LINES) with each header
+    it rewrites present at most once: the same bytes, by replacing the few
+    lines that change at the indexes scan recorded instead of visiting
+    every line."""
+    out = lines[:]
+    line = lines[at[8]]
+    out[at[8]] = line[:line.find(b":")] + b": " + stamped
+    mf = s[MAX_FORWARDS]
+    if mf is not None:
+        line = lines[at[4]]
+        out[at[4]] = line[:line.find(b":")] + b": " + str(max(mf - 1, 0)).encode()
+    else:
+        out.append(b"Max-Forwards: 70")
+    length = str(len(body)).encode()
+    if s[CONTENT_LENGTH] is not None:
+        line = lines[at[5]]
+        out[at[5]] = line[:line.find(b":")] + b": " + length
+    else:
+        out.append(b"Content-Length: " + length)
+    # Deletions and insertions from the last line up, so that the
+    # indexes still to be used stay valid.
+    rr_at = at[7] if record_route is not None and s[RECORD_ROUTE] else 0
+    route_at = at[6] if pop_route else 0
+    if rr_at > route_at:
+        out.insert(rr_at, b"Record-Route: " + record_route)  # type: ignore[operator]
+        if route_at:
+            del out[route_at]
+    else:
+        if route_at:
+            del out[route_at]
+        if rr_at:
+            out.insert(rr_at, b"Record-Route: " + record_route)  # type: ignore[operator]
+    if record_route is not None and not rr_at:
+        out.insert(1, b"Record-Route: " + record_route)
+    out.insert(1, b"Via: " + ours)
     out.append(b"")
     out.append(b"")
     return b"\r\n".join(out) + body

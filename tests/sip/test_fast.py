@@ -402,3 +402,39 @@ def test_admitted_calls_are_relayed_by_the_fast_path():
             assert len(rec.sent) == 1 and proto.edge.stats.internal_errors == 0, msg
     finally:
         udp.parse = real
+
+
+@st.composite
+def normal_request(draw) -> bytes:
+    """An admitted request in the form the full path renders back ("Name:
+    value" lines), so relay_request_bytes takes its splice (sipgate.sip.fast
+    ._splice): every combination of our Route popped or not, Record-Route
+    lines before ours, Max-Forwards and Content-Length present or not, and
+    header order."""
+    method = draw(st.sampled_from(["INVITE", "ACK", "BYE", "CANCEL"]))
+    in_dialog = method in ("ACK", "BYE") or draw(st.booleans())
+    ruri = "sip:pbx@127.0.0.1:5070" if in_dialog and draw(st.booleans()) else f"sip:+1555@{DEMO_DOMAIN}"
+    lines = [f"Via: SIP/2.0/UDP 127.0.0.2:5080;branch=z9hG4bK-{draw(st.integers(0, 9))}"
+             + draw(st.sampled_from(["", ";rport", ";rport=7", ";received=10.0.0.1"])),
+             'From: "A" <sip:a@b>;tag=f1', "To: <sip:c@d>" + (";tag=pbx" if in_dialog else ""),
+             "Call-ID: n1@h", f"CSeq: 3 {method}"]
+    if draw(st.booleans()):
+        lines.append("Via: SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bK-below")
+    if draw(st.booleans()):
+        lines.append("Max-Forwards: " + draw(st.sampled_from(["70", "1", "0"])))
+    body = draw(st.sampled_from(["", "v=0\r\n"]))
+    if draw(st.booleans()):
+        lines.append(f"Content-Length: {len(body)}")
+    routes = draw(st.lists(st.sampled_from(ROUTES[:4] + ["Route: <sip:10.0.0.8;lr>"]), max_size=2))
+    lines += routes
+    lines += draw(st.lists(st.sampled_from(["Record-Route: <sip:p1.example;lr>", "Record-Route: <sip:p2.example>",
+                                            "Contact: <sip:a@127.0.0.2:5080>", "Subject: x y"]), max_size=3))
+    order = draw(st.permutations(lines))
+    return ("\r\n".join([f"{method} {ruri} SIP/2.0", *order]) + "\r\n\r\n" + body).encode()
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(normal_request())
+def test_relays_of_normal_form_requests_agree(data):
+    out = same(data, (ALLOWED, 5080))
+    event("relayed" if out and out[0][1] == PBX else "other")
