@@ -8,10 +8,12 @@ decides, never a header.  This module is pure: no sockets, no clocks, no I/O.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from sipgate.acl import PrefixMatcher, parse_address
+from sipgate.acl.network import MAX_PREFIX, normalize_network
 from sipgate.sip import Request, SipParseError, derive_to_tag, parse_name_addr, parse_uri
 
 __all__ = [
@@ -43,10 +45,13 @@ WARN_HOPS = '399 sipgate "Max-Forwards exhausted"'
 
 @dataclass(frozen=True, slots=True)
 class Match:
-    """One IP access control entry, the payload the matcher returns.
+    """One IP access control entry that admits an address (``explain``).
 
-    The list's name is not in it (``AdmissionTable.acl_names`` has it), so
-    renaming a list touches no compiled entry.
+    The compiled matchers do not hold these: their payload is the list SID
+    alone, one string shared by all the list's entries, so a table of a
+    million entries carries no object per entry (the store's UNIQUE
+    (list, network) makes (network, list SID) name an entry).  ``explain``
+    builds them from the list entries it is given.
     """
 
     acl_sid: str
@@ -106,13 +111,13 @@ class AdmissionTable:
         """Compile trunks and their lists; raises ValueError on a bad entry."""
         by_domain: dict[str, TrunkEntry] = {}
         by_sid: dict[str, TrunkEntry] = {}
-        union: list[tuple[str, int | None, Match]] = []
+        union: list[tuple[str, int | None, str]] = []
         entries = 0
         seen_acls: set[str] = set()
         trunks_seen = []
         for trunk in trunks:
             trunks_seen.append(trunk)
-            rows: list[tuple[str, int | None, Match]] = []
+            rows: list[tuple[str, int | None, str]] = []
             for acl_sid, _name, addresses in trunk.acls:
                 acl_rows = _rows(acl_sid, addresses)
                 rows.extend(acl_rows)
@@ -161,7 +166,7 @@ class AdmissionTable:
         """
         lists = lists or {}
         trunks = trunks or {}
-        Row = tuple[str, int | None, Match]
+        Row = tuple[str, int | None, str]
         # 1. Replay the structure: the final list SIDs of every trunk the
         #    delta touches (None: deleted), net entry changes, renames.
         final_acls: dict[str, list[str] | None] = {}
@@ -311,10 +316,10 @@ class AdmissionTable:
                               self.entries + len(union_added) - len(union_removed), names)
 
 
-def _rows(acl_sid: str, entries: Iterable[tuple[str, str, int | None]]) -> list[tuple[str, int | None, Match]]:
-    """Matcher rows (address, prefix, Match) of a list's (IP SID, address, prefix) entries."""
-    return [(address, prefix, Match(acl_sid, ip_sid, _network_text(address, prefix)))
-            for ip_sid, address, prefix in entries]
+def _rows(acl_sid: str, entries: Iterable[tuple[str, str, int | None]]) -> list[tuple[str, int | None, str]]:
+    """Matcher rows (address, prefix, list SID) of a list's (IP SID, address, prefix) entries."""
+    acl_sid = sys.intern(acl_sid)  # one string for the whole list, whatever the caller passed
+    return [(address, prefix, acl_sid) for _ip_sid, address, prefix in entries]
 
 
 def _network_text(address: str, prefix: int | None) -> str:
@@ -487,8 +492,15 @@ class Explanation:
     text: str
 
 
-def explain(table: AdmissionTable, domain: str, address: str, ctx: Context | None = None) -> Explanation:
-    """Admit/deny ``address`` for the trunk of ``domain``, and why."""
+def explain(table: AdmissionTable, domain: str, address: str, ctx: Context | None = None,
+            entries: Mapping[str, Iterable[tuple[str, str, int | None]]] | None = None) -> Explanation:
+    """Admit/deny ``address`` for the trunk of ``domain``, and why.
+
+    The verdict is the compiled table's.  ``entries`` (list SID -> (IP
+    address SID, address, prefix) entries, as the store holds them) names
+    the entries of the admitting lists that contain the address, longest
+    prefix first; without it only the lists are named.
+    """
     ctx = ctx or Context(own_hosts=frozenset())
     parsed = parse_address(address)
     if parsed is None:
@@ -498,12 +510,33 @@ def explain(table: AdmissionTable, domain: str, address: str, ctx: Context | Non
         return Explanation(False, None, (), f"deny: no trunk has domain name {domain!r} (404 Not Found)")
     if not trunk.acl_sids:
         return Explanation(False, trunk, (), f"deny: trunk {trunk.sid} has no IP access control list (403)")
-    matches = trunk.matcher.lookup_value(*parsed)
-    if not matches:
+    acl_sids = trunk.matcher.lookup_value(*parsed)
+    if not acl_sids:
         return Explanation(False, trunk, (), (
             f"deny: {address} is in none of the {len(trunk.acl_sids)} list(s) of trunk {trunk.sid} "
             f"({', '.join(trunk.acl_sids)}) (403 Forbidden)"))
     lines = [f"admit: {address} for trunk {trunk.sid} ({trunk.domain_name})"]
-    lines += [f"  list {m.acl_sid} ({table.acl_names.get(m.acl_sid, '')}) entry {m.ip_sid} {m.network}"
-              for m in matches]
-    return Explanation(True, trunk, matches, "\n".join(lines))
+    matches: list[Match] = []
+    for acl_sid in acl_sids:
+        lines.append(f"  list {acl_sid} ({table.acl_names.get(acl_sid, '')})")
+        found = _containing(parsed, acl_sid, entries.get(acl_sid, ()) if entries is not None else ())
+        matches += found
+        lines += [f"    entry {m.ip_sid} {m.network}" for m in found]
+    return Explanation(True, trunk, tuple(matches), "\n".join(lines))
+
+
+def _containing(parsed: tuple[int, int], acl_sid: str,
+                entries: Iterable[tuple[str, str, int | None]]) -> list[Match]:
+    """The entries of a list that contain the parsed address, longest prefix first."""
+    version, value = parsed
+    found: list[tuple[int, Match]] = []
+    for ip_sid, text, prefix in entries:
+        try:
+            e_version, network, length = normalize_network(text, prefix)
+        except ValueError:
+            continue
+        width = MAX_PREFIX[e_version]
+        if e_version == version and value >> (width - length) == network >> (width - length):
+            found.append((length, Match(acl_sid, ip_sid, _network_text(text, prefix))))
+    found.sort(key=lambda f: -f[0])
+    return [m for _, m in found]

@@ -62,21 +62,24 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from sipgate.admission import Context, explain
-    from sipgate.reload import compile_store
+    from sipgate.reload import compile_snapshot
     from sipgate.store import open_store
 
     config = _load(args, args.config)
     store = open_store(config.store.url, **store_limits(config.store))
     try:
-        table = compile_store(store)
+        snapshot = store.snapshot()
     finally:
         store.close()
+    table = compile_snapshot(snapshot)
+    entries = {acl_sid: [(e.ip_sid, e.ip_address, e.cidr_prefix_length) for e in acl]
+               for acl_sid, acl in snapshot.acls.items()}
     # The same compiled table and trunk lookup the listener uses, with the
     # first listener's default trunk for IP-literal hosts.
     listener = config.sip.listen[0]
     ctx = Context(own_hosts=frozenset({listener.public_host.lower(), *config.sip.aliases}),
                   default_trunk=listener.default_trunk)
-    result = explain(table, args.trunk, args.address, ctx)
+    result = explain(table, args.trunk, args.address, ctx, entries)
     print(result.text)
     return 0 if result.admitted else 1
 

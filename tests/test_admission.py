@@ -162,7 +162,14 @@ def test_in_dialog_without_route_uses_request_uri_trunk():
 def test_explain_names_list_and_entry():
     tbl = demo_table()
     ok = explain(tbl, DEMO_DOMAIN.upper(), ALLOWED)
-    assert ok.admitted and ACL_SID in ok.text and f"{ALLOWED}/32" in ok.text
+    assert ok.admitted and ACL_SID in ok.text and ok.matches == ()
+    # With the store's entries: the ones containing the address, longest prefix first.
+    entries = {ACL_SID: [("IP1", "127.0.0.0", 8), ("IP2", ALLOWED, 32), ("IP3", "10.0.0.0", 8),
+                         ("IP4", "::1", None), ("IP5", "127.0.0.0", 24)]}
+    ok = explain(tbl, DEMO_DOMAIN, ALLOWED, entries=entries)
+    assert ok.admitted and [m.ip_sid for m in ok.matches] == ["IP2", "IP5", "IP1"]
+    assert f"IP2 {ALLOWED}/32" in ok.text and "127.0.0.0/24" in ok.text and "IP3" not in ok.text
+    assert [m.ip_sid for m in explain(tbl, DEMO_DOMAIN, "::ffff:" + ALLOWED, entries=entries).matches][0] == "IP2"
     no = explain(tbl, DEMO_DOMAIN, DENIED)
     assert not no.admitted and "none of the 1 list" in no.text
     assert not explain(tbl, "nope.example", ALLOWED).admitted
