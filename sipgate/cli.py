@@ -98,6 +98,19 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_native(args: argparse.Namespace) -> int:
+    """Compile the receive path with mypyc, remove the build, or say which is in use."""
+    from sipgate import native
+
+    if args.action == "build":
+        return native.build()
+    if args.action == "clean":
+        return native.clean()
+    compiled, why = native.status()
+    print(why)
+    return 0 if compiled else 1
+
+
 def _errors(exc: ConfigError) -> list[ConfigError]:
     return exc.errors if isinstance(exc, ConfigErrors) else [exc]
 
@@ -140,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a config file")
     p.add_argument("file")
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("native", help="compile the receive path with mypyc (build), remove it (clean), "
+                                      "or say whether the compiled one is in use (status: exit 0 if so)")
+    p.add_argument("action", choices=("build", "clean", "status"), nargs="?", default="status")
+    p.set_defaults(func=cmd_native)
     return parser
 
 

@@ -12,7 +12,7 @@ from functools import partial
 from collections.abc import Callable
 from typing import Any
 
-from sipgate import sdnotify
+from sipgate import native, sdnotify
 from sipgate.config import Config, ConfigError, load_config, restart_required, store_limits
 from sipgate.flood import FloodGuard
 from sipgate.metrics import EdgeStats, make_registry
@@ -96,6 +96,7 @@ class Server:
             table = self.edge.table
             log.info("admission table generation %d: %d trunks, %d entries",
                      table.generation, len(table.by_sid), table.entries)
+            log.info("receive path: %s", native.status()[1])
             self.not_ready_reason = "binding the listeners"
             for i, listener in enumerate(self.config.sip.listen):
                 sock = self.sockets[i] if self.sockets else None

@@ -482,9 +482,9 @@ def relay_response_bytes(data: bytes, limits: SipLimits = DEFAULT_LIMITS
     # The received host as written (relay_response does not lower it).
     host = next_host.decode("ascii").lower() if received is None else received.group(1).decode("ascii")
     rport = _RPORT_VALUE.search(next_params)
-    value = rport.group(1) if rport is not None else None
-    if value and len(value) <= 5 and value.isdigit() and 0 < int(value) < 65536:
-        port = int(value)
+    rvalue = rport.group(1) if rport is not None else None
+    if rvalue and len(rvalue) <= 5 and rvalue.isdigit() and 0 < int(rvalue) < 65536:
+        port = int(rvalue)
     else:
         port = (int(next_port) if next_port is not None else 0) or 5060
     # What the branch check needs (see proxy.via_branch): the top branch

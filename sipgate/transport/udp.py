@@ -444,7 +444,7 @@ class EdgeProtocol(asyncio.DatagramProtocol):
                 self._refused(request, addr, data, decision)
             return
         else:
-            self._reply(request, decision.status, decision.phrase,
+            self._reply(request, decision.status, decision.phrase,  # type: ignore[union-attr]
                         decision.warning if type(decision) is Reject else None, addr)
             if decision.reason in _REFUSALS:
                 self._refused(request, addr, data, decision)

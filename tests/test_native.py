@@ -1,0 +1,75 @@
+"""The mypyc-compiled receive path (sipgate.native): used only when fresh, and
+the same behaviour as the pure Python one."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sipgate import native
+
+ROOT = Path(__file__).resolve().parent.parent
+PROBE = ("import sipgate.sip.fast as f, sipgate.transport.udp as u, sipgate.native as n; "
+         "print(f.__file__); print(u.__file__); print(n.status()[1])")
+
+
+def probe(env_extra: dict[str, str] | None = None, path: Path | None = None) -> list[str]:
+    """Import the compiled modules in a fresh interpreter: their files and the status line."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SIPGATE_PURE", "PYTHONPATH")}
+    env.update(env_extra or {})
+    if path is not None:
+        env["PYTHONPATH"] = str(path)
+    out = subprocess.run([sys.executable, "-c", PROBE], env=env, cwd=path or ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.splitlines()
+
+
+def test_this_process_uses_what_status_says():
+    import sipgate.sip.fast as fast
+    import sipgate.transport.udp as udp
+
+    compiled, why = native.status()
+    for module in (fast, udp):
+        assert module.__file__.endswith(".py") != compiled, (module.__file__, why)
+
+
+def test_sipgate_pure_forces_the_sources():
+    fast, udp, why = probe({"SIPGATE_PURE": "1"})
+    assert fast.endswith("fast.py") and udp.endswith("udp.py") and "SIPGATE_PURE" in why
+
+
+def test_an_edited_source_means_pure_python_until_the_next_build(tmp_path):
+    """A copy of the package with one source changed after the build: the
+    guard loads the sources, never the stale extension."""
+    if not native.status()[0]:
+        pytest.skip("the receive path is not compiled here (" + native.status()[1] + ")")
+    copy = tmp_path / "sipgate"
+    shutil.copytree(ROOT / "sipgate", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    fast, udp, why = probe(path=tmp_path)
+    assert fast.startswith(str(copy)) and not fast.endswith(".py") and "compiled" in why
+    edited = copy / "acl" / "network.py"  # not a compiled module: any source counts
+    edited.write_text(edited.read_text() + "\n# edited\n")
+    fast, udp, why = probe(path=tmp_path)
+    assert fast == str(copy / "sip" / "fast.py") and udp == str(copy / "transport" / "udp.py")
+    assert "sources changed" in why
+    (copy / "native-manifest.json").unlink()
+    assert "no build manifest" in probe(path=tmp_path)[2]
+
+
+def test_the_receive_path_tests_pass_as_pure_python_too():
+    """The suite runs the compiled receive path when there is one; its
+    differential and transport tests then run again on the sources."""
+    if not native.status()[0]:
+        pytest.skip("the whole suite already runs the pure Python receive path")
+    env = {**os.environ, "SIPGATE_PURE": "1"}
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                          "tests/sip/test_fast.py", "tests/test_transport.py"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert " passed" in out.stdout and "failed" not in out.stdout
