@@ -22,9 +22,12 @@ the other on the same machine, with the same SIPp scenarios
    in -> INVITE relayed to the PBX (admitted, at 1,000 calls/s), p50 / p99 /
    p99.9 in µs, matched by Call-ID.  SIPp itself times in whole milliseconds.
 6. **Workers**: when ``sipgate serve --help`` offers ``--workers``, the
-   denied flood again with N = 1, 2 (two SIPp callers on different source
-   ports, since SO_REUSEPORT hashes one source address and port to one
-   socket).
+   denied flood again with N = 1, 2 (two SIPp callers; the workers share
+   one set of sockets, so any of them can take any datagram).
+
+CPU placement (``--pin``, the default on 2+ cores): SIPp and tcpdump run on
+core 0 and each filter, every process and thread of it, on the other cores,
+the same for both filters (see PLACEMENT below for why).
 
 Pass criteria of a step: SIPp's stat CSV (last row, cumulative) shows every
 planned call created (``TotalCallCreated``), every one successful
@@ -98,6 +101,24 @@ ADMITTED_STEPS = [1000, 2000, 3000, 4000, 6000, 8000, 10000, 12000, 15000, 20000
 MIXED_STEPS = [5000, 7500, 10000, 15000, 20000, 30000, 40000, 50000, 60000]
 FALLBACK_STEPS = [1000, 500, 200, 100]
 LATENCY_RATE = 200          # calls/s for the SIPp latency comparison
+
+# CPU placement (--pin, the default with 2+ cores): SIPp and tcpdump on
+# core 0, the filter (every process and thread of it) on the others, for
+# both filters alike.  Unpinned, the scheduler puts a woken filter on SIPp's
+# core, and each reply the filter sends wakes SIPp there, which preempts it:
+# measured at 1,000 denied calls/s, one involuntary context switch per call
+# for single-process sipgate (48 in 2,000 calls for Kamailio, whose two
+# children dodge it), doubling its reply latency.  Pinned, each filter gets
+# one whole core and the load generator the other, whatever its design.
+PLACEMENT: dict[str, set[int] | None] = {"load": None, "filter": None}
+
+
+def placed(role: str):
+    """A preexec_fn putting the child (and all it starts) on ``role``'s cores."""
+    cpus = PLACEMENT[role]
+    if cpus is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
 
 
 def log(msg: str) -> None:
@@ -187,7 +208,7 @@ class Sipp:
         self.deadline = time.monotonic() + timeout + 3
         self._err = open(self.logdir / "stderr.log", "w")
         self.proc = subprocess.Popen(cmd, cwd=self.logdir, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=self._err)
+                                     stdout=subprocess.DEVNULL, stderr=self._err, preexec_fn=placed("load"))
 
     def wait(self) -> SippRun:
         try:
@@ -266,7 +287,7 @@ class SipgateFilter(peer_kamailio.ManagedProcess):
         self._log = open(self.log_path, "w")
         t0 = time.monotonic()
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, preexec_fn=placed("filter"))
         try:
             wait_answering("127.0.0.1", self.port, self.proc, 1800.0, source=ALLOWED)
         except Exception as exc:
@@ -301,7 +322,8 @@ class KamailioFilter:
     def __init__(self, table: tables.Table, workdir: Path, pbx_port: int) -> None:
         self.port = free_port()
         self.k = peer_kamailio.Kamailio(table, ("127.0.0.1", self.port), ("127.0.0.1", pbx_port),
-                                        workdir=workdir / "kamailio", start_timeout=1800.0)
+                                        workdir=workdir / "kamailio", start_timeout=1800.0,
+                                        cpus=PLACEMENT["filter"])
         self.load_seconds = 0.0
 
     def start(self) -> "KamailioFilter":
@@ -547,7 +569,7 @@ class Bench:
         flt = f"udp and port {f.port}"
         cap = subprocess.Popen([tcpdump, "-i", "lo", "-n", "-s", "2048", "-B", "65536", "-w", str(pcap), flt],
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=open(logdir / "tcpdump.log", "w"))
+                               stderr=open(logdir / "tcpdump.log", "w"), preexec_fn=placed("load"))
         uas = None
         try:
             deadline = time.monotonic() + 10
@@ -677,7 +699,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--filters", default="sipgate,kamailio")
     ap.add_argument("--step-seconds", type=float, default=None, help="traffic per step (default 5, --quick 2)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, SIPp CSVs)")
+    ap.add_argument("--pin", action=argparse.BooleanOptionalAction, default=(os.cpu_count() or 1) >= 2,
+                    help="SIPp and tcpdump on core 0, the filter on the others (default with 2+ cores)")
     args = ap.parse_args(argv)
+    if args.pin:
+        PLACEMENT["load"] = {0}
+        PLACEMENT["filter"] = set(range(1, os.cpu_count() or 2))
     sizes = [int(s) for s in (args.sizes or ("10,10000" if args.quick else "10,10000,1000000")).split(",")]
     if args.step_seconds is None:
         args.step_seconds = 2.0 if args.quick else 5.0
@@ -760,6 +787,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all("error" not in r for r in results) else 1
 
 
+def native_status() -> str:
+    """What `sipgate native status` says (compiled with mypyc, or pure Python and why)."""
+    out = subprocess.run([sys.executable, "-m", "sipgate.cli", "native", "status"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    return out.stdout.strip() or out.stderr.strip()[-200:]
+
+
 def report(results, worker_rows, args, sizes, has_workers, tcpdump, elapsed) -> None:
     p = print
     p(f"### SIPp side by side: sipgate vs Kamailio — {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"
@@ -769,6 +803,12 @@ def report(results, worker_rows, args, sizes, has_workers, tcpdump, elapsed) -> 
       f"tables: {', '.join(f'{s:,}' for s in sizes)} random entries over {tables.TRUNKS} trunks "
       f"(60/30/10 % /32, /24, /16) + 127.0.0.2/32 on each; {args.step_seconds:g} s of traffic per step; "
       f"run took {elapsed / 60:.1f} min.\n")
+    if PLACEMENT["filter"] is not None:
+        p(f"CPU placement (`--pin`): SIPp and tcpdump on core {sorted(PLACEMENT['load'])[0]}, each filter (all its "
+          f"processes) on core(s) {','.join(map(str, sorted(PLACEMENT['filter'])))}: one core each, side by side.\n")
+    else:
+        p("CPU placement: none (`--no-pin`): SIPp, tcpdump and the filter share every core.\n")
+    p(f"sipgate's receive path: {native_status()}.\n")
     p("A step passes when SIPp's stat CSV shows every planned call created and successful, 0 failed, "
       "0 retransmissions (no INVITE left unanswered for 500 ms) and the call rate achieved (SIPp's run time, "
       "start to last answer) at least 80 % of the step's; "
@@ -852,8 +892,11 @@ def report(results, worker_rows, args, sizes, has_workers, tcpdump, elapsed) -> 
     if not has_workers:
         p("Skipped: `sipgate serve --help` shows no `--workers` option in this build.\n")
     else:
-        p("Denied flood with two SIPp callers (different source ports: SO_REUSEPORT hashes one source "
-          "address and port to one socket), at the smallest table size.\n")
+        p("Denied flood with two SIPp callers, at the smallest table size. The workers share one set of "
+          "sockets (bound once, forked around them), so any worker can take any datagram"
+          + (f"; pinned like the filters above, they share core(s) "
+             f"{','.join(map(str, sorted(PLACEMENT['filter'])))}" if PLACEMENT["filter"] is not None else "")
+          + ".\n")
         p("| workers | entries | processes | denied calls/s (0 failed) | CPU / denied call | first failing step |")
         p("| ---: | ---: | ---: | ---: | ---: | --- |")
         for n, size, procs, best, fail, done in worker_rows:

@@ -206,8 +206,10 @@ class Kamailio(ManagedProcess):
 
     def __init__(self, table: tables.Table, listen: tuple[str, int], pbx: tuple[str, int], *,
                  workdir: Path | None = None, children: int | None = None,
-                 socket_buffer: int = 4194304, start_timeout: float = 900.0) -> None:
+                 socket_buffer: int = 4194304, start_timeout: float = 900.0,
+                 cpus: set[int] | None = None) -> None:
         self.table = table
+        self.cpus = cpus  # CPU affinity of the whole process tree (None: any)
         self.listen = listen
         self.pbx = pbx
         self.children = children or max(os.cpu_count() or 1, 1)
@@ -266,8 +268,10 @@ class Kamailio(ManagedProcess):
         self.prepare()
         t0 = time.monotonic()
         self._log = open(self.log_path, "w")
+        cpus = self.cpus
         self.proc = subprocess.Popen(self._cmd("-DD", "-E", "-P", str(self.pid_file)),
-                                     stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
+                                     stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+                                     preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
         try:
             wait_answering(*self.listen, self.proc, self.start_timeout)
         except Exception as exc:
