@@ -787,6 +787,50 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all("error" not in r for r in results) else 1
 
 
+def targets(results: list[dict]) -> None:
+    """Issue 4's targets against this run, per table size: met or by how much missed."""
+    by = {(r["filter"], r["size"]): r for r in results if "error" not in r}
+    sizes = sorted({size for _, size in by})
+    if not any(("sipgate", s) in by and ("kamailio", s) in by for s in sizes):
+        return
+    print("#### Issue 4's targets in this run\n")
+    print("Computed from the tables below. \"Kamailio\" means Kamailio in this run, on the same table.\n")
+    print("| entries | target | sipgate | Kamailio | verdict |")
+    print("| ---: | --- | ---: | ---: | --- |")
+
+    def row(size: int, target: str, ours: float | None, theirs: float | None, fmt, ok: bool | None,
+            ratio: str = "") -> None:
+        verdict = "n/a" if ok is None else ("met" if ok else "missed") + (f" ({ratio})" if ratio else "")
+        print(f"| {size:,} | {target} | {fmt(ours)} | {fmt(theirs)} | {verdict} |")
+
+    rate = lambda v: "n/a" if v is None else f"{v:,.0f}/s"  # noqa: E731
+    for size in sizes:
+        s, k = by.get(("sipgate", size)), by.get(("kamailio", size))
+        if s is None or k is None:
+            continue
+        sd, kd = s["denied"][0], k["denied"][0]
+        sdr, kdr = (sd.rate if sd else 0), (kd.rate if kd else 0)
+        row(size, "denied: 60,000 calls/s, 0 failed", sdr, kdr, rate, sdr >= 60000,
+            f"{sdr / 60000:.0%} of the target")
+        row(size, "denied calls/s >= Kamailio's", sdr, kdr, rate, sdr >= kdr and sdr > 0,
+            f"{sdr / kdr:.2f}x Kamailio's" if kdr else "")
+        sc, kc = (sd.cpu_us_per_call if sd else None), (kd.cpu_us_per_call if kd else None)
+        row(size, "CPU per denied call < Kamailio's", sc, kc, fmt_us,
+            None if sc is None or kc is None else sc < kc, f"{sc / kc:.2f}x Kamailio's" if sc and kc else "")
+        sa, ka = s["admitted"][0], k["admitted"][0]
+        sar, kar = (sa.rate if sa else 0), (ka.rate if ka else 0)
+        row(size, "admitted calls/s >= Kamailio's", sar, kar, rate, sar >= kar and sar > 0,
+            f"{sar / kar:.2f}x Kamailio's" if kar else "")
+        sac, kac = (sa.cpu_us_per_call if sa else None), (ka.cpu_us_per_call if ka else None)
+        row(size, "CPU per admitted call < Kamailio's", sac, kac, fmt_us,
+            None if sac is None or kac is None else sac < kac, f"{sac / kac:.2f}x Kamailio's" if sac and kac else "")
+        scap, kcap = s.get("capture", {}).get(("denied", 1000)), k.get("capture", {}).get(("denied", 1000))
+        sp, kp = (scap or {}).get("p99"), (kcap or {}).get("p99")
+        row(size, "denied p99 at 1,000/s (capture) <= Kamailio's", sp, kp, fmt_us,
+            None if sp is None or kp is None else sp <= kp, f"{sp / kp:.2f}x Kamailio's" if sp and kp else "")
+    print("")
+
+
 def native_status() -> str:
     """What `sipgate native status` says (compiled with mypyc, or pure Python and why)."""
     out = subprocess.run([sys.executable, "-m", "sipgate.cli", "native", "status"], cwd=ROOT,
@@ -814,6 +858,8 @@ def report(results, worker_rows, args, sizes, has_workers, tcpdump, elapsed) -> 
       "start to last answer) at least 80 % of the step's; "
       "stepping stops at the first step that fails twice in a row (both runs are under Every step). CPU: utime+stime of the filter's whole process tree "
       "(/proc) over the step, per successful call.\n")
+
+    targets(results)
 
     p("#### 1–2. Denied flood and admitted calls\n")
     p("| filter | entries | load | denied calls/s (0 failed) | CPU / denied call | first failing denied step "
