@@ -491,6 +491,55 @@ class Bench:
                     break
         return best, first_fail, done
 
+    # -- 5. where sipgate's CPU goes -----------------------------------------
+    def profile(self, f, kind: str, rate: int, domain: str, pbx_port: int) -> dict | None:
+        """Run one more ``kind`` step at ``rate`` with py-spy sampling the
+        filter's first process (``--native``, so that the mypyc-compiled
+        functions appear by source line too; it pauses the filter for each of
+        its 100 samples a second, so the step may fail where it passed); the
+        share of samples per function, self and inclusive."""
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        if not Path(spy).exists():
+            return None
+        out = self.logdir()
+        out.mkdir(parents=True, exist_ok=True)
+        raw = out / "py-spy.txt"
+        seconds = max(int(self.args.step_seconds), 1)
+        rec = subprocess.Popen([spy, "record", "--native", "-r", "100", "-f", "raw",
+                                "-o", str(raw), "-d", str(seconds + 1), "-p", str(f.pids()[0])],
+                               stdout=subprocess.DEVNULL, stderr=open(out / "py-spy.log", "w"),
+                               preexec_fn=placed("load"))
+        try:
+            time.sleep(0.5)
+            st = (self.denied_step(f, rate, domain) if kind == "denied"
+                  else self.admitted_step(f, rate, domain, pbx_port))
+            rec.wait(timeout=seconds + 30)
+        except subprocess.TimeoutExpired:
+            rec.kill()
+            rec.wait(5)
+        finally:
+            if rec.poll() is None:
+                rec.terminate()
+                rec.wait(5)
+        if not raw.exists():
+            return {"error": (out / "py-spy.log").read_text()[-300:]}
+        total = 0
+        own: dict[str, int] = {}
+        inclusive: dict[str, int] = {}
+        for line in raw.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not count.isdigit():
+                continue
+            n = int(count)
+            frames = [_frame_name(x) for x in stack.split(";")]
+            if not any("sipgate/" in x for x in frames):
+                continue  # another thread (executor, store), idle in a wait
+            total += n
+            own[frames[-1]] = own.get(frames[-1], 0) + n
+            for name in set(frames):
+                inclusive[name] = inclusive.get(name, 0) + n
+        return {"kind": kind, "rate": rate, "ok": st.ok, "samples": total, "own": own, "inclusive": inclusive}
+
     # -- 2. admitted calls ---------------------------------------------------
     def admitted_step(self, f, rate: int, domain: str, pbx_port: int) -> Step:
         logdir = self.logdir()
@@ -597,6 +646,18 @@ class Bench:
         lat = capture_latencies(pcap, f.port, pbx_port, kind)
         lat["sipp"] = judge(run, calls, rate) or "ok"
         return lat
+
+
+def _frame_name(frame: str) -> str:
+    """py-spy's "function (file:line)" without the line; native frames
+    ("sre_ucs1_match (libpython3.11.so.1.0)") as they are."""
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rpartition(":")[0] if ".py:" in where else where.rstrip(")")
+    if "sipgate/" in path:
+        path = "sipgate/" + path.rpartition("sipgate/")[2]
+    else:
+        path = Path(path).name
+    return f"{name} ({path})"
 
 
 def _udp_bound(host: str, port: int) -> bool:
@@ -756,6 +817,9 @@ def main(argv: list[str] | None = None) -> int:
                                 c["hist"] = histogram_quantiles(h0, f.histogram())
                             log(f"  capture {kind} {rate}/s: {c}")
                     r["capture"] = caps
+                    if name == "sipgate" and size == sizes[0]:
+                        r["profile"] = [p for kind, st in (("denied", r["denied"][0]), ("admitted", r["admitted"][0]))
+                                        if st is not None and (p := bench.profile(f, kind, st.rate, domain, pbx_port))]
                     results.append(r)
                 except Exception as exc:  # one filter's failure must not lose the others' numbers
                     log(f"{name} {size}: ERROR {exc}")
@@ -949,6 +1013,35 @@ def report(results, worker_rows, args, sizes, has_workers, tcpdump, elapsed) -> 
             p(f"| {n} | {size:,} | {procs} | {fmt_rate(best, fail, done)} | "
               f"{fmt_us(best.cpu_us_per_call if best else None)} | {fmt_fail(fail, DENIED_STEPS, best)} |")
         p("")
+
+    profiles = [(r, prof) for r in results if "error" not in r for prof in r.get("profile", ())]
+    if profiles:
+        p("#### 5. Where sipgate's CPU goes (py-spy)\n")
+        p("One more step at the highest passing rate with `py-spy record --native` sampling "
+          "sipgate (100 Hz; each sample pauses it briefly): the share of samples in each function, self (where the sample landed) and "
+          "inclusive (on the stack). Native frames are CPython's C code (`sre_*`: the regular expressions, "
+          "`_PyObject_*`: allocation) and the system calls as libc shows them (`sendmsg`, `recvmsg`; an "
+          "unnamed libc address is most often the event loop's `epoll_wait`); with the compiled "
+          "receive path, mypyc's functions appear under their Python names.\n")
+        for r, prof in profiles:
+            if "error" in prof:
+                p(f"{r['size']:,} entries: py-spy failed: {prof['error']}\n")
+                continue
+            total = prof["samples"] or 1
+            p(f"**{prof['kind']} calls at {prof['rate']:,}/s, {r['size']:,} entries** "
+              f"({prof['samples']:,} samples of sipgate's main thread"
+              f"{'' if prof['ok'] else '; the step itself failed under the sampling'})\n")
+            p("| self | function | | inclusive | function |")
+            p("| ---: | --- | --- | ---: | --- |")
+            own = sorted(prof["own"].items(), key=lambda kv: -kv[1])[:12]
+            inc = sorted(((k, v) for k, v in prof["inclusive"].items()
+                          if "sipgate/" in k and "sipgate/cli.py" not in k and "sipgate/server.py" not in k),
+                         key=lambda kv: -kv[1])[:12]
+            for i in range(max(len(own), len(inc))):
+                a = own[i] if i < len(own) else ("", 0)
+                b = inc[i] if i < len(inc) else ("", 0)
+                p(f"| {a[1] / total:.1%} | `{a[0]}` | | {b[1] / total:.1%} | `{b[0]}` |")
+            p("")
 
     p("<details><summary>Every step</summary>\n")
     p("| filter | entries | test | rate/s | planned | successful | achieved/s | CPU / call | result |")
