@@ -1,6 +1,7 @@
 """Benchmark sipgate's PrefixMatcher against netaddr IPSet, pytricia and py-radix.
 
 Usage: python benchmarks/bench_matcher.py [--sizes 10,10000,1000000] [--quick]
+       [--impls PrefixMatcher,pytricia] [--no-parse-table]
 
 Each (implementation, size) is measured in a fresh subprocess so the resident
 memory it reports is the structure's own, not memory freed by a previous
@@ -247,6 +248,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", help="comma-separated entry counts (default 10,10000,1000000; 10,1000 with --quick)")
     parser.add_argument("--quick", action="store_true", help="small default sizes, fewer probes and repeats")
+    parser.add_argument("--impls", help="comma-separated implementations to run (default all: %s)" % ", ".join(IMPLS))
+    parser.add_argument("--no-parse-table", action="store_true", help="skip the parse_address table")
     parser.add_argument("--worker", nargs=2, metavar=("IMPL", "DATA"), help=argparse.SUPPRESS)
     parser.add_argument("--repeat", type=int, default=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -266,7 +269,11 @@ def main() -> None:
     print("- lookups: ns per call, best of %d, for-loop overhead included; 'near' = address just outside a network" % repeat)
     print("- memory: RSS MiB = resident growth retained after the build; peak MiB = resident high-water growth during the build; each build in a fresh process\n")
 
-    skipped = {name: why for name in IMPLS if (why := available(name))}
+    impls = tuple(args.impls.split(",")) if args.impls else IMPLS
+    unknown = set(impls) - set(IMPLS)
+    if unknown:
+        parser.error(f"unknown implementation(s): {', '.join(sorted(unknown))}")
+    skipped = {name: why for name in impls if (why := available(name))}
     header = "| impl | call | entries | build s | RSS MiB | peak MiB | " + " | ".join(CATEGORIES) + " |"
     lines = [header, "|" + "---|" * 6 + "---:|" * len(CATEGORIES)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -278,7 +285,7 @@ def main() -> None:
             with open(data, "wb") as f:
                 pickle.dump((entries, probes), f)
             del entries, probes
-            for name in IMPLS:
+            for name in impls:
                 if name in skipped:
                     continue
                 cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, data, "--repeat", str(repeat)]
@@ -296,8 +303,9 @@ def main() -> None:
     print("\n".join(lines))
     for name, why in skipped.items():
         print(f"\n- {name}: {why}")
-    print("\n## parse_address\n")
-    print("\n".join(parse_table(repeat)))
+    if not args.no_parse_table:
+        print("\n## parse_address\n")
+        print("\n".join(parse_table(repeat)))
 
 
 if __name__ == "__main__":

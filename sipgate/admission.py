@@ -67,7 +67,7 @@ class TrunkEntry:
     account_sid: str
     domain_name: str | None
     acl_sids: tuple[str, ...]
-    matcher: PrefixMatcher[Match]
+    matcher: PrefixMatcher[str]  # payload: the list SID
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +96,7 @@ class AdmissionTable:
     by_domain: dict[str, TrunkEntry]
     by_sid: dict[str, TrunkEntry]
     # Union of every trunk's lists: "admitted by any trunk" (keepalives).
-    any_trunk: PrefixMatcher[Match]
+    any_trunk: PrefixMatcher[str]
     entries: int
     # List SID -> name, for every list some trunk uses (for apply_changes).
     acl_names: dict[str, str] = field(default_factory=dict)

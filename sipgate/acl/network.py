@@ -6,7 +6,7 @@ from typing import Any
 
 from sipgate.acl.address import parse_ipv4, parse_ipv6
 
-__all__ = ["MAX_PREFIX", "normalize_network"]
+__all__ = ["MAX_PREFIX", "lookup_pton", "normalize_network"]
 
 MAX_PREFIX: dict[int, int] = {4: 32, 6: 128}
 
@@ -45,6 +45,51 @@ def _ipv6_value(text: str) -> int | None:
     if not text.isascii() or "%" in text:
         return None  # (inet_pton would read a zone id on some systems)
     return _inet_pton6(text)
+
+
+# Edge cases on which the C inet_pton must agree with parse_ipv4 /
+# parse_ipv6 (value, or refusal) before the matcher's lookups trust it.
+_PTON_CHECK_V4 = ("0.0.0.0", "1.2.3.4", "255.255.255.255", "01.2.3.4", "1.2.3.04", "1.2.3", "1.2.3.4.",
+                  "1..3.4", " 1.2.3.4", "1.2.3.4 ", "256.1.1.1", "0x1.1.1.1", "1.2.3.4.5", "", "1.2.3.-4",
+                  "\u0661.2.3.4", "1.2.3.4/32")
+_PTON_CHECK_V6 = ("::", "::1", "1::", "1:2:3:4:5:6:7:8", "1::2:3:4:5:6:7", "::ffff:1.2.3.4", "::1.2.3.4",
+                  "1:2:3:4:5:6:1.2.3.4", "FFFF::abcd", "0000:0:0:0:0:0:0:0001", ":::", "1:2:3:4:5:6:7:8:9",
+                  "1::2::3", "12345::", ":1::", "1::2:", "::01.2.3.4", "fe80::1%eth0", "1:2:3:4:5:6:7:8::",
+                  "::1.2.3", "g::", " ::1", "::1 ", "1:2:3:4:5:6:7", "1:2:3:4:5:6:7:1.2.3.4", "::1.2.3.4:5",
+                  "::0x1", "::-1", "::+1", "\u0661::", "::1/128", "")
+
+_pton_checked: Any = None
+
+
+def lookup_pton() -> tuple[Any, int, int] | None:
+    """``(socket.inet_pton, AF_INET, AF_INET6)`` for the matcher's lookups,
+    or None if there is no inet_pton or it does not read addresses exactly
+    as parse_ipv4 / parse_ipv6 do (glibc's and musl's do: strict dotted
+    quads, no leading zeros, no zone id).  Checked once, on edge cases;
+    the lookups send whatever inet_pton refuses to parse_address, so only
+    what it accepts has to agree.  socket is imported here, on first use,
+    when a matcher with entries is made (build time), never on import."""
+    global _pton_checked
+    if _pton_checked is None:
+        _pton_checked = False
+        try:
+            import socket
+
+            pton, af4, af6 = socket.inet_pton, int(socket.AF_INET), int(socket.AF_INET6)
+        except (ImportError, AttributeError):
+            return None
+
+        def agrees(family: int, parse: Any, text: str) -> bool:
+            try:
+                value: int | None = int.from_bytes(pton(family, text), "big")
+            except (OSError, ValueError, TypeError):
+                value = None
+            return value == parse(text)
+
+        if all(agrees(af4, parse_ipv4, text) for text in _PTON_CHECK_V4) and \
+                all(agrees(af6, parse_ipv6, text) for text in _PTON_CHECK_V6):
+            _pton_checked = (pton, af4, af6)
+    return _pton_checked or None
 
 
 def _parse_prefix(text: str) -> int:
