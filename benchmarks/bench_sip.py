@@ -648,11 +648,25 @@ class Bench:
         return lat
 
 
+# mypyc's C names of the compiled modules' functions: CPyDef_<module>___<name>,
+# with a method as <Class>___<method>.
+_MYPYC_MODULES = {"fast": "sipgate/sip/fast.py", "udp": "sipgate/transport/udp.py"}
+_MYPYC_NAME = re.compile(r"CPy(?:Def|Py)_([A-Za-z0-9]+)___(\w+)")
+
+
 def _frame_name(frame: str) -> str:
-    """py-spy's "function (file:line)" without the line; native frames
-    ("sre_ucs1_match (libpython3.11.so.1.0)") as they are."""
+    """py-spy's "function (file:line)" without the line; a mypyc-compiled
+    function ("CPyDef_fast___scan (__native__native.c:1897)") under its
+    Python name and module; other native frames by their library."""
     name, _, where = frame.partition(" (")
-    path = where.rstrip(")").rpartition(":")[0] if ".py:" in where else where.rstrip(")")
+    where = where.rstrip(")")
+    m = _MYPYC_NAME.fullmatch(name)
+    if m is not None and m.group(1) in _MYPYC_MODULES:
+        cls, sep, method = m.group(2).partition("___")
+        return f"{cls + '.' + method if sep else cls} ({_MYPYC_MODULES[m.group(1)]})"
+    path, colon, line = where.rpartition(":")
+    if not (colon and line.isdigit()):
+        path = where
     if "sipgate/" in path:
         path = "sipgate/" + path.rpartition("sipgate/")[2]
     else:
@@ -1035,7 +1049,8 @@ def report(results, worker_rows, args, sizes, has_workers, tcpdump, elapsed) -> 
             p("| ---: | --- | --- | ---: | --- |")
             own = sorted(prof["own"].items(), key=lambda kv: -kv[1])[:12]
             inc = sorted(((k, v) for k, v in prof["inclusive"].items()
-                          if "sipgate/" in k and "sipgate/cli.py" not in k and "sipgate/server.py" not in k),
+                          if "sipgate/" in k and "sipgate/cli.py" not in k and "sipgate/server.py" not in k
+                          and not k.startswith("0x")),
                          key=lambda kv: -kv[1])[:12]
             for i in range(max(len(own), len(inc))):
                 a = own[i] if i < len(own) else ("", 0)
