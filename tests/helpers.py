@@ -208,13 +208,24 @@ def pg_node_config(directory: Path, pbx_port: int, url: str) -> Path:
     return path
 
 
+def basic(user: str = ACCOUNT_SID, token: str = AUTH_TOKEN) -> str:
+    """An HTTP Basic Authorization header value (the demo account's by default)."""
+    import base64
+
+    return "Basic " + base64.b64encode(f"{user}:{token}".encode()).decode()
+
+
+# Twilio's body for a request without valid credentials.
+UNAUTHORIZED = {"code": 20003, "message": "Authentication Error - invalid username",
+                "more_info": "https://www.twilio.com/docs/errors/20003", "status": 401}
+
+
 def api_json(node: Serving, method: str, path: str, form: dict | None = None) -> dict:
     """One API call to a running node as the demo account; the JSON body ({} when empty)."""
-    import base64
     import json
     import urllib.parse
 
-    auth = "Basic " + base64.b64encode(f"{ACCOUNT_SID}:{AUTH_TOKEN}".encode()).decode()
+    auth = basic()
     data = urllib.parse.urlencode(form).encode() if form is not None else None
     req = urllib.request.Request(f"http://127.0.0.1:{node.api_port}{path}", data=data, method=method,
                                  headers={"Authorization": auth})

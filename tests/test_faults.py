@@ -7,7 +7,6 @@ Real `sipgate serve` processes, real SQLite files, real loopback sockets.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import os
@@ -26,11 +25,11 @@ from pathlib import Path
 from helpers import (
     ACCOUNT_SID,
     ALLOWED,
-    AUTH_TOKEN,
     DEMO_SEED,
     DENIED,
     Serving,
     UdpPeer,
+    basic,
     metric,
     request,
     write_config,
@@ -40,7 +39,7 @@ from sipgate.reload import Reloader
 from sipgate.store import Unavailable, open_store
 from sipgate.store.sqlite import CHANGE_LOG_KEEP, OP_TIMEOUT
 
-AUTH = "Basic " + base64.b64encode(f"{ACCOUNT_SID}:{AUTH_TOKEN}".encode()).decode()
+AUTH = basic()
 ACLS = f"/2010-04-01/Accounts/{ACCOUNT_SID}/SIP/IpAccessControlLists"
 
 

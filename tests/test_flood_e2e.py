@@ -13,7 +13,6 @@ Loopback only; every process is stopped by PID (Serving, sippkit).
 
 from __future__ import annotations
 
-import base64
 import json
 import shutil
 import socket
@@ -25,12 +24,12 @@ from pathlib import Path
 from helpers import (
     ACCOUNT_SID,
     ALLOWED,
-    AUTH_TOKEN,
     DEMO_DOMAIN,
     DEMO_SEED,
     DENIED,
     Serving,
     UdpPeer,
+    basic,
     metric,
     request,
     write_config,
@@ -104,7 +103,7 @@ def test_sipp_flood_is_banned_while_admitted_sipp_calls_complete(tmp_path, pbx_p
 
 def api_add_address(server: Serving, address: str) -> None:
     base = f"http://127.0.0.1:{server.api_port}/2010-04-01/Accounts/{ACCOUNT_SID}/SIP/IpAccessControlLists"
-    auth = "Basic " + base64.b64encode(f"{ACCOUNT_SID}:{AUTH_TOKEN}".encode()).decode()
+    auth = basic()
     with urllib.request.urlopen(urllib.request.Request(f"{base}.json", headers={"Authorization": auth}),
                                 timeout=10) as resp:
         acl = json.load(resp)["ip_access_control_lists"][0]["sid"]

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 import threading
@@ -29,6 +28,7 @@ from helpers import (
     SIPGATE,
     Serving,
     UdpPeer,
+    basic,
     metric,
     request,
     write_config,
@@ -175,7 +175,7 @@ def test_sighup_applies_run_time_settings_and_keeps_a_broken_file_out(tmp_path):
             new_sid, new_token = "AC" + "9" * 32, "hup-token"
             path.write_text(good + f'[[accounts]]\nsid = "{new_sid}"\nauth_token = "{new_token}"\n')
             _hup_and_wait(server, r"SIGHUP: config .* applied")
-            auth = "Basic " + base64.b64encode(f"{new_sid}:{new_token}".encode()).decode()
+            auth = basic(new_sid, new_token)
             req = urllib.request.Request(f"http://127.0.0.1:{server.api_port}/v1/Trunks",
                                          headers={"Authorization": auth})
             with urllib.request.urlopen(req, timeout=5) as resp:

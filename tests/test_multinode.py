@@ -9,7 +9,6 @@ NOTIFY path can make the second node follow within the bound asserted here.
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 import urllib.error
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ACCOUNT_SID, AUTH_TOKEN, DEMO_SEED, Serving, UdpPeer, pg_node_config, request
+from helpers import ACCOUNT_SID, DEMO_SEED, Serving, UdpPeer, basic, pg_node_config, request
 from helpers import api_json as api
 from pgcluster import PgCluster, pg_cluster  # noqa: F401  (the session fixture)
 from sipgate.sip import parse
@@ -119,7 +118,7 @@ def test_postgres_down_keeps_enforcing_answers_503_and_recovers(tmp_path, pg_url
             assert verdict(peer, node, pbx, "deny-before") == "403"
             pg_cluster.stop()
             try:
-                auth = "Basic " + base64.b64encode(f"{ACCOUNT_SID}:{AUTH_TOKEN}".encode()).decode()
+                auth = basic()
                 req = urllib.request.Request(
                     f"http://127.0.0.1:{node.api_port}{lists}/{acl}/IpAddresses.json",
                     data=urllib.parse.urlencode({"FriendlyName": "x", "IpAddress": SCANNER}).encode(),

@@ -47,7 +47,6 @@ started by this module and stopped by PID.  The whole file takes about
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import os
@@ -73,6 +72,7 @@ from helpers import (
     DEMO_SEED,
     DENIED,
     Serving,
+    basic,
     metric,
     write_config,
 )
@@ -252,7 +252,7 @@ def api(server: Serving, method: str, path: str, form: dict[str, str] | None = N
     """One request to sipgate's Twilio-compatible API: (status, JSON body)."""
     data = urllib.parse.urlencode(form).encode() if form is not None else None
     req = urllib.request.Request(f"http://127.0.0.1:{server.api_port}{path}", data=data, method=method)
-    req.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
+    req.add_header("Authorization", basic(*auth))
     if data is not None:
         req.add_header("Content-Type", "application/x-www-form-urlencoded")
     try:

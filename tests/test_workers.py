@@ -7,7 +7,7 @@ import signal
 import time
 from pathlib import Path
 
-from helpers import ALLOWED, DEMO_DOMAIN, DEMO_SEED, DENIED, Serving, UdpPeer, request, write_config
+from helpers import ALLOWED, DEMO_DOMAIN, DEMO_SEED, DENIED, Serving, UdpPeer, basic, request, write_config
 from sipgate.sip import parse
 
 
@@ -92,11 +92,10 @@ def test_a_write_through_the_api_is_enforced_by_every_worker_at_once(tmp_path):
     """Worker 0 wakes the others (SIGUSR1) after an API write; with their
     revision poll 60 s away, every INVITE from the newly listed address is
     relayed, whichever worker the kernel hands it to."""
-    import base64
     import urllib.parse
     import urllib.request
 
-    from helpers import ACCOUNT_SID, AUTH_TOKEN
+    from helpers import ACCOUNT_SID
 
     source = "127.0.0.11"
     with UdpPeer("127.0.0.1") as pbx, UdpPeer(source) as caller:
@@ -106,7 +105,7 @@ def test_a_write_through_the_api_is_enforced_by_every_worker_at_once(tmp_path):
         try:
             wait_for_log(server, "(worker 1)")
             edge = ("127.0.0.1", server.sip_port)
-            auth = "Basic " + base64.b64encode(f"{ACCOUNT_SID}:{AUTH_TOKEN}".encode()).decode()
+            auth = basic()
             lists = f"http://127.0.0.1:{server.api_port}/2010-04-01/Accounts/{ACCOUNT_SID}/SIP/IpAccessControlLists"
             import json
             with urllib.request.urlopen(urllib.request.Request(f"{lists}.json", headers={"Authorization": auth}),

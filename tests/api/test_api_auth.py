@@ -8,36 +8,17 @@ import base64
 import hmac
 import http.client
 import json
-from collections.abc import Iterator
 
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from helpers import ACCOUNT_SID, AUTH_TOKEN, DEMO_SEED, OTHER_ACCOUNT_SID, OTHER_AUTH_TOKEN, Serving, UdpPeer, \
-    write_config
+from helpers import ACCOUNT_SID, AUTH_TOKEN, OTHER_ACCOUNT_SID, OTHER_AUTH_TOKEN, UNAUTHORIZED, Serving, basic
 from sipgate.api import app as api_app
 from sipgate.api.app import ACCOUNTS_KEY, API_MAX_BODY
 
-UNAUTHORIZED = {"code": 20003, "message": "Authentication Error - invalid username",
-                "more_info": "https://www.twilio.com/docs/errors/20003", "status": 401}
 TRUNKS = "/v1/Trunks"
 ACLS = f"/2010-04-01/Accounts/{ACCOUNT_SID}/SIP/IpAccessControlLists.json"
 
-
-def basic(user: str, token: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{token}".encode()).decode()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[Serving]:
-    tmp = tmp_path_factory.mktemp("auth")
-    pbx = UdpPeer("127.0.0.1")
-    srv = Serving(["serve", "--config", str(write_config(tmp, pbx.address[1])), "--seed", str(DEMO_SEED)])
-    try:
-        yield srv
-    finally:
-        assert srv.stop() == 0
-        pbx.close()
 
 
 def send(server: Serving, method: str, path: str, headers: dict[str, str] | None = None,

@@ -3,34 +3,20 @@ schemathesis run): each is a Twilio 400, never a 500, on a running server."""
 
 from __future__ import annotations
 
-import base64
 import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 
 import pytest
 
-from helpers import ACCOUNT_SID, AUTH_TOKEN, DEMO_SEED, Serving, UdpPeer, write_config
+from helpers import ACCOUNT_SID, Serving, basic
 from openapi_check import OpenApiChecker
 from sipgate.api.openapi import openapi_document
 
-AUTH = {"Authorization": "Basic " + base64.b64encode(f"{ACCOUNT_SID}:{AUTH_TOKEN}".encode()).decode()}
+AUTH = {"Authorization": basic()}
 ACLS = f"/2010-04-01/Accounts/{ACCOUNT_SID}/SIP/IpAccessControlLists"
 CHECKER = OpenApiChecker(openapi_document())
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[Serving]:
-    tmp = tmp_path_factory.mktemp("input")
-    pbx = UdpPeer("127.0.0.1")
-    srv = Serving(["serve", "--config", str(write_config(tmp, pbx.address[1])), "--seed", str(DEMO_SEED)])
-    try:
-        yield srv
-    finally:
-        assert srv.stop() == 0
-        pbx.close()
 
 
 def call(server: Serving, method: str, path: str, form: dict[str, str] | None = None) -> tuple[int, dict]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,34 +29,17 @@ from schemathesis.checks import (
 )
 from schemathesis.core.failures import Failure, FailureGroup
 
-from helpers import ACCOUNT_SID, AUTH_TOKEN, DEMO_SEED, OTHER_ACCOUNT_SID, Serving, UdpPeer, write_config
+from helpers import ACCOUNT_SID, AUTH_TOKEN, OTHER_ACCOUNT_SID, UNAUTHORIZED, Serving, basic
 from sipgate.api.openapi import openapi_document
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 OPERATIONS = [(path, method.upper()) for path, item in openapi_document()["paths"].items()
               for method in item if method in ("get", "post", "delete")]
-UNAUTHORIZED = {"code": 20003, "message": "Authentication Error - invalid username",
-                "more_info": "https://www.twilio.com/docs/errors/20003", "status": 401}
 # Examples per operation (the file runs in about half a minute);
 # SIPGATE_FUZZ_SCALE=10 runs ten times as many.
 _SCALE = max(1, int(os.environ.get("SIPGATE_FUZZ_SCALE", "1")))
 POSITIVE, NEGATIVE, BAD_AUTH = 40 * _SCALE, 25 * _SCALE, 10 * _SCALE
 
-
-def _basic(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[Serving]:
-    tmp = tmp_path_factory.mktemp("schemathesis")
-    pbx = UdpPeer("127.0.0.1")
-    srv = Serving(["serve", "--config", str(write_config(tmp, pbx.address[1])), "--seed", str(DEMO_SEED)])
-    try:
-        yield srv
-    finally:
-        assert srv.stop() == 0
-        pbx.close()
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +53,7 @@ def real_sids(server: Serving) -> dict[str, str]:
     generated requests also reach existing resources, not only 404s (a
     DELETE example removes them for the rest of that test only)."""
     base = f"http://127.0.0.1:{server.api_port}"
-    auth = {"Authorization": _basic(ACCOUNT_SID, AUTH_TOKEN)}
+    auth = {"Authorization": basic(ACCOUNT_SID, AUTH_TOKEN)}
 
     def post(path: str, form: dict[str, str]) -> str:
         response = requests.post(base + path, data=form, headers=auth, timeout=10)
@@ -147,7 +129,7 @@ def test_valid_credentials_no_server_error_and_conforming_responses(server, sche
             case.path_parameters = {**case.path_parameters, **_real_path_parameters(path, real_sids)}
             if method == "POST" and path in REAL_BODY and isinstance(case.body, dict):
                 case.body = {**case.body, **REAL_BODY[path](real_sids)}
-        response = _send(case, base_url, _basic(ACCOUNT_SID, AUTH_TOKEN))
+        response = _send(case, base_url, basic(ACCOUNT_SID, AUTH_TOKEN))
         case.validate_response(response, checks=CHECKS)
         seen.add(response.status_code)
 
@@ -160,10 +142,10 @@ def test_valid_credentials_no_server_error_and_conforming_responses(server, sche
 
 
 CREDENTIALS = {
-    "unknown account": _basic("AC" + "f" * 32, AUTH_TOKEN),
-    "wrong token": _basic(ACCOUNT_SID, AUTH_TOKEN + "x"),
-    "another account's token": _basic(ACCOUNT_SID, "test-token-2"),
-    "token of the other account, empty": _basic(OTHER_ACCOUNT_SID, ""),
+    "unknown account": basic("AC" + "f" * 32, AUTH_TOKEN),
+    "wrong token": basic(ACCOUNT_SID, AUTH_TOKEN + "x"),
+    "another account's token": basic(ACCOUNT_SID, "test-token-2"),
+    "token of the other account, empty": basic(OTHER_ACCOUNT_SID, ""),
     "no colon": "Basic " + base64.b64encode(ACCOUNT_SID.encode()).decode(),
     "not base64": "Basic !!!",
     "bearer": f"Bearer {AUTH_TOKEN}",
@@ -195,7 +177,7 @@ def test_the_checks_catch_a_server_error_and_schema_violations(server, schema):
     undocumented status, a wrong content type and a body off the schema."""
     operation = schema["/v1/Trunks"]["GET"]
     case = operation.Case(query={"PageSize": 5})
-    response = _send(case, f"http://127.0.0.1:{server.api_port}", _basic(ACCOUNT_SID, AUTH_TOKEN))
+    response = _send(case, f"http://127.0.0.1:{server.api_port}", basic(ACCOUNT_SID, AUTH_TOKEN))
     case.validate_response(response, checks=CHECKS)  # the genuine answer conforms
     for status, content_type, body in ((500, "application/json", response.content),
                                        (418, "application/json", response.content),

@@ -4,7 +4,6 @@ serve plain HTTP off loopback."""
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import os
@@ -24,9 +23,9 @@ import trustme
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
-from helpers import ACCOUNT_SID, AUTH_TOKEN, DEMO_SEED, SIPGATE, Serving, UdpPeer, write_config
+from helpers import ACCOUNT_SID, AUTH_TOKEN, DEMO_SEED, SIPGATE, Serving, UdpPeer, basic, write_config
 
-AUTH = {"Authorization": "Basic " + base64.b64encode(f"{ACCOUNT_SID}:{AUTH_TOKEN}".encode()).decode()}
+AUTH = {"Authorization": basic()}
 
 
 class TlsServing(Serving):

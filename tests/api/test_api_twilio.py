@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,27 +20,13 @@ from helpers import (
     OTHER_AUTH_TOKEN,
     Serving,
     UdpPeer,
+    basic,
     request,
-    write_config,
 )
 from openapi_check import OpenApiChecker
 from sipgate.sip import parse
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[Serving]:
-    tmp = tmp_path_factory.mktemp("api")
-    pbx = UdpPeer("127.0.0.1")
-    srv = Serving(["serve", "--config", str(write_config(tmp, pbx.address[1])),
-                   "--seed", str(ROOT / "config" / "demo-seed.toml")])
-    srv.pbx = pbx  # type: ignore[attr-defined]
-    try:
-        yield srv
-    finally:
-        assert srv.stop() == 0
-        pbx.close()
 
 
 def client(server: Serving, sid: str = ACCOUNT_SID, token: str = AUTH_TOKEN) -> Client:
@@ -58,7 +42,7 @@ def http(server: Serving, method: str, path: str, form: dict[str, str] | None = 
     data = body if body is not None else (urllib.parse.urlencode(form).encode() if form is not None else None)
     req = urllib.request.Request(f"http://127.0.0.1:{server.api_port}{path}", data=data, method=method)
     if auth:
-        req.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
+        req.add_header("Authorization", basic(*auth))
     if data is not None:
         req.add_header("Content-Type", "application/x-www-form-urlencoded")
     try:
