@@ -90,6 +90,7 @@ import peer_kamailio  # noqa: E402
 import table as tables  # noqa: E402
 from peer_kamailio import cpu_seconds, wait_answering  # noqa: E402
 
+from sipgate import native  # noqa: E402
 from sipgate.sippkit import parse_outcome  # noqa: E402
 
 SCENARIOS = HERE / "scenarios"
@@ -115,10 +116,7 @@ PLACEMENT: dict[str, set[int] | None] = {"load": None, "filter": None}
 
 def placed(role: str):
     """A preexec_fn putting the child (and all it starts) on ``role``'s cores."""
-    cpus = PLACEMENT[role]
-    if cpus is None:
-        return None
-    return lambda: os.sched_setaffinity(0, cpus)
+    return peer_kamailio.pinned(PLACEMENT[role])
 
 
 def log(msg: str) -> None:
@@ -909,13 +907,6 @@ def targets(results: list[dict]) -> None:
     print("")
 
 
-def native_status() -> str:
-    """What `sipgate native status` says (compiled with mypyc, or pure Python and why)."""
-    out = subprocess.run([sys.executable, "-m", "sipgate.cli", "native", "status"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
-    return out.stdout.strip() or out.stderr.strip()[-200:]
-
-
 def report(results, worker_rows, args, sizes, has_workers, tcpdump, elapsed) -> None:
     p = print
     p(f"### SIPp side by side: sipgate vs Kamailio — {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"
@@ -930,7 +921,7 @@ def report(results, worker_rows, args, sizes, has_workers, tcpdump, elapsed) -> 
           f"processes) on core(s) {','.join(map(str, sorted(PLACEMENT['filter'])))}: one core each, side by side.\n")
     else:
         p("CPU placement: none (`--no-pin`): SIPp, tcpdump and the filter share every core.\n")
-    p(f"sipgate's receive path: {native_status()}.\n")
+    p(f"sipgate's receive path: {native.status()[1]}.\n")
     p("A step passes when SIPp's stat CSV shows every planned call created and successful, 0 failed, "
       "0 retransmissions (no INVITE left unanswered for 500 ms) and the call rate achieved (SIPp's run time, "
       "start to last answer) at least 80 % of the step's; "

@@ -83,6 +83,13 @@ def cpu_seconds(pids: list[int]) -> float:
     return ticks / CLK_TCK
 
 
+def pinned(cpus: set[int] | None):
+    """A Popen preexec_fn putting the child, and all it starts, on ``cpus`` (None: no pinning)."""
+    if not cpus:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
 def stop_pid(proc: subprocess.Popen, pids: list[int] | None = None, timeout: float = 10.0) -> None:
     """SIGTERM ``proc`` (then SIGKILL), then any of ``pids`` still alive, by PID."""
     pids = [p for p in (pids or []) if p != proc.pid]
@@ -268,10 +275,9 @@ class Kamailio(ManagedProcess):
         self.prepare()
         t0 = time.monotonic()
         self._log = open(self.log_path, "w")
-        cpus = self.cpus
         self.proc = subprocess.Popen(self._cmd("-DD", "-E", "-P", str(self.pid_file)),
                                      stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-                                     preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+                                     preexec_fn=pinned(self.cpus))
         try:
             wait_answering(*self.listen, self.proc, self.start_timeout)
         except Exception as exc:

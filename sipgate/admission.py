@@ -502,6 +502,7 @@ def explain(table: AdmissionTable, domain: str, address: str, ctx: Context | Non
     prefix first; without it only the lists are named.
     """
     ctx = ctx or Context(own_hosts=frozenset())
+    entries = entries or {}
     parsed = parse_address(address)
     if parsed is None:
         return Explanation(False, None, (), f"deny: {address!r} is not an IP address")
@@ -519,7 +520,7 @@ def explain(table: AdmissionTable, domain: str, address: str, ctx: Context | Non
     matches: list[Match] = []
     for acl_sid in acl_sids:
         lines.append(f"  list {acl_sid} ({table.acl_names.get(acl_sid, '')})")
-        found = _containing(parsed, acl_sid, (entries.get(acl_sid) if entries is not None else None) or ())
+        found = _containing(parsed, acl_sid, entries.get(acl_sid) or ())
         matches += found
         lines += [f"    entry {m.ip_sid} {m.network}" for m in found]
     return Explanation(True, trunk, tuple(matches), "\n".join(lines))

@@ -359,18 +359,15 @@ def _splice(s: Scanned, lines: list[bytes], at: list[int], body: bytes, ours: by
     lines that change at the indexes scan recorded instead of visiting
     every line."""
     out = lines[:]
-    line = lines[at[8]]
-    out[at[8]] = line[:line.find(b":")] + b": " + stamped
+    out[at[8]] = _revalued(lines[at[8]], stamped)
     mf = s[MAX_FORWARDS]
     if mf is not None:
-        line = lines[at[4]]
-        out[at[4]] = line[:line.find(b":")] + b": " + str(max(mf - 1, 0)).encode()
+        out[at[4]] = _revalued(lines[at[4]], str(max(mf - 1, 0)).encode())
     else:
         out.append(b"Max-Forwards: 70")
     length = str(len(body)).encode()
     if s[CONTENT_LENGTH] is not None:
-        line = lines[at[5]]
-        out[at[5]] = line[:line.find(b":")] + b": " + length
+        out[at[5]] = _revalued(lines[at[5]], length)
     else:
         out.append(b"Content-Length: " + length)
     # Deletions and insertions from the last line up, so that the
@@ -392,6 +389,11 @@ def _splice(s: Scanned, lines: list[bytes], at: list[int], body: bytes, ours: by
     out.append(b"")
     out.append(b"")
     return b"\r\n".join(out) + body
+
+
+def _revalued(line: bytes, value: bytes) -> bytes:
+    """A header line with its name as written and a new value."""
+    return line[:line.find(b":")] + b": " + value
 
 
 def relay_response_bytes(data: bytes, limits: SipLimits = DEFAULT_LIMITS
