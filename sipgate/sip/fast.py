@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from hashlib import blake2b
+from typing import Final
 
 from sipgate.sip.headers import _KEY_CACHE, COMPACT_FORMS
 from sipgate.sip.limits import DEFAULT_LIMITS, SipLimits
@@ -31,46 +32,341 @@ __all__ = ["Scanned", "branch_matches", "forbidden_response", "relay_request_byt
            "scan", "sipgate_route", "to_tag_for"]
 # (the field indexes METHOD ... MAX_FORWARDS are public too)
 
-_TOKEN = rb"[A-Za-z0-9\-.!%*_+`'~]+"
-_PARAMS = rb"((?:;" + _TOKEN + rb"(?:=" + _TOKEN + rb")?)*)"
+_TOKEN: Final = rb"[A-Za-z0-9\-.!%*_+`'~]+"
+_PARAMS: Final = rb"((?:;" + _TOKEN + rb"(?:=" + _TOKEN + rb")?)*)"
 # Request-Line with the common sip:/sips: URI: userinfo without escapes or
 # password, a DNS-name or IPv4 host, URI parameters without escapes.
-_REQUEST_LINE = re.compile(
+_REQUEST_LINE: Final = re.compile(
     rb"(INVITE|ACK|BYE|CANCEL) sips?:(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]+@)?"
     rb"([A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*)(?::([0-9]{1,5}))?"
     rb"(?:;[A-Za-z0-9\-_.!~*'()\[\]/:&+$]+(?:=[A-Za-z0-9\-_.!~*'()\[\]/:&+$]*)?)* SIP/2\.0")
-_VIA = re.compile(rb"SIP/2\.0/UDP ([A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*)(?::([0-9]{1,5}))?" + _PARAMS)
-_NAME_ADDR = re.compile(
+_VIA: Final = re.compile(rb"SIP/2\.0/UDP ([A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*)(?::([0-9]{1,5}))?" + _PARAMS)
+_NAME_ADDR: Final = re.compile(
     rb'(?:"[^"\\]*"[ \t]*|' + _TOKEN + rb"(?:[ \t]+" + _TOKEN + rb")*[ \t]*)?"
     rb'<[A-Za-z][A-Za-z0-9+\-.]*:[^<>"\s]*>' + _PARAMS)
-_CSEQ = re.compile(rb"([0-9]{1,10})[ \t]+(INVITE|ACK|BYE|CANCEL)")
-_CSEQ_ANY = re.compile(rb"([0-9]{1,10})[ \t]+" + _TOKEN)
-_STATUS_LINE = re.compile(rb"SIP/2\.0 [1-6][0-9][0-9] [^ \t](?:[^\r\n]*[^ \t])?")
+_CSEQ: Final = re.compile(rb"([0-9]{1,10})[ \t]+(INVITE|ACK|BYE|CANCEL)")
+_CSEQ_ANY: Final = re.compile(rb"([0-9]{1,10})[ \t]+" + _TOKEN)
+_STATUS_LINE: Final = re.compile(rb"SIP/2\.0 [1-6][0-9][0-9] [^ \t](?:[^\r\n]*[^ \t])?")
 # A Route element sipgate wrote: <sip:host[:port];lr;sgt=TK...>.
-_ROUTE = re.compile(rb"<sips?:([A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*)(?::([0-9]{1,5}))?" + _PARAMS + rb">")
-_SGT = re.compile(rb";sgt(?:=([^;]*))?(?=;|\Z)", re.IGNORECASE)
-_RECEIVED = re.compile(rb";received(?:=([^;]*))?(?=;|\Z)", re.IGNORECASE)
-_RPORT_VALUE = re.compile(rb";rport(?:=([^;]*))?(?=;|\Z)", re.IGNORECASE)
-_COOKIE = b"z9hG4bK"
+_ROUTE: Final = re.compile(rb"<sips?:([A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*)(?::([0-9]{1,5}))?" + _PARAMS + rb">")
+_SGT: Final = re.compile(rb";sgt(?:=([^;]*))?(?=;|\Z)", re.IGNORECASE)
+_RECEIVED: Final = re.compile(rb";received(?:=([^;]*))?(?=;|\Z)", re.IGNORECASE)
+_RPORT_VALUE: Final = re.compile(rb";rport(?:=([^;]*))?(?=;|\Z)", re.IGNORECASE)
+_COOKIE: Final = b"z9hG4bK"
 # Header lines exactly as the full path renders them back ("Name: value":
 # a token name, one space, a value without leading or trailing blanks);
 # matched from the end of the start line to the end of the head.
-_NORMAL_LINES = re.compile(rb"(?:\r\n" + _TOKEN + rb": [^ \t\r\n](?:[^\r\n]*[^ \t\r\n])?)*")
-_HEADER_NAME = re.compile(_TOKEN)
-_MAX_CSEQ = 2**31 - 1
-_MAX_LINES = 200
+_NORMAL_LINES: Final = re.compile(rb"(?:\r\n" + _TOKEN + rb": [^ \t\r\n](?:[^\r\n]*[^ \t\r\n])?)*")
+_HEADER_NAME: Final = re.compile(_TOKEN)
+_MAX_CSEQ: Final = 2**31 - 1
+_MAX_LINES: Final = 200
 
 # Header name bytes -> what the scan does with it: an index into its value
 # slots, -1 for Via, -2 for a valid name it does not read.  Bounded like
 # the full parser's cache.
-_SLOTS = {"from": 0, "to": 1, "call-id": 2, "cseq": 3, "max-forwards": 4, "content-length": 5, "route": 6,
+_SLOTS: Final = {"from": 0, "to": 1, "call-id": 2, "cseq": 3, "max-forwards": 4, "content-length": 5, "route": 6,
           "record-route": 7, "via": -1}
-_NAMES: dict[bytes, int] = {}
-_NAMES_LIMIT = 2048
+_NAMES: Final[dict[bytes, int]] = {}
+_NAMES_LIMIT: Final = 2048
 for _name, _key in _KEY_CACHE.items():
     _NAMES[_name.encode()] = _SLOTS.get(_key, -2)
-_TAG = re.compile(rb";tag(?:=([^;]*))?(?=;|\Z)", re.IGNORECASE)
-_BRANCH = re.compile(rb";branch(?:=([^;]*))?(?=;|\Z)", re.IGNORECASE)
+# The same for the compiled build's _name_slot: a single-letter (compact)
+# name's slot + 2 by byte, and the long names.
+_COMPACT_SLOTS: Final = bytes(_SLOTS.get(COMPACT_FORMS.get(chr(c).lower(), ""), -2) + 2 for c in range(256))
+_LONG_SLOTS: Final = tuple((name.encode(), slot) for name, slot in _SLOTS.items())
+_TAG: Final = re.compile(rb";tag(?:=([^;]*))?(?=;|\Z)", re.IGNORECASE)
+_BRANCH: Final = re.compile(rb";branch(?:=([^;]*))?(?=;|\Z)", re.IGNORECASE)
+
+
+# -- The value grammars above as byte loops ----------------------------------
+# Compiled by mypyc, a loop over the bytes is C: a few ns per byte, where each
+# regular expression call above costs about 0.7 µs (the call, the match
+# object, its groups) and was half of a scan.  Interpreted, the same loops
+# are slower than the expressions, so the pure build keeps calling these
+# (see _COMPILED).  Each function returns what the expression's fullmatch
+# groups (or search) would; tests/sip/test_fast_grammar.py holds them to it
+# on generated input.
+
+def _char_class(chars: bytes) -> bytes:
+    """A 256-byte table: 1 at every byte value in ``chars``."""
+    table = bytearray(256)
+    for c in chars:
+        table[c] = 1
+    return bytes(table)
+
+
+_ALNUM: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_T_TOKEN: Final = _char_class(_ALNUM + b"-.!%*_+`'~")
+_T_LABEL: Final = _char_class(_ALNUM + b"-")
+_T_USER: Final = _char_class(_ALNUM + b"-_.!~*'()&=+$,;?/")
+_T_URI_PARAM: Final = _char_class(_ALNUM + b"-_.!~*'()[]/:&+$")
+_T_SCHEME: Final = _char_class(_ALNUM + b"+-.")
+_T_DIGIT: Final = _char_class(b"0123456789")
+# [^<>"\s] (\s of a bytes pattern: space, \t, \n, \r, \f, \v)
+_T_ADDR_SPEC: Final = bytes(0 if c in b'<>" \t\n\r\x0c\x0b' else 1 for c in range(256))
+_METHODS: Final = (b"INVITE", b"ACK", b"BYE", b"CANCEL")
+
+
+def _host_end(text: bytes, i: int, n: int) -> int:
+    """End of the host ([A-Za-z0-9-]+ labels joined by single dots: a DNS
+    name or IPv4 address) that starts at ``i``; -1 when none starts there."""
+    table = _T_LABEL
+    start = i
+    while i < n and table[text[i]]:
+        i += 1
+    if i == start:
+        return -1
+    while i + 1 < n and text[i] == 46 and table[text[i + 1]]:
+        i += 1
+        while i < n and table[text[i]]:
+            i += 1
+    return i
+
+
+def _port_end(text: bytes, i: int, n: int) -> int:
+    """After ":" + 1-5 digits at ``i``: its end; ``i`` when there is no ":"
+    there; -1 for a ":" without 1-5 digits that end there."""
+    if i >= n or text[i] != 58:
+        return i
+    j = i + 1
+    while j < n and _T_DIGIT[text[j]]:
+        j += 1
+    if j == i + 1 or j - i - 1 > 5:
+        return -1
+    return j
+
+
+def _token_params_end(text: bytes, i: int, n: int) -> int:
+    """End of (;token[=token])* from ``i`` (``i`` itself for none)."""
+    table = _T_TOKEN
+    while i < n and text[i] == 59:
+        j = i + 1
+        while j < n and table[text[j]]:
+            j += 1
+        if j == i + 1:
+            return i
+        if j < n and text[j] == 61:
+            k = j + 1
+            while k < n and table[text[k]]:
+                k += 1
+            if k == j + 1:
+                return i
+            j = k
+        i = j
+    return i
+
+
+def _request_line_loop(line: bytes) -> tuple[bytes, bytes, bytes | None] | None:
+    """_REQUEST_LINE.fullmatch(line).groups(), or None."""
+    n = len(line)
+    if n < 16 or line[n - 8:] != b" SIP/2.0":
+        return None
+    n -= 8
+    space = -1
+    for k in range(min(n, 7)):
+        if line[k] == 32:
+            space = k
+            break
+    if space < 0:
+        return None
+    method = line[:space]
+    if method not in _METHODS:
+        return None
+    i = space + 1
+    if line[i:i + 4] == b"sip:":
+        i += 4
+    elif line[i:i + 5] == b"sips:":
+        i += 5
+    else:
+        return None
+    j = i
+    while j < n and _T_USER[line[j]]:
+        j += 1
+    if j > i and j < n and line[j] == 64:
+        i = j + 1
+    host_end = _host_end(line, i, n)
+    if host_end < 0:
+        return None
+    port_end = _port_end(line, host_end, n)
+    if port_end < 0:
+        return None
+    table = _T_URI_PARAM
+    k = port_end
+    while k < n:
+        if line[k] != 59:
+            return None
+        j = k + 1
+        while j < n and table[line[j]]:
+            j += 1
+        if j == k + 1:
+            return None
+        if j < n and line[j] == 61:
+            j += 1
+            while j < n and table[line[j]]:
+                j += 1
+        k = j
+    return method, line[i:host_end], line[host_end + 1:port_end] if port_end > host_end else None
+
+
+def _via_loop(value: bytes) -> tuple[bytes, bytes | None, bytes] | None:
+    """_VIA.fullmatch(value).groups(), or None."""
+    n = len(value)
+    if value[:12] != b"SIP/2.0/UDP ":
+        return None
+    host_end = _host_end(value, 12, n)
+    if host_end < 0:
+        return None
+    port_end = _port_end(value, host_end, n)
+    if port_end < 0 or _token_params_end(value, port_end, n) != n:
+        return None
+    return value[12:host_end], value[host_end + 1:port_end] if port_end > host_end else None, value[port_end:]
+
+
+def _name_addr_loop(value: bytes) -> bytes | None:
+    """_NAME_ADDR.fullmatch(value).group(1), or None."""
+    n = len(value)
+    i = 0
+    if n and value[0] == 34:  # "display name"
+        i = 1
+        while i < n and value[i] != 34:
+            if value[i] == 92:
+                return None
+            i += 1
+        if i == n:
+            return None
+        i += 1
+        while i < n and (value[i] == 32 or value[i] == 9):
+            i += 1
+    elif n and _T_TOKEN[value[0]]:  # display name of tokens
+        while True:
+            while i < n and _T_TOKEN[value[i]]:
+                i += 1
+            blank = i
+            while i < n and (value[i] == 32 or value[i] == 9):
+                i += 1
+            if i == blank or i == n or not _T_TOKEN[value[i]]:
+                break
+    if i + 1 >= n or value[i] != 60 or not 97 <= value[i + 1] | 32 <= 122:
+        return None  # (<, then a scheme's first letter)
+    i += 2
+    while i < n and _T_SCHEME[value[i]]:
+        i += 1
+    if i >= n or value[i] != 58:
+        return None
+    i += 1
+    while i < n and _T_ADDR_SPEC[value[i]]:
+        i += 1
+    if i >= n or value[i] != 62:
+        return None
+    i += 1
+    if _token_params_end(value, i, n) != n:
+        return None
+    return value[i:]
+
+
+def _cseq_loop(value: bytes) -> tuple[bytes, bytes] | None:
+    """_CSEQ.fullmatch(value).groups(), or None."""
+    n = len(value)
+    i = 0
+    while i < n and _T_DIGIT[value[i]]:
+        i += 1
+    if i == 0 or i > 10:
+        return None
+    j = i
+    while j < n and (value[j] == 32 or value[j] == 9):
+        j += 1
+    if j == i:
+        return None
+    method = value[j:]
+    if method not in _METHODS:
+        return None
+    return value[:i], method
+
+
+def _param_loop(params: bytes, name: bytes) -> tuple[bool, bytes | None]:
+    """(found, value) of the first parameter ``name`` (lower case) in
+    ``params`` (";token[=token]..." as _PARAMS matched it), as the
+    _TAG/_BRANCH/_RPORT_VALUE search would say: value None without "="."""
+    n = len(params)
+    m = len(name)
+    i = 0
+    while i < n:
+        j = i + 1  # params[i] is ";"
+        k = j
+        while k < n and params[k] != 59 and params[k] != 61:
+            k += 1
+        if k - j == m:
+            same = True
+            for x in range(m):
+                c = params[j + x]
+                if (c | 32 if 65 <= c <= 90 else c) != name[x]:
+                    same = False
+                    break
+            if same:
+                if k < n and params[k] == 61:
+                    e = k + 1
+                    while e < n and params[e] != 59:
+                        e += 1
+                    return True, params[k + 1:e]
+                return True, None
+        while k < n and params[k] != 59:
+            k += 1
+        i = k
+    return False, None
+
+
+def _probe() -> None:
+    """(mypyc's compiled functions have no __code__: see _COMPILED.)"""
+
+
+# Whether this module runs compiled: the byte loops are used then, the
+# regular expressions otherwise.
+_COMPILED: Final = not hasattr(_probe, "__code__")
+
+
+def _request_line(line: bytes) -> tuple[bytes, bytes, bytes | None] | None:
+    """(method, host, port) of _REQUEST_LINE, or None."""
+    if _COMPILED:
+        return _request_line_loop(line)
+    m = _REQUEST_LINE.fullmatch(line)
+    return None if m is None else m.groups()  # type: ignore[return-value]
+
+
+def _via(value: bytes) -> tuple[bytes, bytes | None, bytes] | None:
+    """(host, port, parameters) of a _VIA, or None."""
+    if _COMPILED:
+        return _via_loop(value)
+    m = _VIA.fullmatch(value)
+    return None if m is None else m.groups()  # type: ignore[return-value]
+
+
+def _name_addr(value: bytes) -> bytes | None:
+    """The parameters after a _NAME_ADDR's address, or None."""
+    if _COMPILED:
+        return _name_addr_loop(value)
+    m = _NAME_ADDR.fullmatch(value)
+    return None if m is None else m.group(1)
+
+
+def _cseq(value: bytes) -> tuple[bytes, bytes] | None:
+    """(number, method) of a _CSEQ, or None."""
+    if _COMPILED:
+        return _cseq_loop(value)
+    m = _CSEQ.fullmatch(value)
+    return None if m is None else m.groups()  # type: ignore[return-value]
+
+
+_SEARCHES: Final = {b"tag": _TAG, b"branch": _BRANCH, b"rport": _RPORT_VALUE}
+
+
+def _param(params: bytes, name: bytes) -> tuple[bool, bytes | None]:
+    """(found, value) of the first ``name`` parameter (b"tag", b"branch" or
+    b"rport") in matched _PARAMS, as _TAG / _BRANCH / _RPORT_VALUE search
+    says: the value is None when it has no "="."""
+    if _COMPILED:
+        return _param_loop(params, name)
+    m = _SEARCHES[name].search(params)
+    return (False, None) if m is None else (True, m.group(1))
 
 
 def _classify(name: bytes) -> int | None:
@@ -87,15 +383,36 @@ def _classify(name: bytes) -> int | None:
 # What scan() returns: a plain tuple, the cheapest thing to build per datagram.
 Scanned = tuple
 # (method, host, to_tag, from_tag, branch, via_port, rport, call_id,
-#  cseq_number, vias, from_, to, cseq, max_forwards, lines, end, via_host,
+#  cseq_number, vias, from_, to, cseq, max_forwards, end, via_host,
 #  via_params, route, record_route, content_length, at); rport is None when the
-#  top Via has no rport parameter, b"" when it has one without a value.
-METHOD, HOST, TO_TAG, FROM_TAG, BRANCH, VIA_PORT, RPORT, CALL_ID, CSEQ_NUMBER, VIAS, FROM_, TO, CSEQ, \
-    MAX_FORWARDS, LINES, END, VIA_HOST, VIA_PARAMS, ROUTE, RECORD_ROUTE, CONTENT_LENGTH, AT = range(22)
+#  top Via has no rport parameter, b"" when it has one without a value; end
+#  is the offset of the empty line.
+# (Final: mypyc puts the literal in place of each name.)
+METHOD: Final = 0
+HOST: Final = 1
+TO_TAG: Final = 2
+FROM_TAG: Final = 3
+BRANCH: Final = 4
+VIA_PORT: Final = 5
+RPORT: Final = 6
+CALL_ID: Final = 7
+CSEQ_NUMBER: Final = 8
+VIAS: Final = 9
+FROM_: Final = 10
+TO: Final = 11
+CSEQ: Final = 12
+MAX_FORWARDS: Final = 13
+END: Final = 14
+VIA_HOST: Final = 15
+VIA_PARAMS: Final = 16
+ROUTE: Final = 17
+RECORD_ROUTE: Final = 18
+CONTENT_LENGTH: Final = 19
+AT: Final = 20
 # AT: the line index of each value slot's header (From, To, Call-ID, CSeq,
 # Max-Forwards, Content-Length, Route, Record-Route, then the first Via; 0
-# when absent), or None when one of them appears twice: where the lines
-# relay_request_bytes rewrites are.
+# when absent; a tenth item is scan's own), or None when one of them
+# appears twice: where the lines relay_request_bytes rewrites are.
 
 
 def _head_lines(data: bytes, limits: SipLimits) -> tuple[int, list[bytes]] | None:
@@ -119,28 +436,47 @@ def _head_lines(data: bytes, limits: SipLimits) -> tuple[int, list[bytes]] | Non
     return end, lines
 
 
-def scan(data: bytes, limits: SipLimits = DEFAULT_LIMITS) -> Scanned | None:
-    """The fields of a common-shaped INVITE or ACK (see the index names
-    above), or None: use the full parser (also for anything over one of
-    ``limits``)."""
+def _take(slot: int, value: bytes, i: int, vias: list[bytes], values: list[bytes | None], at: list[int]) -> bool:
+    """Keep the value of a header scan reads (``slot`` as in _SLOTS, on
+    line ``i``); False: refuse the message."""
+    if slot < 0:
+        if b"," in value:
+            return False
+        if not vias:
+            at[8] = i
+        vias.append(value)
+        return True
+    old = values[slot]
+    if old is None:
+        if slot >= 6 and b"," in value:
+            return False  # (a Route or Record-Route list: the full path's business)
+        values[slot] = value
+        at[slot] = i
+    elif old != value and slot < 6:
+        return False  # conflicting single-valued headers: the full parser says 400
+    else:
+        at[9] = 1  # a header twice: no line indexes (see AT)
+    return True
+
+
+# What _fields returns: (offset of the empty line, the request line, the Via
+# values, the values of the other slots, line indexes as AT plus [9] = 1
+# when a header it reads appears twice).
+_Fields = tuple[int, bytes, list[bytes], list["bytes | None"], list[int]]
+
+
+def _fields_split(data: bytes, limits: SipLimits) -> _Fields | None:
+    """The head's framing checked (_head_lines) and the headers scan reads
+    collected, with C string methods: the interpreted build's _fields."""
     framed = _head_lines(data, limits)
     if framed is None:
         return None
     end, lines = framed
-    n = len(lines)
-    m = _REQUEST_LINE.fullmatch(lines[0])
-    if m is None:
-        return None
-    method, host, port = m.groups()
-    if len(lines[0]) - len(method) - 9 > limits.max_uri:
-        return None  # (the full parser answers 414)
-    if port is not None and int(port) > 65535:
-        return None
     vias: list[bytes] = []
     values: list[bytes | None] = [None, None, None, None, None, None, None, None]
-    at: list[int] | None = [0, 0, 0, 0, 0, 0, 0, 0, 0]  # line index per slot; [8]: first Via
+    at = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
     names = _NAMES
-    for i in range(1, n):
+    for i in range(1, len(lines)):
         name, colon, value = lines[i].partition(b":")
         if not colon:
             return None
@@ -152,33 +488,117 @@ def scan(data: bytes, limits: SipLimits = DEFAULT_LIMITS) -> Scanned | None:
         if slot == -2:
             continue
         value = value.strip(b" \t")
-        if not value:
+        if not value or not _take(slot, value, i, vias, values, at):
             return None
-        if slot < 0:
-            if b"," in value:
+    return end, lines[0], vias, values, at
+
+
+def _name_slot(data: bytes, start: int, stop: int) -> int:
+    """_NAMES / _classify's slot of the token data[start:stop]."""
+    length = stop - start
+    if length == 1:
+        return _COMPACT_SLOTS[data[start]] - 2
+    for name, slot in _LONG_SLOTS:
+        if len(name) == length:
+            x = 0
+            while x < length:
+                c = data[start + x]
+                if (c | 32 if 65 <= c <= 90 else c) != name[x]:
+                    break
+                x += 1
+            if x == length:
+                return slot
+    return -2
+
+
+def _fields_loop(data: bytes, limits: SipLimits) -> _Fields | None:
+    """_fields_split in one walk over the head's bytes, slicing only the
+    values it keeps: the compiled build's _fields (each byte is a few ns
+    there; interpreted, this is the slower one)."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    max_lines = min(_MAX_LINES, limits.max_headers + 1)
+    max_line = limits.max_header_line
+    # Every line ends at a CR that must be followed by LF; an LF or NUL
+    # anywhere else refuses the message.  data[end] is a CR, so each of the
+    # walks below stops by then.
+    i = 0
+    while True:
+        c = data[i]
+        if c <= 13:
+            if c == 13:
+                break
+            if c == 10 or c == 0:
                 return None
-            if not vias and at is not None:
-                at[8] = i
-            vias.append(value)
-            continue
-        old = values[slot]
-        if old is None:
-            if slot >= 6 and b"," in value:
-                return None  # (a Route or Record-Route list: the full path's business)
-            values[slot] = value
-            if at is not None:
-                at[slot] = i
-        else:
-            if old != value and slot < 6:
-                return None  # conflicting single-valued headers: the full parser says 400
-            at = None
+        i += 1
+    if data[i + 1] != 10 or i > max_line:
+        return None
+    line0 = data[:i]
+    vias: list[bytes] = []
+    values: list[bytes | None] = [None, None, None, None, None, None, None, None]
+    at = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+    token = _T_TOKEN
+    stop = end + 2
+    pos = i + 2
+    lineno = 0
+    while pos < stop:
+        lineno += 1
+        if lineno >= max_lines:
+            return None
+        k = pos
+        while token[data[k]]:
+            k += 1
+        if k == pos or data[k] != 58:
+            return None  # (no colon, or a name that is not a token)
+        e = k + 1
+        while True:
+            c = data[e]
+            if c <= 13:
+                if c == 13:
+                    break
+                if c == 10 or c == 0:
+                    return None
+            e += 1
+        if data[e + 1] != 10 or e - pos > max_line:
+            return None
+        slot = _name_slot(data, pos, k)
+        if slot != -2:
+            a = k + 1
+            b = e
+            while a < b and (data[a] == 32 or data[a] == 9):
+                a += 1
+            while b > a and (data[b - 1] == 32 or data[b - 1] == 9):
+                b -= 1
+            if a == b or not _take(slot, data[a:b], lineno, vias, values, at):
+                return None
+        pos = e + 2
+    return end, line0, vias, values, at
+
+
+def scan(data: bytes, limits: SipLimits = DEFAULT_LIMITS) -> Scanned | None:
+    """The fields of a common-shaped INVITE or ACK (see the index names
+    above), or None: use the full parser (also for anything over one of
+    ``limits``)."""
+    fields = _fields_loop(data, limits) if _COMPILED else _fields_split(data, limits)
+    if fields is None:
+        return None
+    end, line0, vias, values, at = fields
+    r = _request_line(line0)
+    if r is None:
+        return None
+    method, host, port = r
+    if len(line0) - len(method) - 9 > limits.max_uri:
+        return None  # (the full parser answers 414)
+    if port is not None and int(port) > 65535:
+        return None
     from_, to, call_id, cseq, max_forwards, length, route, record_route = values
     if not vias or from_ is None or to is None or call_id is None or cseq is None or len(vias) > limits.max_vias:
         return None
-    c = _CSEQ.fullmatch(cseq)
-    if c is None or c.group(2) != method:
+    c = _cseq(cseq)
+    if c is None or c[1] != method:
         return None
-    number = int(c.group(1))
+    number = int(c[0])
     if number > _MAX_CSEQ:
         return None
     if max_forwards is not None:
@@ -189,26 +609,26 @@ def scan(data: bytes, limits: SipLimits = DEFAULT_LIMITS) -> Scanned | None:
         if not length.isdigit() or len(length) > 10 or len(data) - end - 4 < int(length):
             return None
         length = int(length)  # type: ignore[assignment]
-    v = _VIA.fullmatch(vias[0])
-    t = _NAME_ADDR.fullmatch(to)
-    f = _NAME_ADDR.fullmatch(from_)
-    if v is None or t is None or f is None:
+    v = _via(vias[0])
+    to_params = _name_addr(to)
+    from_params = _name_addr(from_)
+    if v is None or to_params is None or from_params is None:
         return None
-    via_host, via_port, via_params = v.groups()
+    via_host, via_port, via_params = v
     if via_port is not None:
         via_port = int(via_port)  # type: ignore[assignment]
         if via_port > 65535:  # type: ignore[operator]
             return None
     # The first parameter of a name wins, as in parse_params; a tag or
     # branch without "=" (or an empty tag) counts as none.
-    to_tag = _TAG.search(t.group(1))
-    from_tag = _TAG.search(f.group(1))
-    branch = _BRANCH.search(via_params)
-    rport = _RPORT_VALUE.search(via_params)
-    return (method, host.decode("ascii").lower(), to_tag and to_tag.group(1) or None,
-            from_tag and from_tag.group(1) or None, branch and branch.group(1), via_port,
-            None if rport is None else rport.group(1) or b"", call_id, number, vias, from_, to, cseq, max_forwards,
-            lines, end, via_host.decode("ascii").lower(), via_params, route, record_route is not None, length, at)
+    to_tag = _param(to_params, b"tag")[1] or None
+    from_tag = _param(from_params, b"tag")[1] or None
+    branch = _param(via_params, b"branch")[1]
+    has_rport, rport = _param(via_params, b"rport")
+    return (method, host.decode("ascii").lower(), to_tag, from_tag, branch, via_port,
+            (rport or b"") if has_rport else None, call_id, number, vias, from_, to, cseq, max_forwards,
+            end, via_host.decode("ascii").lower(), via_params, route, record_route is not None, length,
+            None if at[9] else at)
 
 
 def to_tag_for(s: Scanned, key: bytes) -> bytes:
@@ -284,7 +704,7 @@ def relay_request_bytes(s: Scanned, data: bytes, secret_key: bytes, via_prefix: 
     branch = s[BRANCH]
     if not branch or not branch.startswith(_COOKIE):
         return None
-    lines = s[LINES]
+    lines = data[:s[END]].split(b"\r\n")
     via_port = s[VIA_PORT]
     material = b"\0".join((b"3261", branch, s[VIA_HOST].encode(), str(via_port).encode() if via_port else b""))
     ours = via_prefix + _COOKIE + blake2b(material, digest_size=12, key=secret_key).hexdigest().encode()

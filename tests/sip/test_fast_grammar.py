@@ -1,0 +1,160 @@
+"""The fast path's byte loops against the regular expressions they replace.
+
+``sipgate/sip/fast.py`` states each value grammar it reads (Request-Line,
+Via, name-addr, CSeq, the tag / branch / rport parameters) as a regular
+expression, and, for the mypyc build, as a loop over the bytes.  Here each
+loop must return what the expression's match returns, on generated input
+made of the pieces those grammars are built from.  tests/test_native.py
+runs this module again as pure Python, so both the compiled and the
+interpreted loops are held to it.
+"""
+
+from __future__ import annotations
+
+import re
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from sipgate.sip import fast
+
+PIECES = [
+    b"INVITE", b"ACK", b"BYE", b"CANCEL", b"OPTIONS", b"invite", b" ", b"  ", b"\t", b"sip:", b"sips:", b"SIP:",
+    b"tel:", b" SIP/2.0", b" SIP/2.1", b"SIP/2.0/UDP ", b"SIP/2.0/TCP ", b"alice@", b"a;b=c?d@", b"@", b"host",
+    b"example.com", b"a-b.c", b".", b"..", b"-", b"192.0.2.1", b":", b":5060", b":65535", b":123456", b":0",
+    b";lr", b";transport=udp", b";maddr=[::1]", b";x=", b";=", b"=", b";tag=", b";tag=abc", b";TAG=Z", b";tag",
+    b";tagx=1", b";branch=z9hG4bK-1", b";BRANCH=z", b";rport", b";rport=5060", b";received=1.2.3.4", b"<", b">",
+    b"<sip:a@b>", b"<sips:x>", b"<1x:y>", b"<sip:a b>", b'"', b'"Bob"', b'"B\\o"', b"Bob", b"Bob Smith ", b"\\",
+    b"1", b"42", b"4294967295", b"12345678901", b"0x", b"%", b"!", b"~", b"*", b"'", b"(", b")", b"[", b"]", b"/",
+    b"&", b"+", b"$", b",", b"?", b"`", b"\r", b"\n", b"\x0b", b"\x0c", b"\x00", b"\xe9", b"Z", b"z", b"9",
+]
+TEXT = st.lists(st.sampled_from(PIECES), max_size=14).map(b"".join)
+
+
+def _groups(pattern, text):
+    m = pattern.fullmatch(text)
+    return None if m is None else m.groups()
+
+
+@given(TEXT)
+@example(b"INVITE sip:+4930123@trunk.example.com:5060;user=phone SIP/2.0")
+@example(b"ACK sips:a@b SIP/2.0")
+@example(b"BYE sip:127.0.0.1:5070;transport=UDP SIP/2.0")
+@example(b"INVITE sip:a.@b SIP/2.0")
+@example(b"INVITE sip:host. SIP/2.0")
+@example(b"CANCEL sip:u@h:123456 SIP/2.0")
+@settings(max_examples=600)
+def test_request_line_loop_matches_the_expression(text):
+    assert fast._request_line_loop(text) == _groups(fast._REQUEST_LINE, text)
+
+
+@given(TEXT)
+@example(b"SIP/2.0/UDP 127.0.0.2:5080;branch=z9hG4bK-1;rport")
+@example(b"SIP/2.0/UDP host")
+@example(b"SIP/2.0/UDP host.")
+@example(b"SIP/2.0/UDP h:;branch=1")
+@example(b"SIP/2.0/UDP h;branch=")
+@settings(max_examples=600)
+def test_via_loop_matches_the_expression(text):
+    assert fast._via_loop(text) == _groups(fast._VIA, text)
+
+
+@given(TEXT)
+@example(b'"sipp" <sip:sipp@127.0.0.2:5080>;tag=1234SIPpTag001')
+@example(b"<sip:service@demo.example>")
+@example(b"Bob Smith <sip:b@h>;tag=x;foo")
+@example(b"Bob\t<sip:b@h>")
+@example(b'"a\\b" <sip:x>')
+@example(b"<1x:y>")
+@example(b"<sip:a>;tag=")
+@settings(max_examples=600)
+def test_name_addr_loop_matches_the_expression(text):
+    m = fast._NAME_ADDR.fullmatch(text)
+    assert fast._name_addr_loop(text) == (None if m is None else m.group(1))
+
+
+@given(TEXT)
+@example(b"1 INVITE")
+@example(b"4294967295\tACK")
+@example(b"12345678901 BYE")
+@example(b"1INVITE")
+@settings(max_examples=400)
+def test_cseq_loop_matches_the_expression(text):
+    assert fast._cseq_loop(text) == _groups(fast._CSEQ, text)
+
+
+NAMES = st.sampled_from([b"tag", b"TAG", b"Tag", b"tagx", b"ta", b"branch", b"BRANCH", b"branc", b"rport",
+                         b"rPort", b"received", b"x", b"lr"])
+VALUES = st.sampled_from([b"1", b"abc", b"z9hG4bK-1", b"5060", b"tag", b"1.2.3.4", b"a~b"])
+PARAMS = st.lists(st.tuples(NAMES, st.none() | VALUES), max_size=5).map(
+    lambda pairs: b"".join(b";" + name + (b"" if value is None else b"=" + value) for name, value in pairs))
+
+
+@given(PARAMS)
+@example(b";tag;tag=2")
+@example(b";tagx=1;TAG=2")
+@example(b"")
+def test_parameter_loop_matches_the_searches(params):
+    assert re.fullmatch(fast._PARAMS, params) is not None
+    for name, pattern in fast._SEARCHES.items():
+        m = pattern.search(params)
+        assert fast._param_loop(params, name) == ((False, None) if m is None else (True, m.group(1)))
+
+
+CASES = [
+    (fast._request_line_loop, b"INVITE sip:+4930123@trunk.example.com:5060;user=phone SIP/2.0",
+     (b"INVITE", b"trunk.example.com", b"5060")),
+    (fast._request_line_loop, b"ACK sip:h SIP/2.0", (b"ACK", b"h", None)),
+    (fast._request_line_loop, b"OPTIONS sip:h SIP/2.0", None),
+    (fast._request_line_loop, b"INVITE sip:[::1] SIP/2.0", None),
+    (fast._via_loop, b"SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport",
+     (b"10.0.0.1", b"5060", b";branch=z9hG4bK1;rport")),
+    (fast._via_loop, b"SIP/2.0/UDP h", (b"h", None, b"")),
+    (fast._via_loop, b"SIP/2.0/TCP h", None),
+    (fast._name_addr_loop, b'"A" <sip:a@b>;tag=1', b";tag=1"),
+    (fast._name_addr_loop, b"<sip:a@b>", b""),
+    (fast._name_addr_loop, b"sip:a@b", None),
+    (fast._cseq_loop, b"7 CANCEL", (b"7", b"CANCEL")),
+    (fast._cseq_loop, b"7 REGISTER", None),
+    (fast._param_loop, b";branch=z9hG4bK1;rport", None),  # (checked below with names)
+]
+
+
+def test_the_loops_accept_and_refuse_the_usual_cases():
+    """The differential tests above would pass for two functions that
+    refuse everything: these fixed cases pin real answers."""
+    for fn, text, expected in CASES[:-1]:
+        assert fn(text) == expected, (fn.__name__, text)
+    assert fast._param_loop(b";branch=z9hG4bK1;rport", b"rport") == (True, None)
+    assert fast._param_loop(b";branch=z9hG4bK1;rport", b"branch") == (True, b"z9hG4bK1")
+    assert fast._param_loop(b";branch=z9hG4bK1;rport", b"tag") == (False, None)
+
+
+# -- The two header walks ----------------------------------------------------
+
+from tests.sip.test_fast import message  # noqa: E402  (the generated requests of the differential tests)
+
+FRAMING = st.sampled_from([b"", b"\r", b"\n", b"\x00", b" ", b"\t", b":", b"\r\n", b"\r\n\r\n", b"X: y\r\n"])
+
+
+@given(message(), st.integers(0, 600), FRAMING, st.sampled_from([None, 3, 12, 40]))
+@settings(max_examples=500, deadline=None)
+def test_the_two_header_walks_agree(data, position, chunk, limit):
+    """_fields_loop (the compiled build's walk) returns what _fields_split
+    (the interpreted build's) does: also on framing damage and at limits."""
+    from sipgate.sip.limits import SipLimits
+    damaged = data[:position] + chunk + data[position:]
+    limits = fast.DEFAULT_LIMITS if limit is None else SipLimits(max_headers=limit, max_header_line=limit * 4)
+    for text in (data, damaged):
+        assert fast._fields_loop(text, limits) == fast._fields_split(text, limits)
+
+
+def test_the_header_walks_read_a_request():
+    text = (b"INVITE sip:a@b SIP/2.0\r\nv: SIP/2.0/UDP h;branch=z9hG4bK1\r\nVia: SIP/2.0/UDP g\r\n"
+            b"f: <sip:x@y>;tag=1\r\nTO: <sip:a@b>\r\ni: c1\r\nCSeq: 1 INVITE\r\nX-Other: 1\r\n\r\n")
+    fields = fast._fields_loop(text, fast.DEFAULT_LIMITS)
+    assert fields == fast._fields_split(text, fast.DEFAULT_LIMITS)
+    end, line0, vias, values, at = fields
+    assert (line0, vias) == (b"INVITE sip:a@b SIP/2.0", [b"SIP/2.0/UDP h;branch=z9hG4bK1", b"SIP/2.0/UDP g"])
+    assert values[:4] == [b"<sip:x@y>;tag=1", b"<sip:a@b>", b"c1", b"1 INVITE"]
+    assert at[:4] == [3, 4, 5, 6] and at[8] == 1 and text[end:] == b"\r\n\r\n"
