@@ -51,6 +51,7 @@ DECISION_KINDS: tuple[tuple[str, str], ...] = (
     ("drop", "no_trunk"),
     ("drop", "bad_request"),
     ("drop", "not_ours"),
+    ("drop", "too_many_hops"),
 )
 
 

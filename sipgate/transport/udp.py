@@ -12,7 +12,7 @@ import logging
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from sipgate.acl import parse_address
 from sipgate.admission import (
@@ -53,6 +53,7 @@ from sipgate.sip.fast import (
     RPORT,
     TO_TAG,
     VIA_PORT,
+    VIAS,
     branch_matches,
     forbidden_response,
     relay_request_bytes,
@@ -69,12 +70,12 @@ log = logging.getLogger("sipgate.transport")
 
 # Requests that create dialogs: sipgate Record-Routes these (RFC 3261 §16.6
 # step 4) so the dialog's later requests come back through the edge.
-DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
-_ALWAYS_EMPTY = frozenset({b"", b"\r\n", b"\r\n\r\n", b"\n", b"\n\n"})
-_REQUIRED_FOR_REPLY = ("via", "from", "to", "call-id", "cseq")
-_perf_counter = time.perf_counter
+DIALOG_CREATING: Final = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
+_ALWAYS_EMPTY: Final = frozenset({b"", b"\r\n", b"\r\n\r\n", b"\n", b"\n\n"})
+_REQUIRED_FOR_REPLY: Final = ("via", "from", "to", "call-id", "cseq")
+_perf_counter: Final = time.perf_counter
 # Refusals that count towards a flood ban and go to the deny log.
-_REFUSALS = frozenset({"forbidden", "no_trunk", "bad_request"})
+_REFUSALS: Final = frozenset({"forbidden", "no_trunk", "bad_request"})
 
 
 class _LogLimiter:
@@ -244,7 +245,8 @@ class EdgeProtocol(asyncio.DatagramProtocol):
 
     def _handle(self, data: bytes, addr: tuple) -> None:
         edge = self.edge
-        if data[:1] in b"\r\n \t" and (data in _ALWAYS_EMPTY or not data.strip()):
+        first = data[0] if data else 32
+        if (first == 13 or first == 10 or first == 32 or first == 9) and (data in _ALWAYS_EMPTY or not data.strip()):
             # RFC 5626 §4.4.1 CRLF keepalives and empty datagrams.
             edge.stats.keepalives += 1
             return
@@ -369,6 +371,8 @@ class EdgeProtocol(asyncio.DatagramProtocol):
     def _fast_relay(self, s: tuple, data: bytes, source: str, port: int, rr: bytes | None, pop: bool,
                     reason: str) -> bool:
         edge = self.edge
+        if len(s[VIAS]) >= edge.limits.max_vias:
+            return False  # (no room for sipgate's Via: the full path answers 483)
         out = relay_request_bytes(s, data, edge.tag_key, self.local.via_prefix_b, source, port, rr, pop)
         if out is None:
             return False
@@ -422,6 +426,8 @@ class EdgeProtocol(asyncio.DatagramProtocol):
         # parse error, before anything is counted as decided.
         request.top_via  # noqa: B018
         decision = decide(request, addr[0], edge.table, self.ctx)
+        if type(decision) is Admit and self._no_via_room(request):
+            decision = _NO_VIA_ROOM if request.method != "ACK" else _DROP_NO_VIA_ROOM
         stats = edge.stats
         key = (decision.result, decision.reason)
         stats.decisions[key] = stats.decisions.get(key, 0) + 1
@@ -493,7 +499,7 @@ class EdgeProtocol(asyncio.DatagramProtocol):
             else:
                 stats.decision("drop", "not_ours")
             return
-        if request.max_forwards == 0:
+        if request.max_forwards == 0 or self._no_via_room(request):
             if method != "ACK":
                 stats.decision("reject", "too_many_hops")
                 self._reply(request, 483, "Too Many Hops", None, addr)
@@ -578,6 +584,12 @@ class EdgeProtocol(asyncio.DatagramProtocol):
         stats.decision("reject", "bad_request")
 
 
+    def _no_via_room(self, request: Request) -> bool:
+        """The request already has as many Via values as sipgate accepts:
+        relayed with one more, the next hop (or sipgate itself, for the
+        response) would have to refuse it."""
+        return len(request.values("via")) >= self.edge.limits.max_vias
+
     def _reply_fits(self, request: Request) -> bool:
         """A stateless reply copies Via, From, To, Call-ID and CSeq: never
         build one that would copy more Vias or longer lines than the
@@ -594,7 +606,11 @@ class EdgeProtocol(asyncio.DatagramProtocol):
         return vias <= limits.max_vias or len(request.values("via")) <= limits.max_vias
 
 
-_COPIED = frozenset(_REQUIRED_FOR_REPLY)
+_COPIED: Final = frozenset(_REQUIRED_FOR_REPLY)
+# A relay that would carry more Via values than max_vias: answered 483
+# (each Via is a hop), an ACK dropped.
+_NO_VIA_ROOM: Final = Reject(483, "Too Many Hops", "too_many_hops", '399 sipgate "too many Via header field values"')
+_DROP_NO_VIA_ROOM: Final = Drop("too_many_hops")
 
 
 def _unicast(host: str) -> bool:

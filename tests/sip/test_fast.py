@@ -369,6 +369,36 @@ def test_the_fast_path_takes_most_generated_denied_invites():
     assert taken == 50 and proto.edge.stats.internal_errors == 0
 
 
+@pytest.mark.parametrize("method", ["INVITE", "ACK"])
+def test_a_request_with_no_room_for_sipgates_via_is_not_relayed(method):
+    """A relay adds a Via: a request that already has max_vias (70) Via
+    values would leave with more than any sipgate (and the relay's own
+    response path) accepts.  It gets 483 Too Many Hops (an ACK nothing);
+    one Via fewer is relayed.  Both paths agree, from either side."""
+    def with_vias(n: int, **kw) -> bytes:
+        extra = [f"Via: SIP/2.0/UDP 10.0.{k // 250}.{k % 250};branch=z9hG4bK{k}" for k in range(n - 1)]
+        return request(method, to_tag="t1" if method == "ACK" else None, extra=extra, **kw)
+
+    sent, decisions, _ = outcome(True, with_vias(69), (ALLOWED, 5080))
+    assert [dest for _, dest in sent] == [PBX] and sent[0][0].count(b"\r\nVia: ") == 70
+    same(with_vias(69), (ALLOWED, 5080))
+    same(with_vias(70), (ALLOWED, 5080))
+    for path in (True, False):
+        sent, decisions, _ = outcome(path, with_vias(70), (ALLOWED, 5080))
+        if method == "ACK":
+            assert sent == [] and decisions == {("drop", "too_many_hops"): 1}
+        else:
+            assert [dest for _, dest in sent] == [(ALLOWED, 5080)] and decisions == {("reject", "too_many_hops"): 1}
+            assert sent[0][0].startswith(b"SIP/2.0 483 Too Many Hops\r\n")
+    # From the PBX, outwards: the same limit.
+    outward = with_vias(70, ruri="sip:bob@127.0.0.2:5080", via_host="127.0.0.1:5070")
+    sent, decisions, _ = outcome(False, outward, PBX)
+    if method == "ACK":
+        assert sent == [] and decisions == {}
+    else:
+        assert [(out[:27], dest) for out, dest in sent] == [(b"SIP/2.0 483 Too Many Hops\r\n", PBX)]
+
+
 def test_admitted_calls_are_relayed_by_the_fast_path():
     """INVITE relayed with Record-Route, the PBX's responses relayed back,
     ACK/BYE routed in-dialog: all without the full parser, and each the
