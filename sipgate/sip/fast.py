@@ -315,6 +315,54 @@ def _param_loop(params: bytes, name: bytes) -> tuple[bool, bytes | None]:
     return False, None
 
 
+
+def _route_loop(value: bytes) -> tuple[bytes, bytes | None, bytes] | None:
+    """_ROUTE.fullmatch(value).groups(), or None."""
+    n = len(value)
+    if value[:5] == b"<sip:":
+        i = 5
+    elif value[:6] == b"<sips:":
+        i = 6
+    else:
+        return None
+    host_end = _host_end(value, i, n)
+    if host_end < 0:
+        return None
+    port_end = _port_end(value, host_end, n)
+    if port_end < 0:
+        return None
+    params_end = _token_params_end(value, port_end, n)
+    if params_end != n - 1 or value[n - 1] != 62:
+        return None
+    return value[i:host_end], value[host_end + 1:port_end] if port_end > host_end else None, value[port_end:n - 1]
+
+
+def _normal_loop(data: bytes, start: int, end: int) -> bool:
+    """_NORMAL_LINES.fullmatch(data, start, end) is not None: every line
+    from ``start`` to ``end`` is CRLF, a token, ": ", and a value without
+    blanks at either end."""
+    token = _T_TOKEN
+    pos = start
+    while pos < end:
+        if pos + 1 >= end or data[pos] != 13 or data[pos + 1] != 10:
+            return False
+        k = pos + 2
+        while k < end and token[data[k]]:
+            k += 1
+        if k == pos + 2 or k + 2 >= end or data[k] != 58 or data[k + 1] != 32:
+            return False
+        c = data[k + 2]
+        if c == 32 or c == 9 or c == 13 or c == 10:
+            return False
+        e = k + 3
+        while e < end and data[e] != 13 and data[e] != 10:
+            e += 1
+        c = data[e - 1]
+        if c == 32 or c == 9:
+            return False
+        pos = e
+    return True
+
 def _probe() -> None:
     """(mypyc's compiled functions have no __code__: see _COMPILED.)"""
 
@@ -356,17 +404,32 @@ def _cseq(value: bytes) -> tuple[bytes, bytes] | None:
     return None if m is None else m.groups()  # type: ignore[return-value]
 
 
-_SEARCHES: Final = {b"tag": _TAG, b"branch": _BRANCH, b"rport": _RPORT_VALUE}
+_SEARCHES: Final = {b"tag": _TAG, b"branch": _BRANCH, b"rport": _RPORT_VALUE, b"received": _RECEIVED, b"sgt": _SGT}
 
 
 def _param(params: bytes, name: bytes) -> tuple[bool, bytes | None]:
-    """(found, value) of the first ``name`` parameter (b"tag", b"branch" or
-    b"rport") in matched _PARAMS, as _TAG / _BRANCH / _RPORT_VALUE search
-    says: the value is None when it has no "="."""
+    """(found, value) of the first ``name`` parameter (a key of _SEARCHES)
+    in matched _PARAMS, as its expression's search says: the value is None
+    when it has no "="."""
     if _COMPILED:
         return _param_loop(params, name)
     m = _SEARCHES[name].search(params)
     return (False, None) if m is None else (True, m.group(1))
+
+
+def _route(value: bytes) -> tuple[bytes, bytes | None, bytes] | None:
+    """(host, port, parameters) of a _ROUTE, or None."""
+    if _COMPILED:
+        return _route_loop(value)
+    m = _ROUTE.fullmatch(value)
+    return None if m is None else m.groups()  # type: ignore[return-value]
+
+
+def _normal(data: bytes, start: int, end: int) -> bool:
+    """The lines from ``start`` to ``end`` are all _NORMAL_LINES."""
+    if _COMPILED:
+        return _normal_loop(data, start, end)
+    return _NORMAL_LINES.fullmatch(data, start, end) is not None
 
 
 def _classify(name: bytes) -> int | None:
@@ -700,16 +763,15 @@ def sipgate_route(s: Scanned, own_hosts: frozenset[str]) -> tuple[bool, bytes | 
     route = s[ROUTE]
     if route is None:
         return False, None
-    m = _ROUTE.fullmatch(route)
-    if m is None:
+    r = _route(route)
+    if r is None:
         return None
-    host, port, params = m.groups()
+    host, port, params = r
     if port is not None and int(port) > 65535:
         return None
     if host.decode("ascii").lower() not in own_hosts:
         return False, None
-    sgt = _SGT.search(params)
-    return True, (sgt and sgt.group(1)) or None
+    return True, _param(params, b"sgt")[1] or None
 
 
 def relay_request_bytes(s: Scanned, data: bytes, secret_key: bytes, via_prefix: bytes, source: str, port: int,
@@ -746,7 +808,7 @@ def relay_request_bytes(s: Scanned, data: bytes, secret_key: bytes, via_prefix: 
         top.append(b"received=" + host.encode())
     stamped = b";".join(top)
     at = s[AT]
-    if at is not None and _NORMAL_LINES.fullmatch(data, len(lines[0]), s[END]) is not None:
+    if at is not None and _normal(data, len(lines[0]), s[END]):
         return _splice(s, lines, at, body, ours, stamped, record_route, pop_route)
     out = [lines[0], b"Via: " + ours]
     rr_pending = record_route is not None and s[RECORD_ROUTE]
@@ -909,21 +971,20 @@ def relay_response_bytes(data: bytes, limits: SipLimits = DEFAULT_LIMITS
         del lines[vias[0]]
     else:
         return None  # no Via left: the full path drops it
-    top = _VIA.fullmatch(elements[0])
-    nxt = _VIA.fullmatch(nxt_text)
+    top = _via(elements[0])
+    nxt = _via(nxt_text)
     if top is None or nxt is None:
         return None
-    top_host, top_port, top_params = top.groups()
-    next_host, next_port, next_params = nxt.groups()
+    top_host, top_port, top_params = top
+    next_host, next_port, next_params = nxt
     if (top_port is not None and int(top_port) > 65535) or (next_port is not None and int(next_port) > 65535):
         return None
-    received = _RECEIVED.search(next_params)
-    if received is not None and not received.group(1):
+    has_received, received = _param(next_params, b"received")
+    if has_received and not received:
         return None  # (an empty received: the full path's business)
     # The received host as written (relay_response does not lower it).
-    host = next_host.decode("ascii").lower() if received is None else received.group(1).decode("ascii")
-    rport = _RPORT_VALUE.search(next_params)
-    rvalue = rport.group(1) if rport is not None else None
+    host = received.decode("ascii") if received else next_host.decode("ascii").lower()
+    rvalue = _param(next_params, b"rport")[1]
     if rvalue and len(rvalue) <= 5 and rvalue.isdigit() and 0 < int(rvalue) < 65536:
         port = int(rvalue)
     else:
@@ -931,14 +992,14 @@ def relay_response_bytes(data: bytes, limits: SipLimits = DEFAULT_LIMITS
     # What the branch check needs (see proxy.via_branch): the top branch
     # and, when the next Via is an RFC 3261 one, the material of the branch
     # sipgate would have given it.
-    top_branch = _BRANCH.search(top_params)
-    next_branch = _BRANCH.search(next_params)
+    top_branch = _param(top_params, b"branch")[1]
+    next_branch = _param(next_params, b"branch")[1]
     material = None
-    if next_branch is not None and (next_branch.group(1) or b"").startswith(_COOKIE):
-        material = b"\0".join((b"3261", next_branch.group(1), next_host.lower(),
+    if next_branch is not None and next_branch.startswith(_COOKIE):
+        material = b"\0".join((b"3261", next_branch, next_host.lower(),
                                str(int(next_port)).encode() if next_port is not None and int(next_port) else b""))
     lines.append(b"")
     lines.append(b"")
     return (b"\r\n".join(lines) + body, top_host.decode("ascii").lower(),
             int(top_port) if top_port is not None else None, host, port,
-            top_branch.group(1) if top_branch is not None else None, material)
+            top_branch, material)

@@ -83,8 +83,36 @@ def test_cseq_loop_matches_the_expression(text):
     assert fast._cseq_loop(text) == _groups(fast._CSEQ, text)
 
 
+@given(TEXT)
+@example(b"<sip:127.0.0.1:5060;lr;sgt=TK11111111111111111111111111111111>")
+@example(b"<sips:edge.example.com;lr>")
+@example(b"<sip:a@edge;lr>")
+@example(b"<sip:edge;lr")
+@example(b"<sip:edge:99999;lr>")
+@settings(max_examples=600)
+def test_route_loop_matches_the_expression(text):
+    assert fast._route_loop(text) == _groups(fast._ROUTE, text)
+
+
+LINE_PIECES = [b"\r\n", b"\r", b"\n", b"Via", b"X-Y", b"a b", b":", b": ", b":  ", b" ", b"\t", b"v", b"1", b";",
+               b"<sip:a@b>", b"\x00", b"\xe9"]
+
+
+@given(st.lists(st.sampled_from(LINE_PIECES), max_size=24).map(b"".join), st.integers(0, 3), st.integers(0, 3))
+@example(b"\r\nVia: SIP/2.0/UDP h\r\nTo: <sip:a@b>", 0, 0)
+@example(b"\r\nVia:  x", 0, 0)
+@example(b"\r\nVia: x ", 0, 0)
+@example(b"\r\nVia: ", 0, 0)
+@settings(max_examples=600)
+def test_normal_loop_matches_the_expression(text, cut_start, cut_end):
+    start, end = min(cut_start, len(text)), max(len(text) - cut_end, 0)
+    start = min(start, end)
+    expected = fast._NORMAL_LINES.fullmatch(text, start, end) is not None
+    assert fast._normal_loop(text, start, end) is expected
+
+
 NAMES = st.sampled_from([b"tag", b"TAG", b"Tag", b"tagx", b"ta", b"branch", b"BRANCH", b"branc", b"rport",
-                         b"rPort", b"received", b"x", b"lr"])
+                         b"rPort", b"received", b"Received", b"sgt", b"SGT", b"sg", b"x", b"lr"])
 VALUES = st.sampled_from([b"1", b"abc", b"z9hG4bK-1", b"5060", b"tag", b"1.2.3.4", b"a~b"])
 PARAMS = st.lists(st.tuples(NAMES, st.none() | VALUES), max_size=5).map(
     lambda pairs: b"".join(b";" + name + (b"" if value is None else b"=" + value) for name, value in pairs))
