@@ -29,7 +29,7 @@ from sipgate.sip.limits import DEFAULT_LIMITS, SipLimits
 
 
 __all__ = ["Scanned", "branch_matches", "forbidden_response", "relay_request_bytes", "relay_response_bytes",
-           "scan", "sipgate_route", "to_tag_for"]
+           "scan", "sipgate_route", "to_tag_for", "OWN_TAG_LENGTH"]
 # (the field indexes METHOD ... MAX_FORWARDS are public too)
 
 _TOKEN: Final = rb"[A-Za-z0-9\-.!%*_+`'~]+"
@@ -712,6 +712,10 @@ def _keyed_hex(key: bytes, size: int, material: bytes) -> bytes:
     return h.hexdigest().encode()
 
 
+# The length of every To-tag to_tag_for makes: b"sg" and 16 hex digits.
+OWN_TAG_LENGTH: Final = 18
+
+
 def to_tag_for(s: Scanned, key: bytes) -> bytes:
     """The To-tag of sipgate's stateless response (as ``derive_to_tag``).
 
@@ -914,6 +918,7 @@ def relay_response_bytes(data: bytes, limits: SipLimits = DEFAULT_LIMITS
     vias: list[int] = []
     values: list[bytes | None] = [None, None, None, None, None, None, None, None]
     names = _NAMES
+    normal = _normal(data, len(lines[0]), end)  # (then _norm would return every line as it is)
     for i in range(1, n):
         line = lines[i]
         name, colon, value = line.partition(b":")
@@ -924,7 +929,8 @@ def relay_response_bytes(data: bytes, limits: SipLimits = DEFAULT_LIMITS
             slot = _classify(name)
             if slot is None:
                 return None
-        lines[i] = _norm(line)
+        if not normal:
+            lines[i] = _norm(line)
         if slot == -2 or slot >= 6:
             continue
         value = value.strip(b" \t")

@@ -48,6 +48,7 @@ from sipgate.sip import (
 from sipgate.sip.build import hash_key
 from sipgate.sip.fast import (
     HOST,
+    OWN_TAG_LENGTH,
     MAX_FORWARDS,
     METHOD,
     RPORT,
@@ -328,7 +329,8 @@ class EdgeProtocol(asyncio.DatagramProtocol):
         if s is None:
             return False
         to_tag = s[TO_TAG]
-        if s[METHOD] == b"ACK" and to_tag is not None and to_tag == to_tag_for(s, edge.tag_key):
+        if s[METHOD] == b"ACK" and to_tag is not None and len(to_tag) == OWN_TAG_LENGTH and to_tag.startswith(b"sg") \
+                and to_tag == to_tag_for(s, edge.tag_key):
             # The ACK of sipgate's own final response (§17.1.1.3).
             stats.decision("drop", "ack_absorbed")
             return True
