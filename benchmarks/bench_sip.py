@@ -111,6 +111,8 @@ LATENCY_RATE = 200          # calls/s for the SIPp latency comparison
 # for single-process sipgate (48 in 2,000 calls for Kamailio, whose two
 # children dodge it), doubling its reply latency.  Pinned, each filter gets
 # one whole core and the load generator the other, whatever its design.
+# Each sipgate process's own account of its build (its log), by work directory.
+RECEIVE_PATHS: dict[str, str] = {}
 PLACEMENT: dict[str, set[int] | None] = {"load": None, "filter": None}
 
 
@@ -298,6 +300,10 @@ class SipgateFilter(peer_kamailio.ManagedProcess):
                 self.metrics_port = int(m.group(1))
             else:
                 time.sleep(0.1)
+        # Which build this process runs, as it says itself: a source edited
+        # during a run makes the processes started after it run the sources.
+        if m := re.search(r"receive path: ([^\n]+)", self.log_path.read_text(errors="replace")):
+            RECEIVE_PATHS[f"{self.workdir.parent.name}/{self.workdir.name}"] = m.group(1).strip()
         return self
 
     def histogram(self) -> dict[float, float]:
@@ -921,7 +927,14 @@ def report(results, worker_rows, args, sizes, has_workers, tcpdump, elapsed) -> 
           f"processes) on core(s) {','.join(map(str, sorted(PLACEMENT['filter'])))}: one core each, side by side.\n")
     else:
         p("CPU placement: none (`--no-pin`): SIPp, tcpdump and the filter share every core.\n")
-    p(f"sipgate's receive path: {native.status()[1]}.\n")
+    paths = set(RECEIVE_PATHS.values())
+    if len(paths) > 1:
+        p("**sipgate's receive path was not the same in every sipgate process of this run** (a source file "
+          "changed during it, so the processes started later ran the sources): "
+          + "; ".join(f"{where}: {what}" for where, what in sorted(RECEIVE_PATHS.items())) + ".\n")
+    else:
+        p(f"sipgate's receive path: {paths.pop() if paths else native.status()[1]}"
+          f"{' (as every sipgate process of the run logged it)' if paths or RECEIVE_PATHS else ''}.\n")
     p("A step passes when SIPp's stat CSV shows every planned call created and successful, 0 failed, "
       "0 retransmissions (no INVITE left unanswered for 500 ms) and the call rate achieved (SIPp's run time, "
       "start to last answer) at least 80 % of the step's; "
