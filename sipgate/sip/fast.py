@@ -901,6 +901,49 @@ def _revalued(line: bytes, value: bytes) -> bytes:
     return line[:line.find(b":")] + b": " + value
 
 
+def _header(line: bytes) -> tuple[int, bytes] | None:
+    """(slot as in _SLOTS, value without blanks around it) of a header line
+    of a response; the value is b"" for a header the response relay does
+    not read (slot -2, or Route / Record-Route); None when the line is not
+    a token, a colon and a value (the full path's business)."""
+    return _header_loop(line) if _COMPILED else _header_split(line)
+
+
+def _header_split(line: bytes) -> tuple[int, bytes] | None:
+    """_header with string methods (the interpreted build's)."""
+    name, colon, value = line.partition(b":")
+    if not colon:
+        return None
+    found = _NAMES.get(name)
+    slot = _classify(name) if found is None else found
+    if slot is None:
+        return None
+    if slot == -2 or slot >= 6:
+        return slot, b""
+    return slot, value.strip(b" \t")
+
+
+def _header_loop(line: bytes) -> tuple[int, bytes] | None:
+    """_header with byte loops (the compiled build's): no partition, and
+    no value sliced for a header the relay does not read."""
+    n = len(line)
+    k = 0
+    while k < n and _T_TOKEN[line[k]]:
+        k += 1
+    if k == 0 or k == n or line[k] != 58:
+        return None
+    slot = _name_slot(line, 0, k)
+    if slot == -2 or slot >= 6:
+        return slot, b""
+    a = k + 1
+    b = n
+    while a < b and (line[a] == 32 or line[a] == 9):
+        a += 1
+    while b > a and (line[b - 1] == 32 or line[b - 1] == 9):
+        b -= 1
+    return slot, line[a:b]
+
+
 def relay_response_bytes(data: bytes, limits: SipLimits = DEFAULT_LIMITS
                          ) -> tuple[bytes, str, int | None, str, int, bytes | None, bytes | None] | None:
     """A response with its top Via popped, as ``relay_response`` would
@@ -917,23 +960,17 @@ def relay_response_bytes(data: bytes, limits: SipLimits = DEFAULT_LIMITS
         return None
     vias: list[int] = []
     values: list[bytes | None] = [None, None, None, None, None, None, None, None]
-    names = _NAMES
     normal = _normal(data, len(lines[0]), end)  # (then _norm would return every line as it is)
     for i in range(1, n):
         line = lines[i]
-        name, colon, value = line.partition(b":")
-        if not colon:
+        header = _header(line)
+        if header is None:
             return None
-        slot = names.get(name)
-        if slot is None:
-            slot = _classify(name)
-            if slot is None:
-                return None
+        slot, value = header
         if not normal:
             lines[i] = _norm(line)
         if slot == -2 or slot >= 6:
             continue
-        value = value.strip(b" \t")
         if not value:
             return None
         if slot < 0:
