@@ -574,6 +574,28 @@ def _name_slot(data: bytes, start: int, stop: int) -> int:
     return -2
 
 
+def _line_end(data: bytes, i: int) -> int:
+    """Offset of the CRLF that ends the line containing ``i``, or -1 for a
+    bare CR, an LF or a NUL before it (the caller knows a CR follows)."""
+    while True:
+        c = data[i]
+        if c <= 13:
+            if c == 13:
+                return i if data[i + 1] == 10 else -1
+            if c == 10 or c == 0:
+                return -1
+        i += 1
+
+
+def _trimmed(text: bytes, a: int, b: int) -> bytes:
+    """text[a:b] without spaces and tabs at either end."""
+    while a < b and (text[a] == 32 or text[a] == 9):
+        a += 1
+    while b > a and (text[b - 1] == 32 or text[b - 1] == 9):
+        b -= 1
+    return text[a:b]
+
+
 def _fields_loop(data: bytes, limits: SipLimits) -> _Fields | None:
     """_fields_split in one walk over the head's bytes, slicing only the
     values it keeps: the compiled build's _fields (each byte is a few ns
@@ -584,18 +606,10 @@ def _fields_loop(data: bytes, limits: SipLimits) -> _Fields | None:
     max_lines = min(_MAX_LINES, limits.max_headers + 1)
     max_line = limits.max_header_line
     # Every line ends at a CR that must be followed by LF; an LF or NUL
-    # anywhere else refuses the message.  data[end] is a CR, so each of the
-    # walks below stops by then.
-    i = 0
-    while True:
-        c = data[i]
-        if c <= 13:
-            if c == 13:
-                break
-            if c == 10 or c == 0:
-                return None
-        i += 1
-    if data[i + 1] != 10 or i > max_line:
+    # anywhere else refuses the message.  data[end] is a CR, so each walk
+    # (_line_end) stops by then.
+    i = _line_end(data, 0)
+    if i < 0 or i > max_line:
         return None
     line0 = data[:i]
     vias: list[bytes] = []
@@ -614,26 +628,13 @@ def _fields_loop(data: bytes, limits: SipLimits) -> _Fields | None:
             k += 1
         if k == pos or data[k] != 58:
             return None  # (no colon, or a name that is not a token)
-        e = k + 1
-        while True:
-            c = data[e]
-            if c <= 13:
-                if c == 13:
-                    break
-                if c == 10 or c == 0:
-                    return None
-            e += 1
-        if data[e + 1] != 10 or e - pos > max_line:
+        e = _line_end(data, k + 1)
+        if e < 0 or e - pos > max_line:
             return None
         slot = _name_slot(data, pos, k)
         if slot != -2:
-            a = k + 1
-            b = e
-            while a < b and (data[a] == 32 or data[a] == 9):
-                a += 1
-            while b > a and (data[b - 1] == 32 or data[b - 1] == 9):
-                b -= 1
-            if a == b or not _take(slot, data[a:b], lineno, vias, values, at):
+            value = _trimmed(data, k + 1, e)
+            if not value or not _take(slot, value, lineno, vias, values, at):
                 return None
         pos = e + 2
     return end, line0, vias, values, at
@@ -935,13 +936,7 @@ def _header_loop(line: bytes) -> tuple[int, bytes] | None:
     slot = _name_slot(line, 0, k)
     if slot == -2 or slot >= 6:
         return slot, b""
-    a = k + 1
-    b = n
-    while a < b and (line[a] == 32 or line[a] == 9):
-        a += 1
-    while b > a and (line[b - 1] == 32 or line[b - 1] == 9):
-        b -= 1
-    return slot, line[a:b]
+    return slot, _trimmed(line, k + 1, n)
 
 
 def relay_response_bytes(data: bytes, limits: SipLimits = DEFAULT_LIMITS

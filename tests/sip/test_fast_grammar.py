@@ -36,30 +36,36 @@ def _groups(pattern, text):
     return None if m is None else m.groups()
 
 
+def _group1(pattern, text):
+    m = pattern.fullmatch(text)
+    return None if m is None else m.group(1)
+
+
+# Each byte loop beside what its expression's match returns.
+LOOPS = [
+    (fast._request_line_loop, lambda text: _groups(fast._REQUEST_LINE, text)),
+    (fast._via_loop, lambda text: _groups(fast._VIA, text)),
+    (fast._name_addr_loop, lambda text: _group1(fast._NAME_ADDR, text)),
+    (fast._cseq_loop, lambda text: _groups(fast._CSEQ, text)),
+    (fast._route_loop, lambda text: _groups(fast._ROUTE, text)),
+]
+
+
 @given(TEXT)
+# Request-Line
 @example(b"INVITE sip:+4930123@trunk.example.com:5060;user=phone SIP/2.0")
 @example(b"ACK sips:a@b SIP/2.0")
 @example(b"BYE sip:127.0.0.1:5070;transport=UDP SIP/2.0")
 @example(b"INVITE sip:a.@b SIP/2.0")
 @example(b"INVITE sip:host. SIP/2.0")
 @example(b"CANCEL sip:u@h:123456 SIP/2.0")
-@settings(max_examples=600)
-def test_request_line_loop_matches_the_expression(text):
-    assert fast._request_line_loop(text) == _groups(fast._REQUEST_LINE, text)
-
-
-@given(TEXT)
+# Via
 @example(b"SIP/2.0/UDP 127.0.0.2:5080;branch=z9hG4bK-1;rport")
 @example(b"SIP/2.0/UDP host")
 @example(b"SIP/2.0/UDP host.")
 @example(b"SIP/2.0/UDP h:;branch=1")
 @example(b"SIP/2.0/UDP h;branch=")
-@settings(max_examples=600)
-def test_via_loop_matches_the_expression(text):
-    assert fast._via_loop(text) == _groups(fast._VIA, text)
-
-
-@given(TEXT)
+# name-addr
 @example(b'"sipp" <sip:sipp@127.0.0.2:5080>;tag=1234SIPpTag001')
 @example(b"<sip:service@demo.example>")
 @example(b"Bob Smith <sip:b@h>;tag=x;foo")
@@ -67,31 +73,21 @@ def test_via_loop_matches_the_expression(text):
 @example(b'"a\\b" <sip:x>')
 @example(b"<1x:y>")
 @example(b"<sip:a>;tag=")
-@settings(max_examples=600)
-def test_name_addr_loop_matches_the_expression(text):
-    m = fast._NAME_ADDR.fullmatch(text)
-    assert fast._name_addr_loop(text) == (None if m is None else m.group(1))
-
-
-@given(TEXT)
+# CSeq
 @example(b"1 INVITE")
 @example(b"4294967295\tACK")
 @example(b"12345678901 BYE")
 @example(b"1INVITE")
-@settings(max_examples=400)
-def test_cseq_loop_matches_the_expression(text):
-    assert fast._cseq_loop(text) == _groups(fast._CSEQ, text)
-
-
-@given(TEXT)
+# Route
 @example(b"<sip:127.0.0.1:5060;lr;sgt=TK11111111111111111111111111111111>")
 @example(b"<sips:edge.example.com;lr>")
 @example(b"<sip:a@edge;lr>")
 @example(b"<sip:edge;lr")
 @example(b"<sip:edge:99999;lr>")
-@settings(max_examples=600)
-def test_route_loop_matches_the_expression(text):
-    assert fast._route_loop(text) == _groups(fast._ROUTE, text)
+@settings(max_examples=1500)
+def test_each_loop_matches_its_expression(text):
+    for loop, expected in LOOPS:
+        assert loop(text) == expected(text), loop.__name__
 
 
 LINE_PIECES = [b"\r\n", b"\r", b"\n", b"Via", b"X-Y", b"a b", b":", b": ", b":  ", b" ", b"\t", b"v", b"1", b";",
