@@ -1,9 +1,10 @@
 """The receive path compiled with mypyc, and the guard that keeps it honest.
 
-``sipgate/sip/fast.py`` and ``sipgate/transport/udp.py`` are plain Python
-and always work as such.  ``sipgate native build`` (``bin/setup``
-runs it when a C compiler and the Python headers are there) compiles those
-two modules with mypyc, as one group, into extension modules beside their
+``sipgate/sip/fast.py``, ``sipgate/transport/udp.py`` and
+``sipgate/acl/probe.py`` (the matcher's lookups) are plain Python and
+always work as such.  ``sipgate native build`` (``bin/setup`` runs it when
+a C compiler and the Python headers are there) compiles those three
+modules with mypyc, as one group, into extension modules beside their
 sources; CPython then imports the extension instead of the source.  The
 same source, compiled (see benchmarks/README.md for what it saves).
 
@@ -33,7 +34,7 @@ from typing import Any
 
 __all__ = ["COMPILED", "build", "clean", "install", "status"]
 
-COMPILED = ("sipgate.sip.fast", "sipgate.transport.udp")
+COMPILED = ("sipgate.sip.fast", "sipgate.transport.udp", "sipgate.acl.probe")
 PACKAGE = Path(__file__).resolve().parent
 MANIFEST = PACKAGE / "native-manifest.json"
 # mypyc's shared library of the group (sipgate/_native__mypyc*.so).

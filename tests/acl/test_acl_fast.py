@@ -20,6 +20,8 @@ from sipgate.acl import PrefixMatcher, normalize_network, parse_address
 from sipgate.acl.address import parse_ipv4, parse_ipv6
 from sipgate.acl.matcher import _BULK_MIN, _bulk_groups, _entry_groups, _factory_source
 from sipgate.acl.network import lookup_pton
+from sipgate.acl.probe import COMPILED as PROBES_COMPILED
+from sipgate.acl.probe import Probes, ipv4_value
 
 from test_acl_properties import ref_lookup, ref_network
 
@@ -168,6 +170,33 @@ def test_inet_pton_accepts_only_what_the_parsers_accept(text: str) -> None:
         assert parse(text) == value, (family, text)
 
 
+@settings(max_examples=1000)
+@given(st.one_of(ADDRESS_TEXT, st.lists(OCTET, min_size=4, max_size=4).map(".".join),
+                 st.text(alphabet="0123456789.", max_size=17)))
+@example("01.2.3.4")
+@example("1.2.3.04")
+@example("255.255.255.255")
+@example("256.1.1.1")
+@example("1.2.3.")
+@example("1..2.3")
+@example("1.2.3.4.5")
+@example("0.0.0.0")
+def test_ipv4_value_reads_exactly_the_strict_dotted_quad(text: str) -> None:
+    """The compiled probes' IPv4 reader: inet_pton's grammar (four parts of
+    0-255, no leading zero), checked against ipaddress; -1 for the rest."""
+    try:
+        expected = int(ipaddress.IPv4Address(text))
+    except ValueError:
+        expected = -1
+    if expected >= 0 and any(len(part) > 1 and part[0] == "0" for part in text.split(".")):
+        expected = -1  # (ipaddress refuses leading zeros too, since 3.9.5; not every Python)
+    if expected >= 0 and not all(part.isascii() and part.isdigit() for part in text.split(".")):
+        expected = -1
+    assert ipv4_value(text) == expected, text
+    if expected >= 0:
+        assert parse_address(text) == (4, expected)
+
+
 # --- the bulk build against the entry by entry one ---------------------------------
 
 
@@ -254,8 +283,13 @@ def test_bulk_build_unwraps_mapped_networks() -> None:
 def test_generated_source_is_per_layout_and_cached() -> None:
     a = PrefixMatcher.build([("10.0.0.0", 8, 1), ("2001:db8::", 32, 2)])
     b = PrefixMatcher.build([("11.0.0.0", 8, 3), ("2001:db9::", 32, 4)])
-    assert a.contains.__code__ is b.contains.__code__  # one compiled function per layout
-    assert a.contains is not b.contains  # each bound to its own shards
+    if PROBES_COMPILED:
+        # The mypyc build: one compiled class, an instance per matcher.
+        assert type(a.contains.__self__) is Probes and a.contains.__self__ is a.lookup.__self__
+        assert a.contains.__self__ is not b.contains.__self__
+    else:
+        assert a.contains.__code__ is b.contains.__code__  # one compiled function per layout
+        assert a.contains is not b.contains  # each bound to its own shards
     assert a.contains("10.1.1.1") and not b.contains("10.1.1.1")
     source = _factory_source(((0, 24), (8, 16)), (), True)
     compile(source, "<test>", "exec")
@@ -297,5 +331,9 @@ def test_lookups_without_inet_pton_agree_with_linear_scan(monkeypatch, entries, 
         patch.setattr(matcher_module, "lookup_pton", lambda: None)
         m = PrefixMatcher.build(entries)
         assert _bulk_groups(entries * 10) is None
-    assert "pton(" not in m.contains.__code__.co_names and "pton" not in m.contains.__code__.co_freevars
+    owner = getattr(m.contains, "__self__", None)  # (an empty matcher has plain functions)
+    if PROBES_COMPILED and owner is not None:
+        assert owner.pton is None  # IPv4 by ipv4_value, the rest by parse_address
+    else:
+        assert "pton(" not in m.contains.__code__.co_names and "pton" not in m.contains.__code__.co_freevars
     check(m, entries, probes_for(entries, data) + [None, b"10.0.0.1", 167772161, ""])

@@ -1,0 +1,136 @@
+"""PrefixMatcher's lookups as one compiled class (the mypyc build's).
+
+PrefixMatcher (sipgate/acl/matcher.py) answers ``contains`` and ``lookup``
+with a hash probe per prefix length present.  Interpreted, the fastest form
+is the code it generates per probe layout (probes unrolled, the text parsed
+by the C inet_pton).  Compiled with mypyc (sipgate/native.py), this module
+is faster still: the dotted quad is read by a loop that compiles to C, the
+probe loop's shifts are machine integers, and no interpreted frame runs
+(~0.3 µs per call at 10 entries instead of ~0.7).  The matcher uses this
+class only when it is compiled.
+
+Whatever the fast forms do not read (a zone id, text inet_pton refuses,
+not a str) goes to the matcher's slow functions, which parse with
+parse_address: the answer is the same for every input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+__all__ = ["Probes", "ipv4_value"]
+
+_Shards = tuple[dict[int, Any], ...]
+_Probes = tuple[tuple[int, int, _Shards], ...]
+
+_MAPPED_LOW: Final = 0xFFFF00000000
+_MAPPED_HIGH: Final = 0xFFFFFFFFFFFF
+_LOW32: Final = 0xFFFFFFFF
+_ABSENT: Final[Any] = object()
+
+
+def ipv4_value(text: str) -> int:
+    """The address of dotted-quad ``text`` as an int, as inet_pton reads it
+    (four decimal parts of 0-255, no leading zero, nothing else), or -1."""
+    n = len(text)
+    if n < 7 or n > 15:
+        return -1
+    value = 0
+    part = 0
+    digits = 0
+    dots = 0
+    i = 0
+    while i < n:
+        c = ord(text[i])
+        if 48 <= c <= 57:
+            if digits and part == 0:
+                return -1  # a leading zero
+            part = part * 10 + c - 48
+            if part > 255:
+                return -1
+            digits += 1
+        elif c == 46 and digits and dots < 3:
+            value = value << 8 | part
+            part = 0
+            digits = 0
+            dots += 1
+        else:
+            return -1
+        i += 1
+    if dots != 3 or not digits:
+        return -1
+    return value << 8 | part
+
+
+class Probes:
+    """``contains`` and ``lookup`` over a matcher's probe lists: per
+    family, (key shift, shard shift, shards) per prefix length, longest
+    first (see matcher.py)."""
+
+    def __init__(self, v4: _Probes, v6: _Probes, pton: Any, af6: int, multi: type,
+                 slow_contains: Callable[[Any], bool], slow_lookup: Callable[[Any], tuple[Any, ...]]) -> None:
+        self.v4 = v4
+        self.v6 = v6
+        self.pton = pton  # socket.inet_pton, or None where it is unusable
+        self.af6 = af6
+        self.multi: Any = multi  # (matcher._Multi: several payloads of one network)
+        self.slow_contains = slow_contains
+        self.slow_lookup = slow_lookup
+
+    def _wide(self, text: str) -> int:
+        """The value of IPv6 ``text`` as inet_pton reads it, or -1."""
+        if text.find(":") < 0 or self.pton is None:
+            return -1
+        try:
+            return int.from_bytes(self.pton(self.af6, text), "big")
+        except (OSError, ValueError, TypeError):
+            return -1
+
+    def contains(self, addr_text: Any) -> bool:
+        if type(addr_text) is not str:
+            return self.slow_contains(addr_text)
+        v = ipv4_value(addr_text)
+        if v < 0:
+            w = self._wide(addr_text)
+            if w < 0:
+                return self.slow_contains(addr_text)
+            if not _MAPPED_LOW <= w <= _MAPPED_HIGH:
+                for shift, shard_shift, shards in self.v6:
+                    key = w >> shift
+                    if key in shards[key >> shard_shift]:
+                        return True
+                return False
+            v = w & _LOW32  # (::ffff:0:0/96: an IPv4 peer's address)
+        for shift, shard_shift, shards in self.v4:
+            key = v >> shift
+            if key in shards[key >> shard_shift]:
+                return True
+        return False
+
+    def lookup(self, addr_text: Any) -> tuple[Any, ...]:
+        if type(addr_text) is not str:
+            return self.slow_lookup(addr_text)
+        v = ipv4_value(addr_text)
+        probes = self.v4
+        if v < 0:
+            v = self._wide(addr_text)
+            if v < 0:
+                return self.slow_lookup(addr_text)
+            if _MAPPED_LOW <= v <= _MAPPED_HIGH:
+                v &= _LOW32
+            else:
+                probes = self.v6
+        for shift, shard_shift, shards in probes:
+            key = v >> shift
+            found: Any = shards[key >> shard_shift].get(key, _ABSENT)
+            if found is not _ABSENT:
+                return tuple(found) if type(found) is self.multi else (found,)
+        return ()
+
+
+def _probe() -> None:
+    """(compiled functions have no __code__)"""
+
+
+COMPILED: Final = not hasattr(_probe, "__code__")
