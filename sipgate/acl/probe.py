@@ -24,9 +24,12 @@ __all__ = ["Probes", "ipv4_value"]
 _Shards = tuple[dict[int, Any], ...]
 _Probes = tuple[tuple[int, int, _Shards], ...]
 
-_MAPPED_LOW: Final = 0xFFFF00000000
-_MAPPED_HIGH: Final = 0xFFFFFFFFFFFF
-_LOW32: Final = 0xFFFFFFFF
+# (Any: compared with and applied to IPv6 values, which stay objects.)
+_MAPPED_LOW: Final[Any] = 0xFFFF00000000
+_MAPPED_HIGH: Final[Any] = 0xFFFFFFFFFFFF
+_LOW32: Final[Any] = 0xFFFFFFFF
+_V6_TOP: Final[Any] = 120  # (the shift of an IPv6 address's top 8 bits)
+_FROM_BYTES: Final[Any] = int.from_bytes
 _ABSENT: Final[Any] = object()
 
 
@@ -71,21 +74,29 @@ class Probes:
     def __init__(self, v4: _Probes, v6: _Probes, pton: Any, af6: int, multi: type,
                  slow_contains: Callable[[Any], bool], slow_lookup: Callable[[Any], tuple[Any, ...]]) -> None:
         self.v4 = v4
-        self.v6 = v6
+        # IPv6 values do not fit mypyc's machine integers: typed as int,
+        # every result that does would be unboxed and boxed again.  So the
+        # IPv6 probes work on objects (Any), and the lengths of 8 bits or
+        # more (all but the shortest) index their shards by the address's
+        # top 8 bits, shifted out once.
+        self.v6_wide: tuple[tuple[Any, Any], ...] = tuple(
+            (shift, shards) for shift, shard_shift, shards in v6 if shift + shard_shift == 120)
+        self.v6_narrow: tuple[tuple[Any, Any, Any], ...] = tuple(
+            probe for probe in v6 if probe[0] + probe[1] != 120)
         self.pton = pton  # socket.inet_pton, or None where it is unusable
         self.af6 = af6
         self.multi: Any = multi  # (matcher._Multi: several payloads of one network)
         self.slow_contains = slow_contains
         self.slow_lookup = slow_lookup
 
-    def _wide(self, text: str) -> int:
-        """The value of IPv6 ``text`` as inet_pton reads it, or -1."""
+    def _wide(self, text: str) -> Any:
+        """The value of IPv6 ``text`` as inet_pton reads it, or None."""
         if text.find(":") < 0 or self.pton is None:
-            return -1
+            return None
         try:
-            return int.from_bytes(self.pton(self.af6, text), "big")
+            return _FROM_BYTES(self.pton(self.af6, text), "big")
         except (OSError, ValueError, TypeError):
-            return -1
+            return None
 
     def contains(self, addr_text: Any) -> bool:
         if type(addr_text) is not str:
@@ -93,17 +104,24 @@ class Probes:
         v = ipv4_value(addr_text)
         if v < 0:
             w = self._wide(addr_text)
-            if w < 0:
+            if w is None:
                 return self.slow_contains(addr_text)
-            if not _MAPPED_LOW <= w <= _MAPPED_HIGH:
-                for shift, shard_shift, shards in self.v6:
-                    key = w >> shift
-                    if key in shards[key >> shard_shift]:
-                        return True
-                return False
-            v = w & _LOW32  # (::ffff:0:0/96: an IPv4 peer's address)
+            if w < _MAPPED_LOW or w > _MAPPED_HIGH:
+                return self._contains6(w)
+            v = int(w & _LOW32)  # (::ffff:0:0/96: an IPv4 peer's address)
         for shift, shard_shift, shards in self.v4:
             key = v >> shift
+            if key in shards[key >> shard_shift]:
+                return True
+        return False
+
+    def _contains6(self, w: Any) -> bool:
+        top = w >> _V6_TOP
+        for shift, wide in self.v6_wide:
+            if w >> shift in wide[top]:
+                return True
+        for shift, shard_shift, shards in self.v6_narrow:
+            key = w >> shift
             if key in shards[key >> shard_shift]:
                 return True
         return False
@@ -112,18 +130,29 @@ class Probes:
         if type(addr_text) is not str:
             return self.slow_lookup(addr_text)
         v = ipv4_value(addr_text)
-        probes = self.v4
         if v < 0:
-            v = self._wide(addr_text)
-            if v < 0:
+            w = self._wide(addr_text)
+            if w is None:
                 return self.slow_lookup(addr_text)
-            if _MAPPED_LOW <= v <= _MAPPED_HIGH:
-                v &= _LOW32
-            else:
-                probes = self.v6
-        for shift, shard_shift, shards in probes:
+            if w < _MAPPED_LOW or w > _MAPPED_HIGH:
+                return self._lookup6(w)
+            v = int(w & _LOW32)
+        for shift, shard_shift, shards in self.v4:
             key = v >> shift
-            found: Any = shards[key >> shard_shift].get(key, _ABSENT)
+            found = shards[key >> shard_shift].get(key, _ABSENT)
+            if found is not _ABSENT:
+                return tuple(found) if type(found) is self.multi else (found,)
+        return ()
+
+    def _lookup6(self, w: Any) -> tuple[Any, ...]:
+        top = w >> _V6_TOP
+        for shift, wide in self.v6_wide:
+            found = wide[top].get(w >> shift, _ABSENT)
+            if found is not _ABSENT:
+                return tuple(found) if type(found) is self.multi else (found,)
+        for shift, shard_shift, shards in self.v6_narrow:
+            key = w >> shift
+            found = shards[key >> shard_shift].get(key, _ABSENT)
             if found is not _ABSENT:
                 return tuple(found) if type(found) is self.multi else (found,)
         return ()
