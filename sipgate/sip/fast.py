@@ -475,7 +475,8 @@ AT: Final = 20
 # AT: the line index of each value slot's header (From, To, Call-ID, CSeq,
 # Max-Forwards, Content-Length, Route, Record-Route, then the first Via; 0
 # when absent; a tenth item is scan's own), or None when one of them
-# appears twice: where the lines relay_request_bytes rewrites are.
+# appears twice (or, in the compiled build, when the head is not in
+# rendered form): where the lines relay_request_bytes rewrites are.
 
 
 def _head_lines(data: bytes, limits: SipLimits) -> tuple[int, list[bytes]] | None:
@@ -599,7 +600,9 @@ def _trimmed(text: bytes, a: int, b: int) -> bytes:
 def _fields_loop(data: bytes, limits: SipLimits) -> _Fields | None:
     """_fields_split in one walk over the head's bytes, slicing only the
     values it keeps: the compiled build's _fields (each byte is a few ns
-    there; interpreted, this is the slower one)."""
+    there; interpreted, this is the slower one).  It also tells whether the
+    head is in rendered form (see _normal), which saves relay_request_bytes
+    a second walk: when it is not, at[9] is set, as for a header named twice."""
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return None
@@ -619,6 +622,7 @@ def _fields_loop(data: bytes, limits: SipLimits) -> _Fields | None:
     stop = end + 2
     pos = i + 2
     lineno = 0
+    normal = True  # (every line so far "Name: value" with no blank at either end of the value)
     while pos < stop:
         lineno += 1
         if lineno >= max_lines:
@@ -631,12 +635,17 @@ def _fields_loop(data: bytes, limits: SipLimits) -> _Fields | None:
         e = _line_end(data, k + 1)
         if e < 0 or e - pos > max_line:
             return None
+        if normal:
+            c = data[k + 2]  # (the CR of the CRLF at worst)
+            normal = data[k + 1] == 32 and k + 2 < e and c != 32 and c != 9 and data[e - 1] != 32 and data[e - 1] != 9
         slot = _name_slot(data, pos, k)
         if slot != -2:
             value = _trimmed(data, k + 1, e)
             if not value or not _take(slot, value, lineno, vias, values, at):
                 return None
         pos = e + 2
+    if not normal:
+        at[9] = 1  # (no line indexes: relay_request_bytes renders each line, see _splice)
     return end, line0, vias, values, at
 
 
@@ -813,7 +822,8 @@ def relay_request_bytes(s: Scanned, data: bytes, secret_key: bytes, via_prefix: 
         top.append(b"received=" + host.encode())
     stamped = b";".join(top)
     at = s[AT]
-    if at is not None and _normal(data, len(lines[0]), s[END]):
+    # (The compiled walk gives line indexes only for a head in rendered form.)
+    if at is not None and (_COMPILED or _normal(data, len(lines[0]), s[END])):
         return _splice(s, lines, at, body, ours, stamped, record_route, pop_route)
     out = [lines[0], b"Via: " + ours]
     rr_pending = record_route is not None and s[RECORD_ROUTE]
@@ -939,13 +949,204 @@ def _header_loop(line: bytes) -> tuple[int, bytes] | None:
     return slot, _trimmed(line, k + 1, n)
 
 
-def relay_response_bytes(data: bytes, limits: SipLimits = DEFAULT_LIMITS
-                         ) -> tuple[bytes, str, int | None, str, int, bytes | None, bytes | None] | None:
+# What relay_response_bytes returns: (the response without sipgate's Via,
+# popped Via host, popped Via port, next hop host, next hop port, popped Via
+# branch, the branch material of the next Via or None for an RFC 2543 one).
+_Relayed = tuple[bytes, str, "int | None", str, int, "bytes | None", "bytes | None"]
+# (the same without the bytes, as _hops works it out)
+_Hops = tuple[str, "int | None", str, int, "bytes | None", "bytes | None"]
+
+
+def relay_response_bytes(data: bytes, limits: SipLimits = DEFAULT_LIMITS) -> _Relayed | None:
     """A response with its top Via popped, as ``relay_response`` would
     write it: (bytes, popped Via host, popped Via port, next hop host, next
     hop port, popped Via branch, the branch material of the next Via or
     None for an RFC 2543 one), or None (the full path decides, also over
     ``limits``)."""
+    return _relay_response_loop(data, limits) if _COMPILED else _relay_response_split(data, limits)
+
+
+def _status_line_loop(data: bytes, n: int) -> bool:
+    """_STATUS_LINE.fullmatch(data[:n]) as a byte loop."""
+    if n < 13 or not data.startswith(b"SIP/2.0 "):
+        return False
+    if not 49 <= data[8] <= 54 or not _T_DIGIT[data[9]] or not _T_DIGIT[data[10]] or data[11] != 32:
+        return False
+    # The reason phrase: [^ \t] first, [^ \t] last, [^\r\n] between.
+    c = data[12]
+    if c == 32 or c == 9 or data[n - 1] == 32 or data[n - 1] == 9:
+        return False
+    for x in range(13, n - 1):
+        c = data[x]
+        if c == 13 or c == 10:
+            return False
+    return True
+
+
+def _response_body(data: bytes, end: int, cseq: bytes, max_forwards: bytes | None, length: bytes | None
+                   ) -> bytes | None:
+    """The body of a response whose CSeq, Max-Forwards and Content-Length
+    values pass (the full path's business otherwise), or None."""
+    c = _CSEQ_ANY.fullmatch(cseq)
+    if c is None or int(c.group(1)) > _MAX_CSEQ:
+        return None
+    if max_forwards is not None and (not max_forwards.isdigit() or len(max_forwards) > 10):
+        return None
+    body = data[end + 4:]
+    if length is not None:
+        if not length.isdigit() or len(length) > 10 or len(body) < int(length):
+            return None
+        body = body[:int(length)]
+    return body
+
+
+def _next_hop(first: bytes, second: bytes | None) -> tuple[bytes, bytes, bytes | None] | None:
+    """From the values of the first Via line and the next one (if any):
+    (sipgate's Via element, the next hop's, and what stays of the first
+    line: its value after the first element, or None when the line goes).
+    Our Via is the first element of the first Via line; the next hop's is
+    the second element of that line, or the first of the next line."""
+    elements = [e.strip(b" \t") for e in first.split(b",")]
+    if len(elements) > 1:
+        rest = first[first.find(b",") + 1:].lstrip(b" \t,")
+        if not all(elements) or not rest:
+            return None
+        return elements[0], elements[1], rest
+    if second is None:
+        return None  # no Via left: the full path drops it
+    following = [e.strip(b" \t") for e in second.split(b",")]
+    if not all(following):
+        return None
+    return elements[0], following[0], None
+
+
+def _hops(top_text: bytes, next_text: bytes) -> _Hops | None:
+    """relay_response_bytes's answer but the bytes, from the popped Via
+    element and the next hop's, or None."""
+    top = _via(top_text)
+    nxt = _via(next_text)
+    if top is None or nxt is None:
+        return None
+    top_host, top_port, top_params = top
+    next_host, next_port, next_params = nxt
+    if (top_port is not None and int(top_port) > 65535) or (next_port is not None and int(next_port) > 65535):
+        return None
+    has_received, received = _param(next_params, b"received")
+    if has_received and not received:
+        return None  # (an empty received: the full path's business)
+    # The received host as written (relay_response does not lower it).
+    host = received.decode("ascii") if received else next_host.decode("ascii").lower()
+    rvalue = _param(next_params, b"rport")[1]
+    if rvalue and len(rvalue) <= 5 and rvalue.isdigit() and 0 < int(rvalue) < 65536:
+        port = int(rvalue)
+    else:
+        port = (int(next_port) if next_port is not None else 0) or 5060
+    # What the branch check needs (see proxy.via_branch): the top branch
+    # and, when the next Via is an RFC 3261 one, the material of the branch
+    # sipgate would have given it.
+    top_branch = _param(top_params, b"branch")[1]
+    next_branch = _param(next_params, b"branch")[1]
+    material = None
+    if next_branch is not None and next_branch.startswith(_COOKIE):
+        material = b"\0".join((b"3261", next_branch, next_host.lower(),
+                               str(int(next_port)).encode() if next_port is not None and int(next_port) else b""))
+    return (top_host.decode("ascii").lower(), int(top_port) if top_port is not None else None, host, port,
+            top_branch, material)
+
+
+def _relay_response_loop(data: bytes, limits: SipLimits) -> _Relayed | None:
+    """relay_response_bytes in one walk over the head's bytes (the compiled
+    build's): the framing, the limits and the header names checked as
+    _fields_loop does, the values the relay reads sliced, and the output
+    made of slices of ``data`` around the Via element that goes.  A head
+    not in rendered form (see _normal) goes to _relay_response_split, which
+    renders it."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    max_lines = min(_MAX_LINES, limits.max_headers + 1)
+    max_line = limits.max_header_line
+    i = _line_end(data, 0)
+    if i < 0 or i > max_line or not _status_line_loop(data, i):
+        return None
+    values: list[bytes | None] = [None, None, None, None, None, None]
+    vias = 0
+    commas = 0
+    normal = True  # (every line so far "Name: value" with no blank at either end of the value)
+    first_at = first_colon = first_end = second_colon = second_end = 0
+    token = _T_TOKEN
+    stop = end + 2
+    pos = i + 2
+    lineno = 0
+    while pos < stop:
+        lineno += 1
+        if lineno >= max_lines:
+            return None
+        k = pos
+        while token[data[k]]:
+            k += 1
+        if k == pos or data[k] != 58:
+            return None  # (no colon, or a name that is not a token)
+        e = _line_end(data, k + 1)
+        if e < 0 or e - pos > max_line:
+            return None
+        if normal:
+            c = data[k + 2]  # (the CR of the CRLF at worst)
+            normal = data[k + 1] == 32 and k + 2 < e and c != 32 and c != 9 and data[e - 1] != 32 and data[e - 1] != 9
+        slot = _name_slot(data, pos, k)
+        if slot == -1:
+            blank = True
+            for x in range(k + 1, e):
+                c = data[x]
+                if c == 44:
+                    commas += 1
+                    blank = False
+                elif c != 32 and c != 9:
+                    blank = False
+            if blank:
+                return None
+            vias += 1
+            if vias == 1:
+                first_at, first_colon, first_end = pos, k, e
+            elif vias == 2:
+                second_colon, second_end = k, e
+        elif 0 <= slot < 6:
+            value = _trimmed(data, k + 1, e)
+            if not value:
+                return None
+            old = values[slot]
+            if old is None:
+                values[slot] = value
+            elif old != value:
+                return None
+        pos = e + 2
+    from_, to, call_id, cseq, max_forwards, length = values
+    if not vias or from_ is None or to is None or call_id is None or cseq is None:
+        return None
+    if vias > limits.max_vias or commas + vias > limits.max_vias:
+        return None  # (commas may be inside quotes: declining is always safe)
+    if not normal:
+        return _relay_response_split(data, limits)
+    body = _response_body(data, end, cseq, max_forwards, length)
+    if body is None:
+        return None
+    popped = _next_hop(data[first_colon + 1:first_end], data[second_colon + 1:second_end] if vias > 1 else None)
+    if popped is None:
+        return None
+    top_text, next_text, rest = popped
+    hops = _hops(top_text, next_text)
+    if hops is None:
+        return None
+    if rest is None:
+        out = b"".join([data[:first_at], data[first_end + 2:end + 4], body])
+    else:
+        out = b"".join([data[:first_colon], b": ", rest, data[first_end:end + 4], body])
+    return out, hops[0], hops[1], hops[2], hops[3], hops[4], hops[5]
+
+
+def _relay_response_split(data: bytes, limits: SipLimits) -> _Relayed | None:
+    """relay_response_bytes with string methods (the interpreted build's,
+    and the compiled build's for a head not in rendered form)."""
     framed = _head_lines(data, limits)
     if framed is None:
         return None
@@ -981,63 +1182,21 @@ def relay_response_bytes(data: bytes, limits: SipLimits = DEFAULT_LIMITS
         return None
     if len(vias) > limits.max_vias or sum(lines[i].count(b",") for i in vias) + len(vias) > limits.max_vias:
         return None  # (commas may be inside quotes: declining is always safe)
-    c = _CSEQ_ANY.fullmatch(cseq)
-    if c is None or int(c.group(1)) > _MAX_CSEQ:
+    body = _response_body(data, end, cseq, max_forwards, length)
+    if body is None:
         return None
-    if max_forwards is not None and (not max_forwards.isdigit() or len(max_forwards) > 10):
-        return None
-    body = data[end + 4:]
-    if length is not None:
-        if not length.isdigit() or len(length) > 10 or len(body) < int(length):
-            return None
-        body = body[:int(length)]
-    # Our Via is the first element of the first Via line; the next hop's
-    # is the second element of that line, or the first of the next line.
     name, _, value = lines[vias[0]].partition(b":")
-    elements = [e.strip(b" \t") for e in value.split(b",")]
-    if len(elements) > 1:
-        nxt_text = elements[1]
-        rest = value[value.find(b",") + 1:].lstrip(b" \t,")
-        if not all(elements) or not rest:
-            return None
-        lines[vias[0]] = name + b": " + rest
-    elif len(vias) > 1:
-        following = [e.strip(b" \t") for e in lines[vias[1]].partition(b":")[2].split(b",")]
-        if not all(following):
-            return None
-        nxt_text = following[0]
+    popped = _next_hop(value, lines[vias[1]].partition(b":")[2] if len(vias) > 1 else None)
+    if popped is None:
+        return None
+    top_text, next_text, rest = popped
+    hops = _hops(top_text, next_text)
+    if hops is None:
+        return None
+    if rest is None:
         del lines[vias[0]]
     else:
-        return None  # no Via left: the full path drops it
-    top = _via(elements[0])
-    nxt = _via(nxt_text)
-    if top is None or nxt is None:
-        return None
-    top_host, top_port, top_params = top
-    next_host, next_port, next_params = nxt
-    if (top_port is not None and int(top_port) > 65535) or (next_port is not None and int(next_port) > 65535):
-        return None
-    has_received, received = _param(next_params, b"received")
-    if has_received and not received:
-        return None  # (an empty received: the full path's business)
-    # The received host as written (relay_response does not lower it).
-    host = received.decode("ascii") if received else next_host.decode("ascii").lower()
-    rvalue = _param(next_params, b"rport")[1]
-    if rvalue and len(rvalue) <= 5 and rvalue.isdigit() and 0 < int(rvalue) < 65536:
-        port = int(rvalue)
-    else:
-        port = (int(next_port) if next_port is not None else 0) or 5060
-    # What the branch check needs (see proxy.via_branch): the top branch
-    # and, when the next Via is an RFC 3261 one, the material of the branch
-    # sipgate would have given it.
-    top_branch = _param(top_params, b"branch")[1]
-    next_branch = _param(next_params, b"branch")[1]
-    material = None
-    if next_branch is not None and next_branch.startswith(_COOKIE):
-        material = b"\0".join((b"3261", next_branch, next_host.lower(),
-                               str(int(next_port)).encode() if next_port is not None and int(next_port) else b""))
+        lines[vias[0]] = name + b": " + rest
     lines.append(b"")
     lines.append(b"")
-    return (b"\r\n".join(lines) + body, top_host.decode("ascii").lower(),
-            int(top_port) if top_port is not None else None, host, port,
-            top_branch, material)
+    return b"\r\n".join(lines) + body, hops[0], hops[1], hops[2], hops[3], hops[4], hops[5]
