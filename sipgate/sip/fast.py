@@ -601,8 +601,10 @@ def _fields_loop(data: bytes, limits: SipLimits) -> _Fields | None:
     """_fields_split in one walk over the head's bytes, slicing only the
     values it keeps: the compiled build's _fields (each byte is a few ns
     there; interpreted, this is the slower one).  It also tells whether the
-    head is in rendered form (see _normal), which saves relay_request_bytes
-    a second walk: when it is not, at[9] is set, as for a header named twice."""
+    lines relay_request_bytes keeps as they are (all but Max-Forwards,
+    Content-Length and the first Via) are in rendered form (see _normal),
+    which saves it a second walk: when one is not, at[9] is set, as for a
+    header named twice."""
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return None
@@ -635,10 +637,12 @@ def _fields_loop(data: bytes, limits: SipLimits) -> _Fields | None:
         e = _line_end(data, k + 1)
         if e < 0 or e - pos > max_line:
             return None
-        if normal:
+        slot = _name_slot(data, pos, k)
+        # (The lines _splice rewrites do not count: Max-Forwards,
+        # Content-Length, the first Via.  SIPp pads Content-Length.)
+        if normal and slot != 4 and slot != 5 and (slot != -1 or vias):
             c = data[k + 2]  # (the CR of the CRLF at worst)
             normal = data[k + 1] == 32 and k + 2 < e and c != 32 and c != 9 and data[e - 1] != 32 and data[e - 1] != 9
-        slot = _name_slot(data, pos, k)
         if slot != -2:
             value = _trimmed(data, k + 1, e)
             if not value or not _take(slot, value, lineno, vias, values, at):
@@ -822,7 +826,8 @@ def relay_request_bytes(s: Scanned, data: bytes, secret_key: bytes, via_prefix: 
         top.append(b"received=" + host.encode())
     stamped = b";".join(top)
     at = s[AT]
-    # (The compiled walk gives line indexes only for a head in rendered form.)
+    # (The compiled walk gives line indexes only when the lines _splice
+    # keeps are in rendered form.)
     if at is not None and (_COMPILED or _normal(data, len(lines[0]), s[END])):
         return _splice(s, lines, at, body, ours, stamped, record_route, pop_route)
     out = [lines[0], b"Via: " + ours]
@@ -1058,9 +1063,9 @@ def _relay_response_loop(data: bytes, limits: SipLimits) -> _Relayed | None:
     """relay_response_bytes in one walk over the head's bytes (the compiled
     build's): the framing, the limits and the header names checked as
     _fields_loop does, the values the relay reads sliced, and the output
-    made of slices of ``data`` around the Via element that goes.  A head
-    not in rendered form (see _normal) goes to _relay_response_split, which
-    renders it."""
+    made of slices of ``data`` around the Via element that goes and the
+    lines it renders (those not in rendered form, see _norm), as
+    _relay_response_split renders every line."""
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return None
@@ -1072,7 +1077,7 @@ def _relay_response_loop(data: bytes, limits: SipLimits) -> _Relayed | None:
     values: list[bytes | None] = [None, None, None, None, None, None]
     vias = 0
     commas = 0
-    normal = True  # (every line so far "Name: value" with no blank at either end of the value)
+    rendered: list[int] = []  # (start, colon, end) of each line not in rendered form
     first_at = first_colon = first_end = second_colon = second_end = 0
     token = _T_TOKEN
     stop = end + 2
@@ -1090,9 +1095,11 @@ def _relay_response_loop(data: bytes, limits: SipLimits) -> _Relayed | None:
         e = _line_end(data, k + 1)
         if e < 0 or e - pos > max_line:
             return None
-        if normal:
-            c = data[k + 2]  # (the CR of the CRLF at worst)
-            normal = data[k + 1] == 32 and k + 2 < e and c != 32 and c != 9 and data[e - 1] != 32 and data[e - 1] != 9
+        c = data[k + 2]  # (the CR of the CRLF at worst)
+        if not (data[k + 1] == 32 and k + 2 < e and c != 32 and c != 9 and data[e - 1] != 32 and data[e - 1] != 9):
+            rendered.append(pos)  # (a line the output renders, see _norm)
+            rendered.append(k)
+            rendered.append(e)
         slot = _name_slot(data, pos, k)
         if slot == -1:
             blank = True
@@ -1125,23 +1132,46 @@ def _relay_response_loop(data: bytes, limits: SipLimits) -> _Relayed | None:
         return None
     if vias > limits.max_vias or commas + vias > limits.max_vias:
         return None  # (commas may be inside quotes: declining is always safe)
-    if not normal:
-        return _relay_response_split(data, limits)
     body = _response_body(data, end, cseq, max_forwards, length)
     if body is None:
         return None
-    popped = _next_hop(data[first_colon + 1:first_end], data[second_colon + 1:second_end] if vias > 1 else None)
+    popped = _next_hop(_trimmed(data, first_colon + 1, first_end),
+                       data[second_colon + 1:second_end] if vias > 1 else None)
     if popped is None:
         return None
     top_text, next_text, rest = popped
     hops = _hops(top_text, next_text)
     if hops is None:
         return None
-    if rest is None:
-        out = b"".join([data[:first_at], data[first_end + 2:end + 4], body])
-    else:
-        out = b"".join([data[:first_colon], b": ", rest, data[first_end:end + 4], body])
-    return out, hops[0], hops[1], hops[2], hops[3], hops[4], hops[5]
+    # The output: the datagram's bytes, with the first Via line cut or
+    # rewritten and each line not in rendered form rendered, in order.
+    pieces: list[bytes] = []
+    last = 0
+    via_done = False
+    for x in range(0, len(rendered) + 3, 3):
+        if x < len(rendered):
+            start, colon, stop_at = rendered[x], rendered[x + 1], rendered[x + 2]
+        else:
+            start = colon = stop_at = stop  # (past every line: only the Via may be left)
+        if not via_done and first_at <= start:
+            via_done = True
+            pieces.append(data[last:first_at])
+            if rest is None:
+                last = first_end + 2
+            else:
+                pieces.append(data[first_at:first_colon])
+                pieces.append(b": ")
+                pieces.append(rest)
+                last = first_end
+        if start == first_at or start == stop:
+            continue  # (the first Via line is done above)
+        pieces.append(data[last:colon])
+        pieces.append(b": ")
+        pieces.append(_trimmed(data, colon + 1, stop_at))
+        last = stop_at
+    pieces.append(data[last:end + 4])
+    pieces.append(body)
+    return b"".join(pieces), hops[0], hops[1], hops[2], hops[3], hops[4], hops[5]
 
 
 def _relay_response_split(data: bytes, limits: SipLimits) -> _Relayed | None:
