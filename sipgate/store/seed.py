@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from sipgate.store import validate as v
-from sipgate.store.model import TRUNK_DEFAULTS, StoreError, Unavailable
+from sipgate.store.model import CODE_IPS_PER_LIST, TRUNK_DEFAULTS, LimitExceeded, StoreError, Unavailable
 
 __all__ = ["SeedError", "SeedReport", "load_seed"]
 
@@ -155,19 +155,35 @@ def _seed_account(store: Any, tx: Any, account: dict[str, Any], key: str, src: s
         report.count("ip_access_control_lists", row is None)
         changed |= row is None
         lists[name] = acl_sid
-        for k, ip in enumerate(_array(acl.get("ip_addresses"), f"{lkey}.ip_addresses", src)):
+        # The list's addresses in bulk: the networks it has are read once,
+        # and the new ones inserted together at the end (one statement per
+        # address, a COUNT(*) each under max_ips_per_list, made a
+        # million-entry seed take minutes).  Each address is still checked,
+        # counted and reported in file order, as one by one.
+        addresses = _array(acl.get("ip_addresses"), f"{lkey}.ip_addresses", src)
+        have = {row[0] for row in tx.cur.execute("SELECT network FROM ip_addresses WHERE acl_sid = ?", (acl_sid,))}
+        limit = store.max_ips_per_list
+        size = len(have)
+        new: list[tuple[str, v.IpEntry]] = []
+        for k, ip in enumerate(addresses):
             ikey = f"{lkey}.ip_addresses[{k}]"
             ip = _table(ip, ikey, {"friendly_name", "ip_address", "cidr_prefix_length"}, src)
             with _at(src, ikey):
                 entry = v.ip_entry(ip.get("ip_address"), ip.get("cidr_prefix_length"))
                 label = v.friendly_name(ip.get("friendly_name") or entry.address, required=True)
-            exists = tx.cur.execute("SELECT 1 FROM ip_addresses WHERE acl_sid = ? AND network = ?",
-                                    (acl_sid, entry.network)).fetchone() is not None
+            exists = entry.network in have
             if not exists:
-                with _at(src, ikey):
-                    store._create_ip(tx, sid, acl_sid, label, entry)
+                if limit is not None and size >= limit:
+                    with _at(src, ikey):  # (what the store's _create_ip says)
+                        raise LimitExceeded(CODE_IPS_PER_LIST, "IpAddress",
+                                            f"the list already has the maximum of {limit} entries")
+                have.add(entry.network)
+                size += 1
+                new.append((label, entry))
             report.count("ip_addresses", not exists)
             changed |= not exists
+        if new:
+            store._create_ips(tx, sid, acl_sid, new)
 
     for j, trunk in enumerate(_array(account.get("trunks"), f"{key}.trunks", src)):
         tkey = f"{key}.trunks[{j}]"

@@ -155,3 +155,33 @@ def test_seed_file_errors(store, tmp_path):
     empty = tmp_path / "empty.toml"
     empty.write_text("")
     assert load_seed(store, empty).created == {} and store.revision() == 0
+
+
+def test_seed_bulk_load_counts_against_what_exists_and_the_file_itself(store_factory, tmp_path):
+    """The list's addresses go in in bulk: a network already in the list (by
+    the API) or named earlier in the file is "existing", the limit counts
+    both, and the first address over it is the one the error names."""
+    store = store_factory(max_ips_per_list=3)
+    account = "AC00000000000000000000000000000001"
+    store.ensure_account(account)
+    acl = store.create_acl(account, "l")
+    store.create_ip_address(account, acl.sid, friendly_name="api", ip_address="10.0.0.9", cidr_prefix_length=24)
+    path = tmp_path / "bulk.toml"
+    path.write_text(HEAD + LIST + "ip_addresses = [\n"
+                    '  { ip_address = "10.0.1.1", cidr_prefix_length = 24 },\n'
+                    '  { ip_address = "10.0.1.7", cidr_prefix_length = 24 },\n'  # the same network again
+                    '  { ip_address = "10.0.0.1", cidr_prefix_length = 24 },\n'  # the API's
+                    '  { friendly_name = "host", ip_address = "10.0.2.1" },\n]\n')
+    report = load_seed(store, path)
+    assert report.created == {"ip_addresses": 2}
+    assert report.existing == {"accounts": 1, "ip_access_control_lists": 1, "ip_addresses": 2}
+    assert store.count_ip_addresses(account, acl.sid) == 3
+    names = {ip.ip_address: ip.friendly_name for ip in store.list_ip_addresses(account, acl.sid, limit=10)}
+    assert names == {"10.0.0.9": "api", "10.0.1.1": "10.0.1.1", "10.0.2.1": "host"}
+    revision = store.revision()
+    path.write_text(HEAD + LIST + 'ip_addresses = [{ ip_address = "10.0.2.1" }, { ip_address = "10.0.3.1" }]\n')
+    with pytest.raises(SeedError) as err:
+        load_seed(store, path)
+    assert err.value.key == "accounts[0].ip_access_control_lists[0].ip_addresses[1].ip_address"
+    assert "maximum of 3" in str(err.value)
+    assert store.revision() == revision and store.count_ip_addresses(account, acl.sid) == 3
