@@ -19,7 +19,7 @@ from sipgate.metrics import EdgeStats, make_registry
 from sipgate.reload import Reloader
 from sipgate.store import Unavailable, open_store
 from sipgate.store.seed import load_seed
-from sipgate.transport import Edge, EdgeProtocol, open_listener
+from sipgate.transport import Edge, EdgeProtocol, SocketTransport, open_listener
 
 __all__ = ["Server", "new_event_loop", "run"]
 
@@ -49,7 +49,7 @@ class Server:
         self.edge = Edge(config.sip, self.stats)
         self.store: Any = None
         self.reloader: Reloader | None = None
-        self.transports: list[asyncio.DatagramTransport] = []
+        self.transports: list[SocketTransport] = []
         self.protocols: list[EdgeProtocol] = []
         self.http_runner: Any = None
         self.metrics_port: int | None = None
@@ -395,8 +395,8 @@ class Server:
         self.stats.ready = 0
         self.not_ready_reason = "stopping"
         answered = 0
-        for protocol in self.protocols:
-            answered += protocol.drain()
+        for transport in self.transports:
+            answered += transport.drain()
         for transport in self.transports:
             transport.close()
         self.transports.clear()

@@ -153,3 +153,25 @@ def test_close_stops_reading_and_closes_the_socket(loop):
         assert protocol.edge.stats.keepalives == 1
     finally:
         sender.close()
+
+
+def test_drain_handles_everything_waiting_beyond_one_batch(loop):
+    """Shutdown: what arrived before the stop is answered, not only one
+    wake-up's batch; drain says how many it handled."""
+    sock = make_socket(Listener(host="127.0.0.1", port=0), 4 << 20)
+    protocol = _protocol()
+    transport = SocketTransport(loop, sock, protocol)
+    protocol.connection_made(transport)  # (not started: nothing reads but drain)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    count = 3 * READ_BATCH + 5
+    try:
+        for _ in range(count):
+            sender.sendto(KEEPALIVE, sock.getsockname())
+        time.sleep(0.05)
+        assert transport.drain() == count
+        assert protocol.edge.stats.keepalives == count
+        assert transport.drain() == 0
+    finally:
+        transport.close()
+        sender.close()
+    assert transport.drain() == 0  # (closed: nothing to read)

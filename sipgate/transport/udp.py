@@ -165,7 +165,6 @@ class EdgeProtocol(asyncio.DatagramProtocol):
         self.edge = edge
         self.listener = listener
         self.transport: Any = None  # (sendto is all the receive path uses)
-        self.sock: socket.socket | None = None  # the bound socket (for drain)
         self.reconfigure()
         # A dual-stack IPv6 socket (bound to ::) reports IPv4 peers as
         # ::ffff:a.b.c.d and can only send to them in that form.
@@ -195,24 +194,6 @@ class EdgeProtocol(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A SocketTransport (open_listener) or anything else with sendto.
         self.transport = transport  # type: ignore[assignment]
-
-    def drain(self, limit: int = 100_000) -> int:
-        """Handle every datagram already waiting in the socket (shutdown:
-        what arrived before SIGTERM is answered, not lost); returns how many."""
-        sock = self.sock
-        if sock is None:
-            return 0
-        handled = 0
-        while handled < limit:
-            try:
-                data, addr = sock.recvfrom(65535)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                break
-            self.datagram_received(data, addr)
-            handled += 1
-        return handled
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors (e.g. port unreachable when the PBX is down) arrive
@@ -687,19 +668,30 @@ class SocketTransport:
         self.loop.add_reader(self.fd, self.readable)
 
     def readable(self) -> None:
+        self.read(READ_BATCH)
+
+    def drain(self, limit: int = 100_000) -> int:
+        """Handle every datagram already waiting in the socket (shutdown:
+        what arrived before SIGTERM is answered, not lost); returns how many."""
+        return self.read(limit)
+
+    def read(self, limit: int) -> int:
+        """Handle the datagrams waiting in the socket, at most ``limit``;
+        returns how many."""
         recvfrom = self._recvfrom
         protocol = self.protocol
-        for _ in range(READ_BATCH):
+        handled = 0
+        while handled < limit and not self.closed:
             try:
                 data, addr = recvfrom(65535)
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError as exc:
                 protocol.error_received(exc)
-                return
+                break
             protocol.datagram_received(data, addr)
-            if self.closed:
-                return
+            handled += 1
+        return handled
 
     def sendto(self, data: bytes, addr: Any = None) -> None:
         if self.backlog:
@@ -774,7 +766,6 @@ async def open_listener(edge: Edge, listener: Listener, reuse_port: bool = False
     if port != listener.port:
         listener = Listener(listener.host, port, listener.advertise, listener.default_trunk)
     protocol = EdgeProtocol(edge, listener)
-    protocol.sock = sock
     transport = SocketTransport(asyncio.get_running_loop(), sock, protocol)
     transport.start()
     return transport, protocol
