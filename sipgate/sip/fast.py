@@ -597,6 +597,26 @@ def _trimmed(text: bytes, a: int, b: int) -> bytes:
     return text[a:b]
 
 
+def _colon(data: bytes, pos: int) -> int:
+    """Offset of the colon after the header name at ``pos``, or -1 when
+    the name is not a token followed by a colon (a CR ends every line of
+    the head the walks read, so the name loop stops there)."""
+    k = pos
+    while _T_TOKEN[data[k]]:
+        k += 1
+    return k if k > pos and data[k] == 58 else -1
+
+
+def _rendered(text: bytes, colon: int, end: int) -> bool:
+    """The header line whose colon and end are at ``colon`` and ``end`` is
+    as the full path renders it: ": ", then a value with no blank at either
+    end (see _norm)."""
+    if colon + 2 >= end or text[colon + 1] != 32:
+        return False
+    c = text[colon + 2]
+    return c != 32 and c != 9 and text[end - 1] != 32 and text[end - 1] != 9
+
+
 def _fields_loop(data: bytes, limits: SipLimits) -> _Fields | None:
     """_fields_split in one walk over the head's bytes, slicing only the
     values it keeps: the compiled build's _fields (each byte is a few ns
@@ -620,20 +640,17 @@ def _fields_loop(data: bytes, limits: SipLimits) -> _Fields | None:
     vias: list[bytes] = []
     values: list[bytes | None] = [None, None, None, None, None, None, None, None]
     at = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
-    token = _T_TOKEN
     stop = end + 2
     pos = i + 2
     lineno = 0
-    normal = True  # (every line so far "Name: value" with no blank at either end of the value)
+    normal = True  # (every line so far _rendered)
     while pos < stop:
         lineno += 1
         if lineno >= max_lines:
             return None
-        k = pos
-        while token[data[k]]:
-            k += 1
-        if k == pos or data[k] != 58:
-            return None  # (no colon, or a name that is not a token)
+        k = _colon(data, pos)
+        if k < 0:
+            return None
         e = _line_end(data, k + 1)
         if e < 0 or e - pos > max_line:
             return None
@@ -641,8 +658,7 @@ def _fields_loop(data: bytes, limits: SipLimits) -> _Fields | None:
         # (The lines _splice rewrites do not count: Max-Forwards,
         # Content-Length, the first Via.  SIPp pads Content-Length.)
         if normal and slot != 4 and slot != 5 and (slot != -1 or vias):
-            c = data[k + 2]  # (the CR of the CRLF at worst)
-            normal = data[k + 1] == 32 and k + 2 < e and c != 32 and c != 9 and data[e - 1] != 32 and data[e - 1] != 9
+            normal = _rendered(data, k, e)
         if slot != -2:
             value = _trimmed(data, k + 1, e)
             if not value or not _take(slot, value, lineno, vias, values, at):
@@ -768,9 +784,7 @@ def _norm(line: bytes) -> bytes:
     """``line`` as the full path renders it back: "Name: value", one space
     after the colon, the value stripped (the name is a token: scanned)."""
     colon = line.find(b":")
-    n = len(line)
-    if colon + 2 < n and line[colon + 1] == 32 and line[colon + 2] != 32 and line[colon + 2] != 9 \
-            and line[n - 1] != 32 and line[n - 1] != 9:
+    if _rendered(line, colon, len(line)):
         return line
     return line[:colon] + b": " + line[colon + 1:].strip(b" \t")
 
@@ -1079,7 +1093,6 @@ def _relay_response_loop(data: bytes, limits: SipLimits) -> _Relayed | None:
     commas = 0
     rendered: list[int] = []  # (start, colon, end) of each line not in rendered form
     first_at = first_colon = first_end = second_colon = second_end = 0
-    token = _T_TOKEN
     stop = end + 2
     pos = i + 2
     lineno = 0
@@ -1087,16 +1100,13 @@ def _relay_response_loop(data: bytes, limits: SipLimits) -> _Relayed | None:
         lineno += 1
         if lineno >= max_lines:
             return None
-        k = pos
-        while token[data[k]]:
-            k += 1
-        if k == pos or data[k] != 58:
-            return None  # (no colon, or a name that is not a token)
+        k = _colon(data, pos)
+        if k < 0:
+            return None
         e = _line_end(data, k + 1)
         if e < 0 or e - pos > max_line:
             return None
-        c = data[k + 2]  # (the CR of the CRLF at worst)
-        if not (data[k + 1] == 32 and k + 2 < e and c != 32 and c != 9 and data[e - 1] != 32 and data[e - 1] != 9):
+        if not _rendered(data, k, e):
             rendered.append(pos)  # (a line the output renders, see _norm)
             rendered.append(k)
             rendered.append(e)
