@@ -24,6 +24,7 @@ __all__ = [
     "IpAccessControlList",
     "IpAddress",
     "LimitExceeded",
+    "list_full",
     "NotFound",
     "Snapshot",
     "StoreError",
@@ -235,6 +236,12 @@ class Conflict(_ParamError):
 
 class LimitExceeded(_ParamError):
     """A configured limit (entries per list, lists per account) is reached."""
+
+
+def list_full(limit: int) -> LimitExceeded:
+    """The error for an address added to a list that has ``limit`` entries
+    (store.max_ips_per_list): the API's and the seed's."""
+    return LimitExceeded(CODE_IPS_PER_LIST, "IpAddress", f"the list already has the maximum of {limit} entries")
 
 
 class Unavailable(StoreError):

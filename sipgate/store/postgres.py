@@ -48,7 +48,6 @@ from sipgate.store.model import (
     CODE_ACL_ALREADY_ASSOCIATED,
     CODE_DOMAIN_TAKEN,
     CODE_INVALID_IP,
-    CODE_IPS_PER_LIST,
     CODE_LISTS_PER_ACCOUNT,
     TRUNK_DEFAULTS,
     Account,
@@ -65,6 +64,7 @@ from sipgate.store.model import (
     TrunkAcl,
     TrunkRules,
     Unavailable,
+    list_full,
 )
 
 __all__ = ["NOTIFY_CHANNEL", "PostgresStore"]
@@ -669,8 +669,7 @@ class PostgresStore:
         if self.max_ips_per_list is not None:
             n = tx.cur.execute("SELECT COUNT(*) FROM ip_addresses WHERE acl_sid = %s", (acl_sid,)).fetchone()[0]
             if n >= self.max_ips_per_list:
-                raise LimitExceeded(CODE_IPS_PER_LIST, "IpAddress",
-                                    f"the list already has the maximum of {self.max_ips_per_list} entries")
+                raise list_full(self.max_ips_per_list)
         sid = v.new_sid("IP")
         tx.cur.execute("INSERT INTO ip_addresses (sid, account_sid, acl_sid, friendly_name, ip_address, "
                        "cidr_prefix_length, network, date_created, date_updated) "

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from sipgate.store import validate as v
-from sipgate.store.model import CODE_IPS_PER_LIST, TRUNK_DEFAULTS, LimitExceeded, StoreError, Unavailable
+from sipgate.store.model import TRUNK_DEFAULTS, StoreError, Unavailable, list_full
 
 __all__ = ["SeedError", "SeedReport", "load_seed"]
 
@@ -175,8 +175,7 @@ def _seed_account(store: Any, tx: Any, account: dict[str, Any], key: str, src: s
             if not exists:
                 if limit is not None and size >= limit:
                     with _at(src, ikey):  # (what the store's _create_ip says)
-                        raise LimitExceeded(CODE_IPS_PER_LIST, "IpAddress",
-                                            f"the list already has the maximum of {limit} entries")
+                        raise list_full(limit)
                 have.add(entry.network)
                 size += 1
                 new.append((label, entry))

@@ -29,7 +29,6 @@ from sipgate.store.model import (
     CODE_ACL_ALREADY_ASSOCIATED,
     CODE_DOMAIN_TAKEN,
     CODE_INVALID_IP,
-    CODE_IPS_PER_LIST,
     CODE_LISTS_PER_ACCOUNT,
     TRUNK_DEFAULTS,
     Account,
@@ -46,6 +45,7 @@ from sipgate.store.model import (
     TrunkAcl,
     TrunkRules,
     Unavailable,
+    list_full,
 )
 
 __all__ = ["SqliteStore"]
@@ -506,8 +506,7 @@ class SqliteStore:
         if self.max_ips_per_list is not None:
             n = tx.cur.execute("SELECT COUNT(*) FROM ip_addresses WHERE acl_sid = ?", (acl_sid,)).fetchone()[0]
             if n >= self.max_ips_per_list:
-                raise LimitExceeded(CODE_IPS_PER_LIST, "IpAddress",
-                                    f"the list already has the maximum of {self.max_ips_per_list} entries")
+                raise list_full(self.max_ips_per_list)
         sid = v.new_sid("IP")
         tx.cur.execute("INSERT INTO ip_addresses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (sid, account_sid, acl_sid, name, entry.address, entry.prefix, entry.network, tx.ts, tx.ts))
