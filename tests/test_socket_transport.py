@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from pathlib import Path
 
 import pytest
 
@@ -37,17 +36,22 @@ def _spin(loop: asyncio.AbstractEventLoop, until, seconds: float = 5.0) -> None:
         loop.run_until_complete(asyncio.sleep(0.01))
 
 
-def _unix_pair(tmp_path: Path) -> tuple[socket.socket, socket.socket, str]:
-    """A non-blocking datagram socket for the transport and a peer that
-    does not read: its queue fills, and then sendto raises EAGAIN, which
-    UDP on loopback never does."""
+@pytest.fixture
+def unix_transport(loop, tmp_path):
+    """A started transport on a non-blocking AF_UNIX datagram socket, a
+    peer that does not read (its queue fills, and then sendto raises
+    EAGAIN, which UDP on loopback never does), and the peer's address."""
     ours = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     ours.bind(str(tmp_path / "ours"))
     ours.setblocking(False)
     peer = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     peer.bind(str(tmp_path / "peer"))
     peer.setblocking(False)
-    return ours, peer, str(tmp_path / "peer")
+    transport = SocketTransport(loop, ours, _protocol())
+    transport.start()
+    yield transport, peer, str(tmp_path / "peer")
+    transport.close()
+    peer.close()
 
 
 def _fill(transport: SocketTransport, peer_path: str) -> int:
@@ -69,44 +73,31 @@ def _read_all(peer: socket.socket) -> list[bytes]:
             return got
 
 
-def test_sends_held_back_while_the_peer_is_full_go_out_in_order(loop, tmp_path):
-    ours, peer, peer_path = _unix_pair(tmp_path)
-    protocol = _protocol()
-    transport = SocketTransport(loop, ours, protocol)
-    transport.start()
-    try:
-        sent = _fill(transport, peer_path)
-        for i in range(sent, sent + 100):
-            transport.sendto(b"%d" % i, peer_path)
-        assert len(transport.backlog) == 101
-        got = _read_all(peer)
-        # The writer callback flushes the backlog as the peer drains.
-        _spin(loop, lambda: got.extend(_read_all(peer)) or not transport.backlog)
-        got.extend(_read_all(peer))
-        assert got == [b"%d" % i for i in range(sent + 100)]
-        assert protocol.edge.stats.send_errors == 0
-        # Nothing held: the next datagram goes straight out again.
-        transport.sendto(b"last", peer_path)
-        assert not transport.backlog and peer.recv(100) == b"last"
-    finally:
-        transport.close()
-        peer.close()
+def test_sends_held_back_while_the_peer_is_full_go_out_in_order(loop, unix_transport):
+    transport, peer, peer_path = unix_transport
+    sent = _fill(transport, peer_path)
+    for i in range(sent, sent + 100):
+        transport.sendto(b"%d" % i, peer_path)
+    assert len(transport.backlog) == 101
+    got = _read_all(peer)
+    # The writer callback flushes the backlog as the peer drains.
+    _spin(loop, lambda: got.extend(_read_all(peer)) or not transport.backlog)
+    got.extend(_read_all(peer))
+    assert got == [b"%d" % i for i in range(sent + 100)]
+    assert transport.protocol.edge.stats.send_errors == 0
+    # Nothing held: the next datagram goes straight out again.
+    transport.sendto(b"last", peer_path)
+    assert not transport.backlog and peer.recv(100) == b"last"
 
 
-def test_backlog_is_bounded_and_what_overflows_is_counted(loop, tmp_path):
-    ours, peer, peer_path = _unix_pair(tmp_path)
-    protocol = _protocol()
-    transport = SocketTransport(loop, ours, protocol)
-    transport.start()
-    try:
-        _fill(transport, peer_path)
-        for i in range(SEND_BACKLOG + 4):
-            transport.sendto(b"x", peer_path)
-        assert len(transport.backlog) == SEND_BACKLOG
-        assert transport.dropped == 5 and protocol.edge.stats.send_errors == 5
-    finally:
-        transport.close()
-        peer.close()
+def test_backlog_is_bounded_and_what_overflows_is_counted(unix_transport):
+    transport, _peer, peer_path = unix_transport
+    _fill(transport, peer_path)
+    for i in range(SEND_BACKLOG + 4):
+        transport.sendto(b"x", peer_path)
+    assert len(transport.backlog) == SEND_BACKLOG
+    assert transport.dropped == 5 and transport.protocol.edge.stats.send_errors == 5
+    transport.close()
     assert transport.is_closing() and not transport.backlog
 
 
