@@ -337,32 +337,6 @@ def _route_loop(value: bytes) -> tuple[bytes, bytes | None, bytes] | None:
     return value[i:host_end], value[host_end + 1:port_end] if port_end > host_end else None, value[port_end:n - 1]
 
 
-def _normal_loop(data: bytes, start: int, end: int) -> bool:
-    """_NORMAL_LINES.fullmatch(data, start, end) is not None: every line
-    from ``start`` to ``end`` is CRLF, a token, ": ", and a value without
-    blanks at either end."""
-    token = _T_TOKEN
-    pos = start
-    while pos < end:
-        if pos + 1 >= end or data[pos] != 13 or data[pos + 1] != 10:
-            return False
-        k = pos + 2
-        while k < end and token[data[k]]:
-            k += 1
-        if k == pos + 2 or k + 2 >= end or data[k] != 58 or data[k + 1] != 32:
-            return False
-        c = data[k + 2]
-        if c == 32 or c == 9 or c == 13 or c == 10:
-            return False
-        e = k + 3
-        while e < end and data[e] != 13 and data[e] != 10:
-            e += 1
-        c = data[e - 1]
-        if c == 32 or c == 9:
-            return False
-        pos = e
-    return True
-
 def _probe() -> None:
     """(mypyc's compiled functions have no __code__: see _COMPILED.)"""
 
@@ -426,9 +400,9 @@ def _route(value: bytes) -> tuple[bytes, bytes | None, bytes] | None:
 
 
 def _normal(data: bytes, start: int, end: int) -> bool:
-    """The lines from ``start`` to ``end`` are all _NORMAL_LINES."""
-    if _COMPILED:
-        return _normal_loop(data, start, end)
+    """The lines from ``start`` to ``end`` are all _NORMAL_LINES (the
+    interpreted build's test; the compiled walks test each line as they
+    go, see _rendered)."""
     return _NORMAL_LINES.fullmatch(data, start, end) is not None
 
 
@@ -931,16 +905,12 @@ def _revalued(line: bytes, value: bytes) -> bytes:
     return line[:line.find(b":")] + b": " + value
 
 
-def _header(line: bytes) -> tuple[int, bytes] | None:
-    """(slot as in _SLOTS, value without blanks around it) of a header line
-    of a response; the value is b"" for a header the response relay does
-    not read (slot -2, or Route / Record-Route); None when the line is not
-    a token, a colon and a value (the full path's business)."""
-    return _header_loop(line) if _COMPILED else _header_split(line)
-
-
 def _header_split(line: bytes) -> tuple[int, bytes] | None:
-    """_header with string methods (the interpreted build's)."""
+    """(slot as in _SLOTS, value without blanks around it) of a header line
+    of a response, for _relay_response_split; the value is b"" for a header
+    the response relay does not read (slot -2, or Route / Record-Route);
+    None when the line is not a token, a colon and a value (the full path's
+    business)."""
     name, colon, value = line.partition(b":")
     if not colon:
         return None
@@ -951,21 +921,6 @@ def _header_split(line: bytes) -> tuple[int, bytes] | None:
     if slot == -2 or slot >= 6:
         return slot, b""
     return slot, value.strip(b" \t")
-
-
-def _header_loop(line: bytes) -> tuple[int, bytes] | None:
-    """_header with byte loops (the compiled build's): no partition, and
-    no value sliced for a header the relay does not read."""
-    n = len(line)
-    k = 0
-    while k < n and _T_TOKEN[line[k]]:
-        k += 1
-    if k == 0 or k == n or line[k] != 58:
-        return None
-    slot = _name_slot(line, 0, k)
-    if slot == -2 or slot >= 6:
-        return slot, b""
-    return slot, _trimmed(line, k + 1, n)
 
 
 # What relay_response_bytes returns: (the response without sipgate's Via,
@@ -1185,8 +1140,7 @@ def _relay_response_loop(data: bytes, limits: SipLimits) -> _Relayed | None:
 
 
 def _relay_response_split(data: bytes, limits: SipLimits) -> _Relayed | None:
-    """relay_response_bytes with string methods (the interpreted build's,
-    and the compiled build's for a head not in rendered form)."""
+    """relay_response_bytes with string methods (the interpreted build's)."""
     framed = _head_lines(data, limits)
     if framed is None:
         return None
@@ -1199,7 +1153,7 @@ def _relay_response_split(data: bytes, limits: SipLimits) -> _Relayed | None:
     normal = _normal(data, len(lines[0]), end)  # (then _norm would return every line as it is)
     for i in range(1, n):
         line = lines[i]
-        header = _header(line)
+        header = _header_split(line)
         if header is None:
             return None
         slot, value = header

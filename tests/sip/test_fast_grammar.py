@@ -100,23 +100,6 @@ def test_each_loop_matches_its_expression(text):
         assert loop(text) == expected(text), (loop.__name__, text)
 
 
-LINE_PIECES = [b"\r\n", b"\r", b"\n", b"Via", b"X-Y", b"a b", b":", b": ", b":  ", b" ", b"\t", b"v", b"1", b";",
-               b"<sip:a@b>", b"\x00", b"\xe9"]
-
-
-@given(st.lists(st.sampled_from(LINE_PIECES), max_size=24).map(b"".join), st.integers(0, 3), st.integers(0, 3))
-@example(b"\r\nVia: SIP/2.0/UDP h\r\nTo: <sip:a@b>", 0, 0)
-@example(b"\r\nVia:  x", 0, 0)
-@example(b"\r\nVia: x ", 0, 0)
-@example(b"\r\nVia: ", 0, 0)
-@settings(max_examples=600)
-def test_normal_loop_matches_the_expression(text, cut_start, cut_end):
-    start, end = min(cut_start, len(text)), max(len(text) - cut_end, 0)
-    start = min(start, end)
-    expected = fast._NORMAL_LINES.fullmatch(text, start, end) is not None
-    assert fast._normal_loop(text, start, end) is expected
-
-
 NAMES = st.sampled_from([b"tag", b"TAG", b"Tag", b"tagx", b"ta", b"branch", b"BRANCH", b"branc", b"rport",
                          b"rPort", b"received", b"Received", b"sgt", b"SGT", b"sg", b"x", b"lr"])
 VALUES = st.sampled_from([b"1", b"abc", b"z9hG4bK-1", b"5060", b"tag", b"1.2.3.4", b"a~b"])
@@ -212,24 +195,6 @@ def test_the_header_walks_read_a_request():
     assert (line0, vias) == (b"INVITE sip:a@b SIP/2.0", [b"SIP/2.0/UDP h;branch=z9hG4bK1", b"SIP/2.0/UDP g"])
     assert values[:4] == [b"<sip:x@y>;tag=1", b"<sip:a@b>", b"c1", b"1 INVITE"]
     assert at[:4] == [3, 4, 5, 6] and at[8] == 1 and text[end:] == b"\r\n\r\n"
-
-
-HEADER_PIECES = [b"Via", b"v", b"V", b"From", b"f", b"To", b"TO", b"Call-ID", b"i", b"CSeq", b"Max-Forwards",
-                 b"Content-Length", b"l", b"Route", b"Record-Route", b"Contact", b"X-\xe9", b"Bad Name", b"", b":", b": ",
-                 b" ", b"\t", b"SIP/2.0/UDP h;branch=z9hG4bK1", b"<sip:a@b>;tag=1", b"1 INVITE", b",", b"70", b"0"]
-
-
-@given(st.lists(st.sampled_from(HEADER_PIECES), max_size=8).map(b"".join))
-@example(b"Via: SIP/2.0/UDP h")
-@example(b"Contact: <sip:x>")
-@example(b"From:\t<sip:a@b> ")
-@example(b"Bad Name: x")
-@example(b"Via")
-@settings(max_examples=500)
-def test_the_two_response_header_readers_agree(line):
-    """_header_loop (the compiled build's) returns what _header_split (the
-    interpreted build's) does, for any header line of a response."""
-    assert fast._header_loop(line) == fast._header_split(line)
 
 
 # -- The two response relays -------------------------------------------------
