@@ -1,11 +1,12 @@
 """The receive path compiled with mypyc, and the guard that keeps it honest.
 
-``sipgate/sip/fast.py``, ``sipgate/transport/udp.py`` and
-``sipgate/acl/probe.py`` (the matcher's lookups) are plain Python and
-always work as such.  ``sipgate native build`` (``bin/setup`` runs it when
-a C compiler and the Python headers are there) compiles those three
-modules with mypyc, as one group, into extension modules beside their
-sources; CPython then imports the extension instead of the source.  The
+``sipgate/sip/fast.py``, ``sipgate/transport/udp.py``,
+``sipgate/acl/probe.py`` (the matcher's lookups) and ``sipgate/stats.py``
+(the counters every datagram touches) are plain Python and always work as
+such.  ``sipgate native build`` (``bin/setup`` runs it when a C compiler and
+the Python headers are there) compiles those four modules with mypyc, as
+one group, into extension modules beside their sources; CPython then
+imports the extension instead of the source.  The
 same source, compiled (see benchmarks/README.md for what it saves).
 
 A compiled module can silently disagree with its source once either
@@ -34,7 +35,7 @@ from typing import Any
 
 __all__ = ["COMPILED", "build", "clean", "install", "status"]
 
-COMPILED = ("sipgate.sip.fast", "sipgate.transport.udp", "sipgate.acl.probe")
+COMPILED = ("sipgate.sip.fast", "sipgate.transport.udp", "sipgate.acl.probe", "sipgate.stats")
 PACKAGE = Path(__file__).resolve().parent
 MANIFEST = PACKAGE / "native-manifest.json"
 # mypyc's shared library of the group (sipgate/_native__mypyc*.so).

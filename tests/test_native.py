@@ -71,7 +71,7 @@ def test_the_receive_path_tests_pass_as_pure_python_too():
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
                           "tests/sip/test_fast.py", "tests/sip/test_fast_grammar.py",
                           "tests/test_transport.py", "tests/test_socket_transport.py",
-                          "tests/acl/test_acl_fast.py", "tests/acl/test_acl_properties.py"],
+                          "tests/acl/test_acl_fast.py", "tests/acl/test_acl_properties.py", "tests/test_stats.py"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert " passed" in out.stdout and "failed" not in out.stdout

@@ -28,7 +28,7 @@ from sipgate.admission import (
     trunk_for_host,
 )
 from sipgate.config import Listener, SipConfig
-from sipgate.metrics import EdgeStats
+from sipgate.stats import EdgeStats
 from sipgate.sip import (
     Request,
     Response,
@@ -329,7 +329,10 @@ class EdgeProtocol(asyncio.DatagramProtocol):
             return self._fast_relay(s, data, source, addr[1], None, pop, "in_dialog")
         if s[METHOD] == b"ACK":
             return False
-        trunk = trunk_for_host(s[HOST], table, ctx)
+        # trunk_for_host's common case inline: the host is a trunk's domain.
+        trunk = table.by_domain.get(s[HOST])
+        if trunk is None:
+            trunk = trunk_for_host(s[HOST], table, ctx)
         if trunk is None:
             return False
         if trunk.matcher.contains(source):
