@@ -781,6 +781,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pin", action=argparse.BooleanOptionalAction, default=(os.cpu_count() or 1) >= 2,
                     help="SIPp and tcpdump on core 0, the filter on the others (default with 2+ cores)")
     args = ap.parse_args(argv)
+    # `kill PID` ends a run as Ctrl-C does, through the finally clauses that
+    # stop every filter, SIPp agent and tcpdump by PID (a run started in the
+    # background by a script has SIGINT ignored, so kill is the way there).
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     if args.pin:
         PLACEMENT["load"] = {0}
         PLACEMENT["filter"] = set(range(1, os.cpu_count() or 2))
