@@ -53,7 +53,7 @@ class EdgeCollector(Collector):
         buckets = s.latency.cumulative()
         hist = HistogramMetricFamily(
             "sipgate_decision_duration_seconds",
-            "Time from datagram received to reply or relay sent.")
+            "Time from datagram received to reply or relay sent (or queued for its batch's sendmmsg).")
         hist.add_metric([], buckets, s.latency.total)
         yield hist
 

@@ -36,6 +36,10 @@ from typing import Any
 __all__ = ["COMPILED", "build", "clean", "install", "status"]
 
 COMPILED = ("sipgate.sip.fast", "sipgate.transport.udp", "sipgate.acl.probe", "sipgate.stats")
+# Extensions written in C, built with the group and covered by the same
+# guard; they have no Python source, so the compiled build alone imports
+# them (sipgate/transport/udp.py asks status() first).
+EXTENSIONS = ("sipgate.transport._mmsg",)
 PACKAGE = Path(__file__).resolve().parent
 MANIFEST = PACKAGE / "native-manifest.json"
 # mypyc's shared library of the group (sipgate/_native__mypyc*.so).
@@ -45,9 +49,10 @@ _verdict: tuple[bool, str] | None = None
 
 
 def _digests() -> dict[str, str]:
-    """SHA-256 of every source file of the package, by path relative to it."""
+    """SHA-256 of every source file of the package (Python and C), by path
+    relative to it."""
     out = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
+    for path in sorted([*PACKAGE.rglob("*.py"), *PACKAGE.rglob("*.c")]):
         out[path.relative_to(PACKAGE).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
 
@@ -74,7 +79,7 @@ def status() -> tuple[bool, str]:
 def _decide() -> tuple[bool, str]:
     if os.environ.get("SIPGATE_PURE", "") not in ("", "0"):
         return False, "pure Python (SIPGATE_PURE is set)"
-    if any(_extension(m) is None for m in COMPILED):
+    if any(_extension(m) is None for m in (*COMPILED, *EXTENSIONS)):
         return False, "pure Python (not compiled: sipgate native build)"
     try:
         recorded = json.loads(MANIFEST.read_text())
@@ -82,7 +87,7 @@ def _decide() -> tuple[bool, str]:
         return False, "pure Python (no build manifest: sipgate native build)"
     if recorded.get("python") != sys.implementation.cache_tag or recorded.get("sources") != _digests():
         return False, "pure Python (sources changed since the build: sipgate native build)"
-    return True, f"compiled with mypyc ({', '.join(COMPILED)})"
+    return True, f"compiled with mypyc ({', '.join(COMPILED)}; C: {', '.join(EXTENSIONS)})"
 
 
 class _SourcesUnlessFresh(importlib.abc.MetaPathFinder):
@@ -107,7 +112,7 @@ def build() -> int:
 
     try:
         from mypyc.build import mypycify
-        from setuptools import Distribution
+        from setuptools import Distribution, Extension
     except ImportError as exc:
         print(f"sipgate.native: cannot build ({exc}); install the 'native' extra", file=sys.stderr)
         return 1
@@ -122,6 +127,8 @@ def build() -> int:
             # errors (e.g. netaddr has no stubs) must not stop the build.
             modules = mypycify(["--follow-imports=silent", "--ignore-missing-imports", *sources],
                                group_name=GROUP, opt_level="3", target_dir=str(Path(tmp) / "c"))
+            modules += [Extension(m, [str(Path(*m.split(".")).with_suffix(".c"))], extra_compile_args=["-O2"])
+                        for m in EXTENSIONS]
             dist = Distribution({"name": "sipgate-native", "ext_modules": modules})
             cmd = dist.get_command_obj("build_ext")
             cmd.inplace = True
@@ -131,7 +138,7 @@ def build() -> int:
     finally:
         os.chdir(cwd)
     MANIFEST.write_text(json.dumps({"python": sys.implementation.cache_tag, "sources": _digests()}, indent=1))
-    print(f"sipgate.native: compiled {', '.join(COMPILED)}")
+    print(f"sipgate.native: compiled {', '.join((*COMPILED, *EXTENSIONS))}")
     return 0
 
 

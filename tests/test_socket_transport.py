@@ -166,3 +166,173 @@ def test_drain_handles_everything_waiting_beyond_one_batch(loop):
         transport.close()
         sender.close()
     assert transport.drain() == 0  # (closed: nothing to read)
+
+
+# -- recvmmsg (sipgate/transport/_mmsg.c, the compiled build's) --------------
+
+from sipgate import native  # noqa: E402
+from sipgate.transport import udp  # noqa: E402
+
+batched = pytest.mark.skipif(udp._recv_batch is None, reason="no recvmmsg extension: " + native.status()[1])
+
+
+def test_ipv4_transports_read_with_recvmmsg_exactly_when_compiled(loop):
+    sock = make_socket(Listener(host="127.0.0.1", port=0), 1 << 20)
+    sock6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    sock6.bind(("::1", 0))
+    t4, t6 = SocketTransport(loop, sock, _protocol()), SocketTransport(loop, sock6, _protocol())
+    try:
+        assert (t4.batch is not None) == native.status()[0]
+        assert t6.batch is None  # (IPv6 keeps recvfrom)
+    finally:
+        sock.close()
+        sock6.close()
+
+
+@pytest.fixture
+def receiver():
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    senders = []
+    for host in ("127.0.0.2", "127.0.0.3"):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((host, 0))
+        senders.append(s)
+    yield sock, senders
+    for s in (sock, *senders):
+        s.close()
+
+
+@batched
+def test_recv_batch_gives_what_recvfrom_gives_in_order(receiver):
+    sock, (a, b) = receiver
+    sent = [(a, b"first"), (b, b""), (a, b"x" * 65507), (b, b"\x00\r\n\xff last")]
+    for sender, data in sent:
+        sender.sendto(data, sock.getsockname())
+    time.sleep(0.05)
+    got = udp._recv_batch(sock.fileno(), 64)
+    assert got == [(data, sender.getsockname()) for sender, data in sent]
+    assert all(type(d) is bytes and type(h) is str and type(p) is int for d, (h, p) in got)
+    assert udp._recv_batch(sock.fileno(), 64) == []  # (empty: no exception)
+
+
+@batched
+def test_recv_batch_takes_at_most_count_and_refuses_bad_arguments(receiver):
+    sock, (a, _b) = receiver
+    for i in range(10):
+        a.sendto(b"%d" % i, sock.getsockname())
+    time.sleep(0.05)
+    first = udp._recv_batch(sock.fileno(), 4)
+    rest = udp._recv_batch(sock.fileno(), 64)
+    assert [d for d, _ in first + rest] == [b"%d" % i for i in range(10)] and len(first) == 4
+    for bad in (0, 65, -1):
+        with pytest.raises(ValueError):
+            udp._recv_batch(sock.fileno(), bad)
+    with pytest.raises(TypeError):
+        udp._recv_batch("3", 1)
+    dead = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    fd = dead.fileno()
+    dead.close()
+    with pytest.raises(OSError):
+        udp._recv_batch(fd, 1)  # (EBADF: an error other than "nothing waiting")
+
+
+def _received(sock: socket.socket, count: int, seconds: float = 5.0) -> list[tuple[bytes, tuple]]:
+    """Up to ``count`` datagrams waiting on non-blocking ``sock`` (bounded)."""
+    got: list[tuple[bytes, tuple]] = []
+    deadline = time.monotonic() + seconds
+    while len(got) < count and time.monotonic() < deadline:
+        try:
+            got.append(sock.recvfrom(65535))
+        except BlockingIOError:
+            time.sleep(0.01)
+    return got
+
+
+@batched
+def test_send_batch_sends_the_leading_dotted_quads_in_order(receiver):
+    sock, (a, _b) = receiver
+    dest = sock.getsockname()
+    items = [(b"one", dest), (b"", dest), (b"y" * 65507, dest), (b"name", ("localhost", dest[1])), (b"after", dest)]
+    assert udp._send_batch(a.fileno(), items) == 3  # (stops before the name)
+    assert udp._send_batch(a.fileno(), items[3:]) == 0  # (a name first: nothing sent)
+    assert [d for d, _ in _received(sock, 3)] == [b"one", b"", b"y" * 65507]
+    assert udp._send_batch(a.fileno(), []) == 0
+    for bad in ([b"x"], [(b"x", dest, 1)], [("text", dest)], [(b"x", ("127.0.0.1",))], [(b"x", (1, 2))]):
+        with pytest.raises(TypeError):
+            udp._send_batch(a.fileno(), bad)
+    with pytest.raises(OverflowError):
+        udp._send_batch(a.fileno(), [(b"x", ("127.0.0.1", 70000))])
+    with pytest.raises(OSError):  # (port 0: EINVAL for the first, nothing sent)
+        udp._send_batch(a.fileno(), [(b"x", ("127.0.0.1", 0)), (b"y", dest)])
+    assert _received(sock, 1, 0.2) == []
+
+
+def _collecting_transport(loop):
+    sock = make_socket(Listener(host="127.0.0.1", port=0), 1 << 20)
+    protocol = _protocol()
+    transport = SocketTransport(loop, sock, protocol)
+    protocol.connection_made(transport)
+    return transport, protocol
+
+
+@batched
+def test_sends_during_a_batch_leave_in_order_names_and_errors_included(loop, receiver):
+    sink, _ = receiver
+    dest = sink.getsockname()
+    transport, protocol = _collecting_transport(loop)
+    try:
+        transport.collecting = True
+        for item in [(b"1", dest), (b"2", ("localhost", dest[1])), (b"3", ("127.0.0.1", 0)), (b"4", dest)]:
+            transport.sendto(*item)
+        assert not _received(sink, 1, 0.2)  # (held until the flush)
+        transport.collecting = False
+        transport._flush()
+        assert [d for d, _ in _received(sink, 3)] == [b"1", b"2", b"4"]
+        assert protocol.edge.stats.send_errors == 1  # (port 0, reported, the rest still sent)
+        transport.collecting = True
+        for i in range(udp.SEND_FLUSH):
+            transport.sendto(b"%d" % i, dest)
+        # The SEND_FLUSH-th send flushes the lot: a reply waits for at most
+        # SEND_FLUSH - 1 others.
+        assert [d for d, _ in _received(sink, udp.SEND_FLUSH)] == [b"%d" % i for i in range(udp.SEND_FLUSH)]
+        assert transport.pending == []
+    finally:
+        transport.close()
+
+
+@batched
+def test_a_full_send_buffer_moves_the_rest_of_a_batch_to_the_backlog(loop, receiver):
+    """EAGAIN from sendmmsg (its buffer full): what was not sent goes to the
+    backlog, in order, for the writer callback.  A loopback UDP socket does
+    not fill its send buffer, so send_batch is replaced here by one that
+    sends the first item and then reports EAGAIN."""
+    sink, _ = receiver
+    dest = sink.getsockname()
+    transport, _protocol_ = _collecting_transport(loop)
+    real = transport.send_batch
+    calls = []
+
+    def full_after_one(fd, items):
+        calls.append(len(items))
+        if len(calls) == 1:
+            return real(fd, items[:1])
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+    transport.send_batch = full_after_one
+    try:
+        transport.collecting = True
+        for i in range(5):
+            transport.sendto(b"%d" % i, dest)
+        transport._flush()
+        assert calls == [5, 4]
+        assert [d for d, _ in transport.backlog] == [b"1", b"2", b"3", b"4"]
+        transport.sendto(b"5", dest)  # (behind the backlog, also in order)
+        transport._flush()
+        assert [d for d, _ in transport.backlog] == [b"1", b"2", b"3", b"4", b"5"]
+        transport.writable()  # (the real socket takes them now)
+        assert not transport.backlog
+        assert [d for d, _ in _received(sink, 6)] == [b"0", b"1", b"2", b"3", b"4", b"5"]
+    finally:
+        transport.close()

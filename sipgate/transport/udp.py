@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final
 
+from sipgate import native
 from sipgate.acl import parse_address
 from sipgate.admission import (
     TRUNK_PARAM,
@@ -636,6 +637,22 @@ def make_socket(listener: Listener, buffer_size: int, reuse_port: bool = False) 
 # Datagrams read per readiness callback at most: a burst is answered in one
 # wake-up, and timers, signals and the API still get the loop within ~1 ms.
 READ_BATCH: Final = 64
+# recv_batch(fd, count) and send_batch(fd, items) from the C extension
+# sipgate/transport/_mmsg.c (one recvmmsg / sendmmsg per batch), or None:
+# the compiled build only, as its freshness guard decides (sipgate.native);
+# IPv4 listeners only.
+_recv_batch: Any = None
+_send_batch: Any = None
+if native.status()[0]:
+    try:
+        from sipgate.transport._mmsg import recv_batch as _recv_batch  # type: ignore[no-redef]
+        from sipgate.transport._mmsg import send_batch as _send_batch  # type: ignore[no-redef]
+    except ImportError:  # (a build from before the extension existed)
+        _recv_batch = _send_batch = None
+# While a batch read with recvmmsg is handled, replies and relays wait in a
+# list and go out with one sendmmsg every SEND_FLUSH datagrams and at the
+# end of the batch: a reply waits for at most SEND_FLUSH - 1 others.
+SEND_FLUSH: Final = 16
 # Datagrams held while the socket's send buffer is full (EAGAIN) at most;
 # beyond it a datagram is dropped and counted, as the kernel would drop it.
 SEND_BACKLOG: Final = 10_000
@@ -665,6 +682,11 @@ class SocketTransport:
         self.dropped = 0
         self._recvfrom = sock.recvfrom
         self._sendto = sock.sendto
+        # One recvmmsg / sendmmsg per batch where the extension is built (IPv4).
+        self.batch: Any = _recv_batch if sock.family == socket.AF_INET else None
+        self.send_batch: Any = _send_batch if self.batch is not None else None
+        self.collecting = False  # (sends wait in pending: see _read_batches)
+        self.pending: list[tuple[bytes, Any]] = []
 
     def start(self) -> None:
         self.protocol.connection_made(self)  # type: ignore[arg-type]
@@ -681,6 +703,8 @@ class SocketTransport:
     def read(self, limit: int) -> int:
         """Handle the datagrams waiting in the socket, at most ``limit``;
         returns how many."""
+        if self.batch is not None:
+            return self._read_batches(limit)
         recvfrom = self._recvfrom
         protocol = self.protocol
         handled = 0
@@ -696,7 +720,80 @@ class SocketTransport:
             handled += 1
         return handled
 
+    def _read_batches(self, limit: int) -> int:
+        """read() with one recvmmsg per batch of up to READ_BATCH datagrams:
+        a batch shorter than asked for means the queue was empty, which
+        also saves the recvfrom that would fail with EAGAIN."""
+        recv_batch = self.batch
+        fd = self.fd
+        protocol = self.protocol
+        handled = 0
+        self.collecting = self.send_batch is not None
+        try:
+            while handled < limit and not self.closed:
+                want = min(limit - handled, READ_BATCH)
+                try:
+                    batch = recv_batch(fd, want)
+                except OSError as exc:
+                    protocol.error_received(exc)
+                    break
+                for data, addr in batch:
+                    if self.closed:
+                        break
+                    protocol.datagram_received(data, addr)
+                    handled += 1
+                self._flush()
+                if len(batch) < want:
+                    break
+        finally:
+            self.collecting = False
+            self._flush()
+        return handled
+
+    def _flush(self) -> None:
+        """Send what waits in pending, in order: sendmmsg for runs of IPv4
+        literals, sendto for anything else, the backlog once the socket's
+        buffer is full."""
+        items = self.pending
+        if not items:
+            return
+        self.pending = []
+        send_batch = self.send_batch
+        i = 0
+        while i < len(items):
+            if self.closed:
+                return  # (the socket is gone, as for a sendto after close)
+            if self.backlog:  # (behind what already waits, in order)
+                for data, addr in items[i:]:
+                    self._hold(data, addr)
+                return
+            try:
+                sent = send_batch(self.fd, items[i:] if i else items)
+            except (BlockingIOError, InterruptedError):
+                sent = -1
+            except OSError as exc:  # (the first one could not be sent)
+                self.protocol.error_received(exc)
+                i += 1
+                continue
+            if sent < 0:
+                for data, addr in items[i:]:
+                    self._hold(data, addr)
+                self.loop.add_writer(self.fd, self.writable)
+                return
+            if sent == 0:  # (not a dotted quad: sendto resolves it)
+                self._send_now(*items[i])
+                i += 1
+            i += sent
+
     def sendto(self, data: bytes, addr: Any = None) -> None:
+        if self.collecting:
+            self.pending.append((data, addr))
+            if len(self.pending) >= SEND_FLUSH:
+                self._flush()
+            return
+        self._send_now(data, addr)
+
+    def _send_now(self, data: bytes, addr: Any) -> None:
         if self.backlog:
             self._hold(data, addr)
             return
