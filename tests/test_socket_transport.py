@@ -101,22 +101,34 @@ def test_backlog_is_bounded_and_what_overflows_is_counted(unix_transport):
     assert transport.is_closing() and not transport.backlog
 
 
-def test_a_burst_is_read_in_bounded_batches(loop):
+def _ipv4_transport(loop) -> tuple[SocketTransport, EdgeProtocol]:
+    """A transport on a fresh 127.0.0.1 socket, connected to its protocol
+    but not started: the test drives its callbacks."""
     sock = make_socket(Listener(host="127.0.0.1", port=0), 4 << 20)
     protocol = _protocol()
     transport = SocketTransport(loop, sock, protocol)
-    protocol.connection_made(transport)  # (not started: readable() is driven by hand first)
+    protocol.connection_made(transport)
+    return transport, protocol
+
+
+def _keepalives(sender: socket.socket, transport: SocketTransport, count: int) -> None:
+    """``count`` keepalives from ``sender`` waiting in the transport's socket."""
+    for _ in range(count):
+        sender.sendto(KEEPALIVE, transport.sock.getsockname())
+    time.sleep(0.05)
+
+
+def test_a_burst_is_read_in_bounded_batches(loop):
+    transport, protocol = _ipv4_transport(loop)  # (readable() is driven by hand first)
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     count = 2 * READ_BATCH + 10
     try:
-        for _ in range(count):
-            sender.sendto(KEEPALIVE, sock.getsockname())
-        time.sleep(0.05)
+        _keepalives(sender, transport, count)
         transport.readable()
         # One wake-up reads at most READ_BATCH datagrams, so that timers
         # and the API get the loop between batches.
         assert protocol.edge.stats.keepalives == READ_BATCH
-        loop.add_reader(sock.fileno(), transport.readable)
+        loop.add_reader(transport.fd, transport.readable)
         _spin(loop, lambda: protocol.edge.stats.keepalives == count)
         assert protocol.edge.stats.datagrams_received == count
     finally:
@@ -149,16 +161,11 @@ def test_close_stops_reading_and_closes_the_socket(loop):
 def test_drain_handles_everything_waiting_beyond_one_batch(loop):
     """Shutdown: what arrived before the stop is answered, not only one
     wake-up's batch; drain says how many it handled."""
-    sock = make_socket(Listener(host="127.0.0.1", port=0), 4 << 20)
-    protocol = _protocol()
-    transport = SocketTransport(loop, sock, protocol)
-    protocol.connection_made(transport)  # (not started: nothing reads but drain)
+    transport, protocol = _ipv4_transport(loop)  # (nothing reads but drain)
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     count = 3 * READ_BATCH + 5
     try:
-        for _ in range(count):
-            sender.sendto(KEEPALIVE, sock.getsockname())
-        time.sleep(0.05)
+        _keepalives(sender, transport, count)
         assert transport.drain() == count
         assert protocol.edge.stats.keepalives == count
         assert transport.drain() == 0
@@ -270,19 +277,11 @@ def test_send_batch_sends_the_leading_dotted_quads_in_order(receiver):
     assert _received(sock, 1, 0.2) == []
 
 
-def _collecting_transport(loop):
-    sock = make_socket(Listener(host="127.0.0.1", port=0), 1 << 20)
-    protocol = _protocol()
-    transport = SocketTransport(loop, sock, protocol)
-    protocol.connection_made(transport)
-    return transport, protocol
-
-
 @batched
 def test_sends_during_a_batch_leave_in_order_names_and_errors_included(loop, receiver):
     sink, _ = receiver
     dest = sink.getsockname()
-    transport, protocol = _collecting_transport(loop)
+    transport, protocol = _ipv4_transport(loop)
     try:
         transport.collecting = True
         for item in [(b"1", dest), (b"2", ("localhost", dest[1])), (b"3", ("127.0.0.1", 0)), (b"4", dest)]:
@@ -311,7 +310,7 @@ def test_a_full_send_buffer_moves_the_rest_of_a_batch_to_the_backlog(loop, recei
     sends the first item and then reports EAGAIN."""
     sink, _ = receiver
     dest = sink.getsockname()
-    transport, _protocol_ = _collecting_transport(loop)
+    transport, _protocol_ = _ipv4_transport(loop)
     real = transport.send_batch
     calls = []
 

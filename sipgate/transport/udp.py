@@ -769,17 +769,15 @@ class SocketTransport:
                 return
             try:
                 sent = send_batch(self.fd, items[i:] if i else items)
-            except (BlockingIOError, InterruptedError):
-                sent = -1
-            except OSError as exc:  # (the first one could not be sent)
-                self.protocol.error_received(exc)
-                i += 1
-                continue
-            if sent < 0:
+            except (BlockingIOError, InterruptedError):  # (the buffer is full: the writer sends the rest)
                 for data, addr in items[i:]:
                     self._hold(data, addr)
                 self.loop.add_writer(self.fd, self.writable)
                 return
+            except OSError as exc:  # (the first one could not be sent)
+                self.protocol.error_received(exc)
+                i += 1
+                continue
             if sent == 0:  # (not a dotted quad: sendto resolves it)
                 self._send_now(*items[i])
                 i += 1
