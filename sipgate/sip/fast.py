@@ -27,6 +27,11 @@ from typing import Any, Final
 from sipgate.sip.headers import _KEY_CACHE, COMPACT_FORMS
 from sipgate.sip.limits import DEFAULT_LIMITS, SipLimits
 
+try:
+    from mypy_extensions import i64
+except ImportError:  # (an interpreted install without mypy: a plain int)
+    i64 = int  # type: ignore[misc,assignment]
+
 
 __all__ = ["Scanned", "branch_matches", "forbidden_response", "relay_request_bytes", "relay_response_bytes",
            "scan", "sipgate_route", "to_tag_for", "OWN_TAG_LENGTH"]
@@ -107,7 +112,7 @@ _T_ADDR_SPEC: Final = bytes(0 if c in b'<>" \t\n\r\x0c\x0b' else 1 for c in rang
 _METHODS: Final = (b"INVITE", b"ACK", b"BYE", b"CANCEL")
 
 
-def _host_end(text: bytes, i: int, n: int) -> int:
+def _host_end(text: bytes, i: i64, n: i64) -> i64:
     """End of the host ([A-Za-z0-9-]+ labels joined by single dots: a DNS
     name or IPv4 address) that starts at ``i``; -1 when none starts there."""
     table = _T_LABEL
@@ -123,7 +128,7 @@ def _host_end(text: bytes, i: int, n: int) -> int:
     return i
 
 
-def _port_end(text: bytes, i: int, n: int) -> int:
+def _port_end(text: bytes, i: i64, n: i64) -> i64:
     """After ":" + 1-5 digits at ``i``: its end; ``i`` when there is no ":"
     there; -1 for a ":" without 1-5 digits that end there."""
     if i >= n or text[i] != 58:
@@ -136,7 +141,7 @@ def _port_end(text: bytes, i: int, n: int) -> int:
     return j
 
 
-def _token_params_end(text: bytes, i: int, n: int) -> int:
+def _token_params_end(text: bytes, i: i64, n: i64) -> i64:
     """End of (;token[=token])* from ``i`` (``i`` itself for none)."""
     table = _T_TOKEN
     while i < n and text[i] == 59:
@@ -158,15 +163,17 @@ def _token_params_end(text: bytes, i: int, n: int) -> int:
 
 def _request_line_loop(line: bytes) -> tuple[bytes, bytes, bytes | None] | None:
     """_REQUEST_LINE.fullmatch(line).groups(), or None."""
-    n = len(line)
+    n: i64 = len(line)
     if n < 16 or line[n - 8:] != b" SIP/2.0":
         return None
     n -= 8
-    space = -1
-    for k in range(min(n, 7)):
+    space: i64 = -1
+    k: i64 = 0
+    while k < 7 and k < n:
         if line[k] == 32:
             space = k
             break
+        k += 1
     if space < 0:
         return None
     method = line[:space]
@@ -210,7 +217,7 @@ def _request_line_loop(line: bytes) -> tuple[bytes, bytes, bytes | None] | None:
 
 def _via_loop(value: bytes) -> tuple[bytes, bytes | None, bytes] | None:
     """_VIA.fullmatch(value).groups(), or None."""
-    n = len(value)
+    n: i64 = len(value)
     if value[:12] != b"SIP/2.0/UDP ":
         return None
     host_end = _host_end(value, 12, n)
@@ -224,8 +231,8 @@ def _via_loop(value: bytes) -> tuple[bytes, bytes | None, bytes] | None:
 
 def _name_addr_loop(value: bytes) -> bytes | None:
     """_NAME_ADDR.fullmatch(value).group(1), or None."""
-    n = len(value)
-    i = 0
+    n: i64 = len(value)
+    i: i64 = 0
     if n and value[0] == 34:  # "display name"
         i = 1
         while i < n and value[i] != 34:
@@ -266,8 +273,8 @@ def _name_addr_loop(value: bytes) -> bytes | None:
 
 def _cseq_loop(value: bytes) -> tuple[bytes, bytes] | None:
     """_CSEQ.fullmatch(value).groups(), or None."""
-    n = len(value)
-    i = 0
+    n: i64 = len(value)
+    i: i64 = 0
     while i < n and _T_DIGIT[value[i]]:
         i += 1
     if i == 0 or i > 10:
@@ -283,13 +290,48 @@ def _cseq_loop(value: bytes) -> tuple[bytes, bytes] | None:
     return value[:i], method
 
 
+def _cseq_any_loop(value: bytes) -> bytes | None:
+    """_CSEQ_ANY.fullmatch(value).group(1), or None."""
+    n: i64 = len(value)
+    i: i64 = 0
+    while i < n and _T_DIGIT[value[i]]:
+        i += 1
+    if i == 0 or i > 10:
+        return None
+    j = i
+    while j < n and (value[j] == 32 or value[j] == 9):
+        j += 1
+    if j == i or j == n:
+        return None
+    k = j
+    while k < n and _T_TOKEN[value[k]]:
+        k += 1
+    if k != n:
+        return None
+    return value[:i]
+
+
+def _uint(digits: bytes) -> int:
+    """int(digits) of 1-10 ASCII digits, as the caller checked they are
+    (a loop over them compiled; int() interpreted)."""
+    if not _COMPILED:
+        return int(digits)
+    n: i64 = len(digits)
+    value: i64 = 0
+    i: i64 = 0
+    while i < n:
+        value = value * 10 + (digits[i] - 48)
+        i += 1
+    return value
+
+
 def _param_loop(params: bytes, name: bytes) -> tuple[bool, bytes | None]:
     """(found, value) of the first parameter ``name`` (lower case) in
     ``params`` (";token[=token]..." as _PARAMS matched it), as the
     _TAG/_BRANCH/_RPORT_VALUE search would say: value None without "="."""
-    n = len(params)
-    m = len(name)
-    i = 0
+    n: i64 = len(params)
+    m: i64 = len(name)
+    i: i64 = 0
     while i < n:
         j = i + 1  # params[i] is ";"
         k = j
@@ -297,11 +339,13 @@ def _param_loop(params: bytes, name: bytes) -> tuple[bool, bytes | None]:
             k += 1
         if k - j == m:
             same = True
-            for x in range(m):
+            x: i64 = 0
+            while x < m:
                 c = params[j + x]
                 if (c | 32 if 65 <= c <= 90 else c) != name[x]:
                     same = False
                     break
+                x += 1
             if same:
                 if k < n and params[k] == 61:
                     e = k + 1
@@ -318,7 +362,8 @@ def _param_loop(params: bytes, name: bytes) -> tuple[bool, bytes | None]:
 
 def _route_loop(value: bytes) -> tuple[bytes, bytes | None, bytes] | None:
     """_ROUTE.fullmatch(value).groups(), or None."""
-    n = len(value)
+    n: i64 = len(value)
+    i: i64
     if value[:5] == b"<sip:":
         i = 5
     elif value[:6] == b"<sips:":
@@ -367,6 +412,14 @@ def _name_addr(value: bytes) -> bytes | None:
     if _COMPILED:
         return _name_addr_loop(value)
     m = _NAME_ADDR.fullmatch(value)
+    return None if m is None else m.group(1)
+
+
+def _cseq_any(value: bytes) -> bytes | None:
+    """The number of a _CSEQ_ANY (any method), or None."""
+    if _COMPILED:
+        return _cseq_any_loop(value)
+    m = _CSEQ_ANY.fullmatch(value)
     return None if m is None else m.group(1)
 
 
@@ -531,14 +584,14 @@ def _fields_split(data: bytes, limits: SipLimits) -> _Fields | None:
     return end, lines[0], vias, values, at
 
 
-def _name_slot(data: bytes, start: int, stop: int) -> int:
+def _name_slot(data: bytes, start: i64, stop: i64) -> int:
     """_NAMES / _classify's slot of the token data[start:stop]."""
     length = stop - start
     if length == 1:
         return _COMPACT_SLOTS[data[start]] - 2
     for name, slot in _LONG_SLOTS:
         if len(name) == length:
-            x = 0
+            x: i64 = 0
             while x < length:
                 c = data[start + x]
                 if (c | 32 if 65 <= c <= 90 else c) != name[x]:
@@ -549,7 +602,7 @@ def _name_slot(data: bytes, start: int, stop: int) -> int:
     return -2
 
 
-def _line_end(data: bytes, i: int) -> int:
+def _line_end(data: bytes, i: i64) -> i64:
     """Offset of the CRLF that ends the line containing ``i``, or -1 for a
     bare CR, an LF or a NUL before it (the caller knows a CR follows)."""
     while True:
@@ -562,7 +615,7 @@ def _line_end(data: bytes, i: int) -> int:
         i += 1
 
 
-def _trimmed(text: bytes, a: int, b: int) -> bytes:
+def _trimmed(text: bytes, a: i64, b: i64) -> bytes:
     """text[a:b] without spaces and tabs at either end."""
     while a < b and (text[a] == 32 or text[a] == 9):
         a += 1
@@ -571,7 +624,7 @@ def _trimmed(text: bytes, a: int, b: int) -> bytes:
     return text[a:b]
 
 
-def _colon(data: bytes, pos: int) -> int:
+def _colon(data: bytes, pos: i64) -> i64:
     """Offset of the colon after the header name at ``pos``, or -1 when
     the name is not a token followed by a colon (a CR ends every line of
     the head the walks read, so the name loop stops there)."""
@@ -581,7 +634,7 @@ def _colon(data: bytes, pos: int) -> int:
     return k if k > pos and data[k] == 58 else -1
 
 
-def _rendered(text: bytes, colon: int, end: int) -> bool:
+def _rendered(text: bytes, colon: i64, end: i64) -> bool:
     """The header line whose colon and end are at ``colon`` and ``end`` is
     as the full path renders it: ": ", then a value with no blank at either
     end (see _norm)."""
@@ -602,8 +655,8 @@ def _fields_loop(data: bytes, limits: SipLimits) -> _Fields | None:
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return None
-    max_lines = min(_MAX_LINES, limits.max_headers + 1)
-    max_line = limits.max_header_line
+    max_lines: i64 = min(_MAX_LINES, limits.max_headers + 1)
+    max_line: i64 = limits.max_header_line
     # Every line ends at a CR that must be followed by LF; an LF or NUL
     # anywhere else refuses the message.  data[end] is a CR, so each walk
     # (_line_end) stops by then.
@@ -614,9 +667,9 @@ def _fields_loop(data: bytes, limits: SipLimits) -> _Fields | None:
     vias: list[bytes] = []
     values: list[bytes | None] = [None, None, None, None, None, None, None, None]
     at = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
-    stop = end + 2
+    stop: i64 = end + 2
     pos = i + 2
-    lineno = 0
+    lineno: i64 = 0
     normal = True  # (every line so far _rendered)
     while pos < stop:
         lineno += 1
@@ -657,7 +710,7 @@ def scan(data: bytes, limits: SipLimits = DEFAULT_LIMITS) -> Scanned | None:
     method, host, port = r
     if len(line0) - len(method) - 9 > limits.max_uri:
         return None  # (the full parser answers 414)
-    if port is not None and int(port) > 65535:
+    if port is not None and _uint(port) > 65535:
         return None
     from_, to, call_id, cseq, max_forwards, length, route, record_route = values
     if not vias or from_ is None or to is None or call_id is None or cseq is None or len(vias) > limits.max_vias:
@@ -665,17 +718,19 @@ def scan(data: bytes, limits: SipLimits = DEFAULT_LIMITS) -> Scanned | None:
     c = _cseq(cseq)
     if c is None or c[1] != method:
         return None
-    number = int(c[0])
+    number = _uint(c[0])
     if number > _MAX_CSEQ:
         return None
     if max_forwards is not None:
         if not max_forwards.isdigit() or len(max_forwards) > 10:
             return None
-        max_forwards = int(max_forwards)  # type: ignore[assignment]
+        max_forwards = _uint(max_forwards)  # type: ignore[assignment]
     if length is not None:
-        if not length.isdigit() or len(length) > 10 or len(data) - end - 4 < int(length):
+        if not length.isdigit() or len(length) > 10:
             return None
-        length = int(length)  # type: ignore[assignment]
+        length = _uint(length)  # type: ignore[assignment]
+        if len(data) - end - 4 < length:  # type: ignore[operator]
+            return None
     v = _via(vias[0])
     to_params = _name_addr(to)
     from_params = _name_addr(from_)
@@ -683,7 +738,7 @@ def scan(data: bytes, limits: SipLimits = DEFAULT_LIMITS) -> Scanned | None:
         return None
     via_host, via_port, via_params = v
     if via_port is not None:
-        via_port = int(via_port)  # type: ignore[assignment]
+        via_port = _uint(via_port)  # type: ignore[assignment]
         if via_port > 65535:  # type: ignore[operator]
             return None
     # The first parameter of a name wins, as in parse_params; a tag or
@@ -773,7 +828,7 @@ def sipgate_route(s: Scanned, own_hosts: frozenset[str]) -> tuple[bool, bytes | 
     if r is None:
         return None
     host, port, params = r
-    if port is not None and int(port) > 65535:
+    if port is not None and _uint(port) > 65535:
         return None
     if host.decode("ascii").lower() not in own_hosts:
         return False, None
@@ -940,7 +995,7 @@ def relay_response_bytes(data: bytes, limits: SipLimits = DEFAULT_LIMITS) -> _Re
     return _relay_response_loop(data, limits) if _COMPILED else _relay_response_split(data, limits)
 
 
-def _status_line_loop(data: bytes, n: int) -> bool:
+def _status_line_loop(data: bytes, n: i64) -> bool:
     """_STATUS_LINE.fullmatch(data[:n]) as a byte loop."""
     if n < 13 or not data.startswith(b"SIP/2.0 "):
         return False
@@ -950,10 +1005,12 @@ def _status_line_loop(data: bytes, n: int) -> bool:
     c = data[12]
     if c == 32 or c == 9 or data[n - 1] == 32 or data[n - 1] == 9:
         return False
-    for x in range(13, n - 1):
+    x: i64 = 13
+    while x < n - 1:
         c = data[x]
         if c == 13 or c == 10:
             return False
+        x += 1
     return True
 
 
@@ -961,16 +1018,19 @@ def _response_body(data: bytes, end: int, cseq: bytes, max_forwards: bytes | Non
                    ) -> bytes | None:
     """The body of a response whose CSeq, Max-Forwards and Content-Length
     values pass (the full path's business otherwise), or None."""
-    c = _CSEQ_ANY.fullmatch(cseq)
-    if c is None or int(c.group(1)) > _MAX_CSEQ:
+    number = _cseq_any(cseq)
+    if number is None or _uint(number) > _MAX_CSEQ:
         return None
     if max_forwards is not None and (not max_forwards.isdigit() or len(max_forwards) > 10):
         return None
     body = data[end + 4:]
     if length is not None:
-        if not length.isdigit() or len(length) > 10 or len(body) < int(length):
+        if not length.isdigit() or len(length) > 10:
             return None
-        body = body[:int(length)]
+        size = _uint(length)
+        if len(body) < size:
+            return None
+        body = body[:size]
     return body
 
 
@@ -1003,7 +1063,9 @@ def _hops(top_text: bytes, next_text: bytes) -> _Hops | None:
         return None
     top_host, top_port, top_params = top
     next_host, next_port, next_params = nxt
-    if (top_port is not None and int(top_port) > 65535) or (next_port is not None and int(next_port) > 65535):
+    top_number = _uint(top_port) if top_port is not None else -1
+    next_number = _uint(next_port) if next_port is not None else 0
+    if top_number > 65535 or next_number > 65535:
         return None
     has_received, received = _param(next_params, b"received")
     if has_received and not received:
@@ -1011,10 +1073,11 @@ def _hops(top_text: bytes, next_text: bytes) -> _Hops | None:
     # The received host as written (relay_response does not lower it).
     host = received.decode("ascii") if received else next_host.decode("ascii").lower()
     rvalue = _param(next_params, b"rport")[1]
-    if rvalue and len(rvalue) <= 5 and rvalue.isdigit() and 0 < int(rvalue) < 65536:
-        port = int(rvalue)
+    rport = _uint(rvalue) if rvalue and len(rvalue) <= 5 and rvalue.isdigit() else 0
+    if 0 < rport < 65536:
+        port = rport
     else:
-        port = (int(next_port) if next_port is not None else 0) or 5060
+        port = next_number or 5060
     # What the branch check needs (see proxy.via_branch): the top branch
     # and, when the next Via is an RFC 3261 one, the material of the branch
     # sipgate would have given it.
@@ -1023,8 +1086,8 @@ def _hops(top_text: bytes, next_text: bytes) -> _Hops | None:
     material = None
     if next_branch is not None and next_branch.startswith(_COOKIE):
         material = b"\0".join((b"3261", next_branch, next_host.lower(),
-                               str(int(next_port)).encode() if next_port is not None and int(next_port) else b""))
-    return (top_host.decode("ascii").lower(), int(top_port) if top_port is not None else None, host, port,
+                               str(next_number).encode() if next_number else b""))
+    return (top_host.decode("ascii").lower(), top_number if top_port is not None else None, host, port,
             top_branch, material)
 
 
@@ -1038,8 +1101,8 @@ def _relay_response_loop(data: bytes, limits: SipLimits) -> _Relayed | None:
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return None
-    max_lines = min(_MAX_LINES, limits.max_headers + 1)
-    max_line = limits.max_header_line
+    max_lines: i64 = min(_MAX_LINES, limits.max_headers + 1)
+    max_line: i64 = limits.max_header_line
     i = _line_end(data, 0)
     if i < 0 or i > max_line or not _status_line_loop(data, i):
         return None
@@ -1047,10 +1110,14 @@ def _relay_response_loop(data: bytes, limits: SipLimits) -> _Relayed | None:
     vias = 0
     commas = 0
     rendered: list[int] = []  # (start, colon, end) of each line not in rendered form
-    first_at = first_colon = first_end = second_colon = second_end = 0
-    stop = end + 2
+    first_at: i64 = 0
+    first_colon: i64 = 0
+    first_end: i64 = 0
+    second_colon: i64 = 0
+    second_end: i64 = 0
+    stop: i64 = end + 2
     pos = i + 2
-    lineno = 0
+    lineno: i64 = 0
     while pos < stop:
         lineno += 1
         if lineno >= max_lines:
@@ -1068,13 +1135,15 @@ def _relay_response_loop(data: bytes, limits: SipLimits) -> _Relayed | None:
         slot = _name_slot(data, pos, k)
         if slot == -1:
             blank = True
-            for x in range(k + 1, e):
+            x = k + 1
+            while x < e:
                 c = data[x]
                 if c == 44:
                     commas += 1
                     blank = False
                 elif c != 32 and c != 9:
                     blank = False
+                x += 1
             if blank:
                 return None
             vias += 1

@@ -47,6 +47,7 @@ LOOPS = [
     (fast._via_loop, lambda text: _groups(fast._VIA, text)),
     (fast._name_addr_loop, lambda text: _group1(fast._NAME_ADDR, text)),
     (fast._cseq_loop, lambda text: _groups(fast._CSEQ, text)),
+    (fast._cseq_any_loop, lambda text: _group1(fast._CSEQ_ANY, text)),
     (fast._route_loop, lambda text: _groups(fast._ROUTE, text)),
     (lambda text: fast._status_line_loop(text, len(text)), lambda text: fast._STATUS_LINE.fullmatch(text) is not None),
 ]
@@ -79,6 +80,9 @@ LOOPS = [
 @example(b"4294967295\tACK")
 @example(b"12345678901 BYE")
 @example(b"1INVITE")
+@example(b"42 OPTIONS")
+@example(b"42 ")
+@example(b"42 A B")
 # Status-Line
 @example(b"SIP/2.0 200 OK")
 @example(b"SIP/2.0 180 Ringing ")
@@ -133,6 +137,9 @@ CASES = [
     (fast._name_addr_loop, b"sip:a@b", None),
     (fast._cseq_loop, b"7 CANCEL", (b"7", b"CANCEL")),
     (fast._cseq_loop, b"7 REGISTER", None),
+    (fast._cseq_any_loop, b"7 REGISTER", b"7"),
+    (fast._cseq_any_loop, b"7\t INFO", b"7"),
+    (fast._cseq_any_loop, b"7 ", None),
     (fast._param_loop, b";branch=z9hG4bK1;rport", None),  # (checked below with names)
 ]
 
@@ -145,6 +152,13 @@ def test_the_loops_accept_and_refuse_the_usual_cases():
     assert fast._param_loop(b";branch=z9hG4bK1;rport", b"rport") == (True, None)
     assert fast._param_loop(b";branch=z9hG4bK1;rport", b"branch") == (True, b"z9hG4bK1")
     assert fast._param_loop(b";branch=z9hG4bK1;rport", b"tag") == (False, None)
+
+
+@given(st.text("0123456789", min_size=1, max_size=10))
+@example("0000000000")
+@example("9999999999")
+def test_the_number_loop_reads_digits_as_int_does(digits):
+    assert fast._uint(digits.encode()) == int(digits)
 
 
 # -- The two header walks ----------------------------------------------------
