@@ -78,7 +78,21 @@ for _name, _key in _KEY_CACHE.items():
 # The same for the compiled build's _name_slot: a single-letter (compact)
 # name's slot + 2 by byte, and the long names.
 _COMPACT_SLOTS: Final = bytes(_SLOTS.get(COMPACT_FORMS.get(chr(c).lower(), ""), -2) + 2 for c in range(256))
-_LONG_SLOTS: Final = tuple((name.encode(), slot) for name, slot in _SLOTS.items())
+# The long names by length and first letter (its low five bits, the same
+# for both cases): _LONG_SLOTS[length << 5 | letter & 31] is (name, slot) or
+# None, so a name is compared with one candidate at most.
+
+
+def _long_slots() -> tuple[tuple[bytes, int] | None, ...]:
+    table: list[tuple[bytes, int] | None] = [None] * (16 << 5)
+    for name, slot in _SLOTS.items():
+        key = len(name) << 5 | ord(name[0]) & 31
+        assert len(name) < 16 and table[key] is None, name  # (one candidate per key)
+        table[key] = (name.encode(), slot)
+    return tuple(table)
+
+
+_LONG_SLOTS: Final = _long_slots()
 _TAG: Final = re.compile(rb";tag(?:=([^;]*))?(?=;|\Z)", re.IGNORECASE)
 _BRANCH: Final = re.compile(rb";branch(?:=([^;]*))?(?=;|\Z)", re.IGNORECASE)
 
@@ -312,15 +326,20 @@ def _cseq_any_loop(value: bytes) -> bytes | None:
 
 
 def _uint(digits: bytes) -> int:
-    """int(digits) of 1-10 ASCII digits, as the caller checked they are
-    (a loop over them compiled; int() interpreted)."""
-    if not _COMPILED:
-        return int(digits)
+    """The value of 1-10 ASCII digits, or -1 for anything else (a loop
+    over them compiled; isdigit() and int() interpreted)."""
     n: i64 = len(digits)
+    if not _COMPILED:
+        return int(digits) if n <= 10 and digits.isdigit() else -1
+    if n == 0 or n > 10:
+        return -1
     value: i64 = 0
     i: i64 = 0
     while i < n:
-        value = value * 10 + (digits[i] - 48)
+        c = digits[i]
+        if c < 48 or c > 57:
+            return -1
+        value = value * 10 + (c - 48)
         i += 1
     return value
 
@@ -589,30 +608,33 @@ def _name_slot(data: bytes, start: i64, stop: i64) -> int:
     length = stop - start
     if length == 1:
         return _COMPACT_SLOTS[data[start]] - 2
-    for name, slot in _LONG_SLOTS:
-        if len(name) == length:
-            x: i64 = 0
-            while x < length:
-                c = data[start + x]
-                if (c | 32 if 65 <= c <= 90 else c) != name[x]:
-                    break
-                x += 1
-            if x == length:
-                return slot
-    return -2
+    if length >= 16:
+        return -2
+    entry = _LONG_SLOTS[length << 5 | data[start] & 31]
+    if entry is None:
+        return -2
+    name, slot = entry
+    x: i64 = 0
+    while x < length:
+        c = data[start + x]
+        if (c | 32 if 65 <= c <= 90 else c) != name[x]:
+            return -2
+        x += 1
+    return slot
 
 
-def _line_end(data: bytes, i: i64) -> i64:
+def _line_end(data: bytes, i: i64, n: i64) -> i64:
     """Offset of the CRLF that ends the line containing ``i``, or -1 for a
-    bare CR, an LF or a NUL before it (the caller knows a CR follows)."""
-    while True:
+    bare CR, an LF or a NUL before it, or no CRLF before ``n``."""
+    while i < n:
         c = data[i]
         if c <= 13:
             if c == 13:
-                return i if data[i + 1] == 10 else -1
+                return i if i + 1 < n and data[i + 1] == 10 else -1
             if c == 10 or c == 0:
                 return -1
         i += 1
+    return -1
 
 
 def _trimmed(text: bytes, a: i64, b: i64) -> bytes:
@@ -624,14 +646,13 @@ def _trimmed(text: bytes, a: i64, b: i64) -> bytes:
     return text[a:b]
 
 
-def _colon(data: bytes, pos: i64) -> i64:
+def _colon(data: bytes, pos: i64, n: i64) -> i64:
     """Offset of the colon after the header name at ``pos``, or -1 when
-    the name is not a token followed by a colon (a CR ends every line of
-    the head the walks read, so the name loop stops there)."""
+    the name is not a token followed by a colon before ``n``."""
     k = pos
-    while _T_TOKEN[data[k]]:
+    while k < n and _T_TOKEN[data[k]]:
         k += 1
-    return k if k > pos and data[k] == 58 else -1
+    return k if k > pos and k < n and data[k] == 58 else -1
 
 
 def _rendered(text: bytes, colon: i64, end: i64) -> bool:
@@ -652,33 +673,30 @@ def _fields_loop(data: bytes, limits: SipLimits) -> _Fields | None:
     Content-Length and the first Via) are in rendered form (see _normal),
     which saves it a second walk: when one is not, at[9] is set, as for a
     header named twice."""
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        return None
+    n: i64 = len(data)
     max_lines: i64 = min(_MAX_LINES, limits.max_headers + 1)
     max_line: i64 = limits.max_header_line
     # Every line ends at a CR that must be followed by LF; an LF or NUL
-    # anywhere else refuses the message.  data[end] is a CR, so each walk
-    # (_line_end) stops by then.
-    i = _line_end(data, 0)
+    # anywhere else refuses the message.  The head ends at the first empty
+    # line (the first CRLF CRLF); none before the datagram ends: None.
+    i = _line_end(data, 0, n)
     if i < 0 or i > max_line:
         return None
     line0 = data[:i]
     vias: list[bytes] = []
     values: list[bytes | None] = [None, None, None, None, None, None, None, None]
     at = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
-    stop: i64 = end + 2
     pos = i + 2
     lineno: i64 = 0
     normal = True  # (every line so far _rendered)
-    while pos < stop:
+    while pos + 1 >= n or data[pos] != 13 or data[pos + 1] != 10:
         lineno += 1
         if lineno >= max_lines:
             return None
-        k = _colon(data, pos)
+        k = _colon(data, pos, n)
         if k < 0:
             return None
-        e = _line_end(data, k + 1)
+        e = _line_end(data, k + 1, n)
         if e < 0 or e - pos > max_line:
             return None
         slot = _name_slot(data, pos, k)
@@ -693,7 +711,7 @@ def _fields_loop(data: bytes, limits: SipLimits) -> _Fields | None:
         pos = e + 2
     if not normal:
         at[9] = 1  # (no line indexes: relay_request_bytes renders each line, see _splice)
-    return end, line0, vias, values, at
+    return pos - 2, line0, vias, values, at
 
 
 def scan(data: bytes, limits: SipLimits = DEFAULT_LIMITS) -> Scanned | None:
@@ -722,14 +740,12 @@ def scan(data: bytes, limits: SipLimits = DEFAULT_LIMITS) -> Scanned | None:
     if number > _MAX_CSEQ:
         return None
     if max_forwards is not None:
-        if not max_forwards.isdigit() or len(max_forwards) > 10:
-            return None
         max_forwards = _uint(max_forwards)  # type: ignore[assignment]
-    if length is not None:
-        if not length.isdigit() or len(length) > 10:
+        if max_forwards < 0:  # type: ignore[operator]
             return None
+    if length is not None:
         length = _uint(length)  # type: ignore[assignment]
-        if len(data) - end - 4 < length:  # type: ignore[operator]
+        if length < 0 or len(data) - end - 4 < length:  # type: ignore[operator]
             return None
     v = _via(vias[0])
     to_params = _name_addr(to)
@@ -857,17 +873,20 @@ def relay_request_bytes(s: Scanned, data: bytes, secret_key: bytes, via_prefix: 
     host = source.partition("%")[0]
     params = s[VIA_PARAMS]
     fill_rport = s[RPORT] == b""  # rport without a value: the client asks for it (RFC 3581)
-    top = [s[VIAS][0].partition(b";")[0]]
-    for param in params.split(b";")[1:]:
-        name = param.partition(b"=")[0].lower()
-        if name == b"received":
-            continue
-        if name == b"rport" and fill_rport and param.find(b"=") < 0:
-            param = b"rport=" + str(port).encode()
-        top.append(param)
-    if fill_rport or s[VIA_HOST] != host.lower():
-        top.append(b"received=" + host.encode())
-    stamped = b";".join(top)
+    if not fill_rport and s[VIA_HOST] == host.lower() and not _param(params, b"received")[0]:
+        stamped = s[VIAS][0]  # (nothing to add or drop: the loop below would give the value back as it is)
+    else:
+        top = [s[VIAS][0].partition(b";")[0]]
+        for param in params.split(b";")[1:]:
+            name = param.partition(b"=")[0].lower()
+            if name == b"received":
+                continue
+            if name == b"rport" and fill_rport and param.find(b"=") < 0:
+                param = b"rport=" + str(port).encode()
+            top.append(param)
+        if fill_rport or s[VIA_HOST] != host.lower():
+            top.append(b"received=" + host.encode())
+        stamped = b";".join(top)
     at = s[AT]
     # (The compiled walk gives line indexes only when the lines _splice
     # keeps are in rendered form.)
@@ -957,7 +976,7 @@ def _splice(s: Scanned, lines: list[bytes], at: list[int], body: bytes, ours: by
 
 def _revalued(line: bytes, value: bytes) -> bytes:
     """A header line with its name as written and a new value."""
-    return line[:line.find(b":")] + b": " + value
+    return line[:_colon(line, 0, len(line)) if _COMPILED else line.find(b":")] + b": " + value
 
 
 def _header_split(line: bytes) -> tuple[int, bytes] | None:
@@ -1021,14 +1040,12 @@ def _response_body(data: bytes, end: int, cseq: bytes, max_forwards: bytes | Non
     number = _cseq_any(cseq)
     if number is None or _uint(number) > _MAX_CSEQ:
         return None
-    if max_forwards is not None and (not max_forwards.isdigit() or len(max_forwards) > 10):
+    if max_forwards is not None and _uint(max_forwards) < 0:
         return None
     body = data[end + 4:]
     if length is not None:
-        if not length.isdigit() or len(length) > 10:
-            return None
         size = _uint(length)
-        if len(body) < size:
+        if size < 0 or len(body) < size:
             return None
         body = body[:size]
     return body
@@ -1073,7 +1090,7 @@ def _hops(top_text: bytes, next_text: bytes) -> _Hops | None:
     # The received host as written (relay_response does not lower it).
     host = received.decode("ascii") if received else next_host.decode("ascii").lower()
     rvalue = _param(next_params, b"rport")[1]
-    rport = _uint(rvalue) if rvalue and len(rvalue) <= 5 and rvalue.isdigit() else 0
+    rport = _uint(rvalue) if rvalue is not None and len(rvalue) <= 5 else 0
     if 0 < rport < 65536:
         port = rport
     else:
@@ -1098,12 +1115,10 @@ def _relay_response_loop(data: bytes, limits: SipLimits) -> _Relayed | None:
     made of slices of ``data`` around the Via element that goes and the
     lines it renders (those not in rendered form, see _norm), as
     _relay_response_split renders every line."""
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        return None
+    n: i64 = len(data)
     max_lines: i64 = min(_MAX_LINES, limits.max_headers + 1)
     max_line: i64 = limits.max_header_line
-    i = _line_end(data, 0)
+    i = _line_end(data, 0, n)
     if i < 0 or i > max_line or not _status_line_loop(data, i):
         return None
     values: list[bytes | None] = [None, None, None, None, None, None]
@@ -1115,17 +1130,16 @@ def _relay_response_loop(data: bytes, limits: SipLimits) -> _Relayed | None:
     first_end: i64 = 0
     second_colon: i64 = 0
     second_end: i64 = 0
-    stop: i64 = end + 2
     pos = i + 2
     lineno: i64 = 0
-    while pos < stop:
+    while pos + 1 >= n or data[pos] != 13 or data[pos + 1] != 10:  # (up to the empty line, see _fields_loop)
         lineno += 1
         if lineno >= max_lines:
             return None
-        k = _colon(data, pos)
+        k = _colon(data, pos, n)
         if k < 0:
             return None
-        e = _line_end(data, k + 1)
+        e = _line_end(data, k + 1, n)
         if e < 0 or e - pos > max_line:
             return None
         if not _rendered(data, k, e):
@@ -1161,6 +1175,8 @@ def _relay_response_loop(data: bytes, limits: SipLimits) -> _Relayed | None:
             elif old != value:
                 return None
         pos = e + 2
+    stop = pos  # (the empty line)
+    end = pos - 2
     from_, to, call_id, cseq, max_forwards, length = values
     if not vias or from_ is None or to is None or call_id is None or cseq is None:
         return None

@@ -154,11 +154,18 @@ def test_the_loops_accept_and_refuse_the_usual_cases():
     assert fast._param_loop(b";branch=z9hG4bK1;rport", b"tag") == (False, None)
 
 
-@given(st.text("0123456789", min_size=1, max_size=10))
+@given(st.text("0123456789", max_size=12) | st.binary(max_size=12))
 @example("0000000000")
 @example("9999999999")
-def test_the_number_loop_reads_digits_as_int_does(digits):
-    assert fast._uint(digits.encode()) == int(digits)
+@example("12345678901")
+@example("")
+@example(b"1/")
+@example(b"1:")
+@example("\u0661")  # (an Arabic-Indic one: str.isdigit says yes, bytes.isdigit no)
+def test_the_number_loop_reads_digits_as_int_does(text):
+    digits = text.encode() if isinstance(text, str) else text
+    expected = int(digits) if digits.isdigit() and len(digits) <= 10 else -1
+    assert fast._uint(digits) == expected
 
 
 # -- The two header walks ----------------------------------------------------
