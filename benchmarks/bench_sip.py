@@ -23,7 +23,7 @@ the other on the same machine, with the same SIPp scenarios
    p99.9 in µs, matched by Call-ID.  SIPp itself times in whole milliseconds.
    The denied calls at 1,000/s (issue 4's latency target) are measured last,
    with both filters up (each idle but for its own rounds) in
-   ``LATENCY_ROUNDS`` rounds that alternate between them; the medians of the
+   ``LATENCY_ROUNDS`` rounds that alternate between them (ABBA); the medians of the
    rounds' percentiles are reported, beside every round.  At this rate the
    filter's core sleeps between datagrams, and the wake-up of that idle
    (virtual) CPU is most of the latency and most of its variation: on a
@@ -664,13 +664,16 @@ class Bench:
     def alternated_captures(self, up: list[tuple], domain: str, rounds: int, kind: str = "denied",
                             rate: int = 1000) -> dict[int, dict]:
         """``rounds`` captures of each filter in ``up`` ((filter, pbx port)
-        pairs, all running), alternating between them; per filter (by its
-        index in ``up``): the median of the rounds' p50 / p99 / p99.9, the
-        rounds themselves, and sipgate's histogram over all its rounds."""
+        pairs, all running), alternating between them in ABBA order (A B,
+        B A, A B, ...: a drift of the machine over the rounds favours
+        neither); per filter (by its index in ``up``): the median of the
+        rounds' p50 / p99 / p99.9, the rounds themselves, and sipgate's
+        histogram over all its rounds."""
         got: dict[int, list[dict]] = {i: [] for i in range(len(up))}
         before = [f.histogram() for f, _ in up]
         for n in range(rounds):
-            for i, (f, pbx_port) in enumerate(up):
+            order = list(enumerate(up))
+            for i, (f, pbx_port) in (order[::-1] if n % 2 else order):
                 c = self.capture(f, kind, rate, domain, pbx_port)
                 log(f"  capture {f.name} {kind} {rate}/s, round {n + 1}/{rounds}: {c}")
                 if c is not None:
@@ -1060,7 +1063,7 @@ def report(results, worker_rows, args, sizes, has_workers, tcpdump, elapsed) -> 
           "tcpdump runs on the same 2 cores. sipgate's own histogram (`sipgate_decision_duration_seconds`, "
           "upper bucket bounds) beside it; Kamailio has none. "
           f"Denied at 1,000/s: both filters up, {LATENCY_ROUNDS} capture rounds per filter alternating between "
-          "them (sipgate, Kamailio, sipgate, ...), each of a step's length; p50 / p99 / p99.9 are the medians "
+          "them in ABBA order (sipgate, Kamailio, Kamailio, sipgate, ...), each of a step's length; p50 / p99 / p99.9 are the medians "
           "of the rounds' (every round is in the table after this one), matched is the sum of the rounds'. "
           "At this rate the filter's core is idle between datagrams and waking it up is most of the latency "
           "and of its variation from one round to the next.\n")
@@ -1084,8 +1087,8 @@ def report(results, worker_rows, args, sizes, has_workers, tcpdump, elapsed) -> 
         rounds = [(r, c) for r in results if "error" not in r
                   for c in [r["capture"].get(("denied", 1000))] if c and c.get("rounds")]
         if rounds:
-            p("Denied at 1,000/s, every round (p50 / p99 / p99.9, in the order they ran; the two filters' "
-              "rounds alternate):\n")
+            p("Denied at 1,000/s, every round (p50 / p99 / p99.9; round n of one filter ran next to round n of "
+              "the other, sipgate first in odd rounds, Kamailio first in even ones):\n")
             p("| filter | entries | " + " | ".join(f"round {i + 1}" for i in range(LATENCY_ROUNDS)) + " |")
             p("| --- | ---: |" + " ---: |" * LATENCY_ROUNDS)
             for r, c in rounds:
