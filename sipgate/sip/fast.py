@@ -285,18 +285,26 @@ def _name_addr_loop(value: bytes) -> bytes | None:
     return value[i:]
 
 
-def _cseq_loop(value: bytes) -> tuple[bytes, bytes] | None:
-    """_CSEQ.fullmatch(value).groups(), or None."""
-    n: i64 = len(value)
+def _cseq_number(value: bytes, n: i64) -> tuple[i64, i64]:
+    """(end of the 1-10 digits a CSeq value starts with, start of what
+    follows the blanks after them), or (-1, -1)."""
     i: i64 = 0
     while i < n and _T_DIGIT[value[i]]:
         i += 1
     if i == 0 or i > 10:
-        return None
+        return -1, -1
     j = i
     while j < n and (value[j] == 32 or value[j] == 9):
         j += 1
     if j == i:
+        return -1, -1
+    return i, j
+
+
+def _cseq_loop(value: bytes) -> tuple[bytes, bytes] | None:
+    """_CSEQ.fullmatch(value).groups(), or None."""
+    i, j = _cseq_number(value, len(value))
+    if i < 0:
         return None
     method = value[j:]
     if method not in _METHODS:
@@ -307,15 +315,8 @@ def _cseq_loop(value: bytes) -> tuple[bytes, bytes] | None:
 def _cseq_any_loop(value: bytes) -> bytes | None:
     """_CSEQ_ANY.fullmatch(value).group(1), or None."""
     n: i64 = len(value)
-    i: i64 = 0
-    while i < n and _T_DIGIT[value[i]]:
-        i += 1
-    if i == 0 or i > 10:
-        return None
-    j = i
-    while j < n and (value[j] == 32 or value[j] == 9):
-        j += 1
-    if j == i or j == n:
+    i, j = _cseq_number(value, n)
+    if i < 0 or j == n:
         return None
     k = j
     while k < n and _T_TOKEN[value[k]]:
