@@ -44,6 +44,26 @@ def test_sipgate_pure_forces_the_sources():
     assert fast.endswith("fast.py") and udp.endswith("udp.py") and "SIPGATE_PURE" in why
 
 
+def test_the_sources_run_without_mypy_extensions():
+    """fast.py's loops are typed with mypy_extensions' i64, which mypy
+    brings: an interpreted install without mypy reads it as int and
+    scans as before."""
+    code = ("import sys; sys.modules['mypy_extensions'] = None\n"
+            "import sipgate.sip.fast as f\n"
+            "data = (b'INVITE sip:a@t.example SIP/2.0\\r\\nVia: SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bK-1\\r\\n'\n"
+            "        b'From: <sip:b@h>;tag=1\\r\\nTo: <sip:a@t.example>\\r\\nCall-ID: c\\r\\nCSeq: 7 INVITE\\r\\n'\n"
+            "        b'Max-Forwards: 70\\r\\nContent-Length: 0\\r\\n\\r\\n')\n"
+            "s = f.scan(data)\n"
+            "print(f.__file__, f.i64 is int, s[f.HOST], s[f.CSEQ_NUMBER], s[f.VIA_PORT], s[f.MAX_FORWARDS])")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["SIPGATE_PURE"] = "1"
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    path, is_int, host, cseq, port, mf = out.stdout.split()
+    assert path.endswith("fast.py") and is_int == "True"
+    assert (host, cseq, port, mf) == ("t.example", "7", "5070", "70")
+
+
 def test_an_edited_source_means_pure_python_until_the_next_build(tmp_path):
     """A copy of the package with one source changed after the build: the
     guard loads the sources, never the stale extension."""
