@@ -38,8 +38,8 @@ __all__ = ["COMPILED", "build", "clean", "install", "status"]
 COMPILED = ("sipgate.sip.fast", "sipgate.transport.udp", "sipgate.acl.probe", "sipgate.stats")
 # Extensions written in C, built with the group and covered by the same
 # guard; they have no Python source, so the compiled build alone imports
-# them (sipgate/transport/udp.py asks status() first).
-EXTENSIONS = ("sipgate.transport._mmsg",)
+# them (sipgate/transport/udp.py and sipgate/sip/tag.py ask status() first).
+EXTENSIONS = ("sipgate.transport._mmsg", "sipgate.sip._tag")
 PACKAGE = Path(__file__).resolve().parent
 MANIFEST = PACKAGE / "native-manifest.json"
 # mypyc's shared library of the group (sipgate/_native__mypyc*.so).
@@ -129,6 +129,12 @@ def build() -> int:
                                group_name=GROUP, opt_level="3", target_dir=str(Path(tmp) / "c"))
             modules += [Extension(m, [str(Path(*m.split(".")).with_suffix(".c"))], extra_compile_args=["-O2"])
                         for m in EXTENSIONS]
+            # Calls into libpython through the GOT, not through PLT stubs:
+            # the first datagram after an idle spell finds neither in the
+            # CPU's caches, and a stub is one more line to fetch per
+            # function called (benchmarks/README.md, "Latency at low rates").
+            for ext in modules:
+                ext.extra_compile_args = [*ext.extra_compile_args, "-fno-plt"]
             dist = Distribution({"name": "sipgate-native", "ext_modules": modules})
             cmd = dist.get_command_obj("build_ext")
             cmd.inplace = True

@@ -12,7 +12,6 @@ worst sees a count one datagram old.
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
 from typing import Any
 
 __all__ = ["API_BUCKETS", "DECISION_BUCKETS", "DECISION_KINDS", "ENFORCEMENT_BUCKETS", "EdgeStats",
@@ -70,7 +69,15 @@ class LatencyHistogram:
 
     def observe(self, seconds: float) -> None:
         """Record one observation."""
-        self.counts[bisect_left(self.bounds, seconds)] += 1
+        # bisect_left(bounds, seconds) as a loop: a few compiled compares
+        # (a decision falls in the first buckets) instead of a call into
+        # the bisect module, whose code is cold after an idle spell.
+        bounds = self.bounds
+        n = len(bounds)
+        i = 0
+        while i < n and bounds[i] < seconds:
+            i += 1
+        self.counts[i] += 1
         self.total += seconds
         self.count += 1
 
@@ -100,7 +107,14 @@ class EdgeStats:
     """Counters and gauges of the SIP edge, as plain numbers."""
 
     def __init__(self) -> None:
-        self.decisions: dict[tuple[str, str], int] = dict.fromkeys(DECISION_KINDS, 0)
+        self.counted: dict[tuple[str, str], int] = dict.fromkeys(DECISION_KINDS, 0)
+        # The fast path's denials, each a field of the compiled object (an
+        # increment, where decision() hashes a tuple and rewrites a dict
+        # entry: code and data that are cold after an idle spell).
+        # ``decisions`` adds them in.
+        self.forbidden_replies = 0  # ("reject", "forbidden")
+        self.forbidden_drops = 0  # ("drop", "forbidden")
+        self.absorbed_acks = 0  # ("drop", "ack_absorbed")
         self.latency = LatencyHistogram()
         self.datagrams_received = 0
         self.datagrams_sent = 0
@@ -149,4 +163,14 @@ class EdgeStats:
     def decision(self, result: str, reason: str) -> None:
         """Count one decision (unknown pairs are added on first use)."""
         key = (result, reason)
-        self.decisions[key] = self.decisions.get(key, 0) + 1
+        self.counted[key] = self.counted.get(key, 0) + 1
+
+    @property
+    def decisions(self) -> dict[tuple[str, str], int]:
+        """Decisions by (result, reason): every DECISION_KINDS pair, and any
+        other pair counted."""
+        out = dict(self.counted)
+        out[("reject", "forbidden")] += self.forbidden_replies
+        out[("drop", "forbidden")] += self.forbidden_drops
+        out[("drop", "ack_absorbed")] += self.absorbed_acks
+        return out

@@ -246,6 +246,69 @@ def test_recv_batch_takes_at_most_count_and_refuses_bad_arguments(receiver):
         udp._recv_batch(fd, 1)  # (EBADF: an error other than "nothing waiting")
 
 
+@batched
+def test_recv_batch_source_texts_are_right_and_reused(receiver):
+    """recv_batch writes a source address as text itself and keeps the str
+    of each recent source (direct-mapped, 64 slots) for the next datagram
+    from it: every octet width, sources that share a slot, and a slot taken
+    over by another source, each as recvfrom would give it."""
+    sock, _senders = receiver
+    # 127.0.0.1 and 127.0.0.65 share a slot; so do 127.0.0.2 and 127.0.0.66.
+    hosts = ["127.0.0.1", "127.0.0.65", "127.0.0.1", "127.9.10.99", "127.100.255.0", "127.0.0.2", "127.0.0.66",
+             "127.0.0.2", "127.255.255.254"]
+    senders = {}
+    try:
+        for host in hosts:
+            if host not in senders:
+                s = senders[host] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.bind((host, 0))
+        got = []
+        for host in hosts:
+            senders[host].sendto(host.encode(), sock.getsockname())
+            time.sleep(0.002)
+            got += udp._recv_batch(sock.fileno(), 64)
+        assert [(d, a) for d, a in got] == [(h.encode(), senders[h].getsockname()) for h in hosts]
+        # Two datagrams from one source in a row: the same str, not a copy.
+        for _ in range(2):
+            senders["127.0.0.1"].sendto(b"again", sock.getsockname())
+        time.sleep(0.05)
+        again = udp._recv_batch(sock.fileno(), 64)
+        assert len(again) == 2 and again[0][1][0] is again[1][1][0] == "127.0.0.1"
+    finally:
+        for s in senders.values():
+            s.close()
+
+
+@batched
+def test_send_batch_to_received_sources_and_to_lookalikes(receiver):
+    """send_batch finds the address of a str recv_batch made by its
+    identity; any other str (equal text, or one whose slot was taken over)
+    is read as text: the datagram reaches the same place either way."""
+    sock, (a, b) = receiver
+    sinks = []
+    try:
+        for host in ("127.0.0.4", "127.0.0.68"):  # (one slot)
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind((host, 0))
+            s.setblocking(False)
+            sinks.append(s)
+        items = []
+        for s in sinks:
+            s.sendto(b"hi", sock.getsockname())
+            time.sleep(0.01)
+            ((_, source),) = udp._recv_batch(sock.fileno(), 64)
+            items.append((b"to " + source[0].encode(), source))
+        # items[0]'s str lost its slot to items[1]'s; a copy of the text too.
+        copy = ("".join(["127.0.0.", "4"]), sinks[0].getsockname()[1])
+        items.append((b"copy", copy))
+        assert udp._send_batch(sock.fileno(), items) == 3
+        assert [d for d, _ in _received(sinks[0], 2)] == [b"to 127.0.0.4", b"copy"]
+        assert [d for d, _ in _received(sinks[1], 1)] == [b"to 127.0.0.68"]
+    finally:
+        for s in sinks:
+            s.close()
+
+
 def _received(sock: socket.socket, count: int, seconds: float = 5.0) -> list[tuple[bytes, tuple]]:
     """Up to ``count`` datagrams waiting on non-blocking ``sock`` (bounded)."""
     got: list[tuple[bytes, tuple]] = []

@@ -76,6 +76,14 @@ def test_decisions_count_known_and_new_pairs():
     stats.decision("drop", "something_new")
     assert stats.decisions[("reject", "forbidden")] == 2
     assert stats.decisions[("drop", "something_new")] == 1
+    # The fast path's own fields add into the same pairs.
+    stats.forbidden_replies += 3
+    stats.forbidden_drops += 1
+    stats.absorbed_acks += 2
+    decisions = stats.decisions
+    assert decisions[("reject", "forbidden")] == 5 and decisions[("drop", "forbidden")] == 1
+    assert decisions[("drop", "ack_absorbed")] == 2 and decisions[("drop", "something_new")] == 1
+    assert sum(decisions.values()) == 2 + 1 + 3 + 1 + 2
 
 
 def test_counters_take_the_types_the_server_writes():

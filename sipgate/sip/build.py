@@ -7,6 +7,7 @@ from hashlib import blake2b
 
 from sipgate.sip.errors import SipParseError, bad_request
 from sipgate.sip.message import Request
+from sipgate.sip.tag import tag_key, to_tag
 
 __all__ = ["build_response", "derive_to_tag", "hash_key"]
 
@@ -21,31 +22,25 @@ def hash_key(secret: bytes) -> bytes:
 def derive_to_tag(request: Request, secret: bytes) -> str:
     """The To-tag sipgate puts in its stateless response to ``request``.
 
-    Keyed BLAKE2b over Call-ID, From tag, top Via branch and the CSeq
-    *number*: the ACK for a non-2xx final response repeats the INVITE's
-    branch and CSeq number (§17.1.1.3) while its method differs, so it
-    derives the same tag and can be recognised without any state.  Nodes
-    answering for one address must share ``secret``.  Raises SipParseError
-    when the request lacks those fields.
+    sipgate.sip.tag's keyed hash over Call-ID, From tag, top Via branch and
+    the CSeq *number*: the ACK for a non-2xx final response repeats the
+    INVITE's branch and CSeq number (§17.1.1.3) while its method differs,
+    so it derives the same tag and can be recognised without any state.
+    Nodes answering for one address must share ``secret``.  Raises
+    SipParseError when the request lacks those fields.
     """
     try:
-        number = str(request.cseq[0])
+        number: int | bytes = request.cseq[0]
     except SipParseError:
         # A CSeq that does not parse (an overlarge number, RFC 4475
         # §3.1.2.4) still gets its 400: the tag uses its first word.
-        number = (request.first("cseq") or "").partition(" ")[0]
+        number = (request.first("cseq") or "").partition(" ")[0].encode("utf-8", _SURROGATE)
     try:
         from_tag = request.from_tag or ""
     except SipParseError:
         from_tag = ""  # (a From that does not parse: the 400 still gets a tag)
-    material = "\0".join((
-        request.call_id,
-        from_tag,
-        request.top_via.branch or "",
-        number,
-    ))
-    digest = blake2b(material.encode("utf-8", _SURROGATE), digest_size=8, key=hash_key(secret))
-    return "sg" + digest.hexdigest()
+    return to_tag(tag_key(secret), request.call_id.encode("utf-8", _SURROGATE), from_tag.encode("utf-8", _SURROGATE),
+                  (request.top_via.branch or "").encode("utf-8", _SURROGATE), number).decode("ascii")
 
 
 def build_response(request: Request, status: int, reason: str, *, to_tag: str | None = None,

@@ -26,6 +26,7 @@ from typing import Any, Final
 
 from sipgate.sip.headers import _KEY_CACHE, COMPACT_FORMS
 from sipgate.sip.limits import DEFAULT_LIMITS, SipLimits
+from sipgate.sip import tag as _tags
 
 try:
     from mypy_extensions import i64
@@ -788,6 +789,10 @@ def _keyed_hex(key: bytes, size: int, material: bytes) -> bytes:
     return h.hexdigest().encode()
 
 
+# (Final: the compiled build keeps it in a C static, not a lookup by name
+# in this module's globals per call.)
+_to_tag: Final = _tags.to_tag
+
 # The length of every To-tag to_tag_for makes: b"sg" and 16 hex digits.
 OWN_TAG_LENGTH: Final = 18
 
@@ -795,10 +800,9 @@ OWN_TAG_LENGTH: Final = 18
 def to_tag_for(s: Scanned, key: bytes) -> bytes:
     """The To-tag of sipgate's stateless response (as ``derive_to_tag``).
 
-    ``key`` is ``sipgate.sip.build.hash_key(secret)``.
+    ``key`` is ``sipgate.sip.tag.tag_key(secret)``.
     """
-    material = b"\0".join((s[CALL_ID], s[FROM_TAG] or b"", s[BRANCH] or b"", str(s[CSEQ_NUMBER]).encode()))
-    return b"sg" + _keyed_hex(key, 8, material)
+    return _to_tag(key, s[CALL_ID], s[FROM_TAG] or b"", s[BRANCH] or b"", s[CSEQ_NUMBER])
 
 
 def branch_matches(branch: bytes | None, material: bytes | None, key: bytes) -> bool:
