@@ -300,3 +300,33 @@ def test_table_swap_applies_to_next_datagram(edge, allowed):
     allowed.send(request(via_host=via_of(allowed), call_id="swap-2"), edge.address)
     assert parse(allowed.recv()[0]).status == 403
     assert edge.stats.table_generation == 2
+
+
+def test_the_fast_path_judge_per_host_follows_the_table_in_force():
+    """The fast path keeps, per listener, what each Request-URI host names
+    (udp._Judge) for the table in force: the compiled build calls the
+    trunk matcher's compiled Probes directly; a new table or new settings
+    start over, so a change is enforced from the next datagram."""
+    from helpers import demo_table
+
+    from sipgate import native
+    from sipgate.config import SipConfig
+    from sipgate.transport import Edge, EdgeProtocol
+
+    edge = Edge(SipConfig(listen=(Listener("127.0.0.1", 5060),), pbx=("127.0.0.1", 5070)))
+    edge.install(demo_table())
+    protocol = EdgeProtocol(edge, edge.config.listen[0])
+    judge = protocol._judge(DEMO_DOMAIN, edge.table)
+    assert (judge.probes is not None) == native.status()[0]
+    assert judge.trunk.sid == TRUNK_SID and judge.listed
+    assert judge.admits("127.0.0.2") and not judge.admits("127.0.0.3") and not judge.admits("not an address")
+    assert protocol._judge(DEMO_DOMAIN, edge.table) is judge  # (kept)
+    assert protocol._judge("nobody.example", edge.table) is None
+    # A new table: the 127.0.0.3 list in force from the next lookup.
+    from helpers import ACL_SID, table
+    edge.install(table([(TRUNK_SID, DEMO_DOMAIN, [(ACL_SID, ["127.0.0.3/32"])])], generation=2))
+    fresh = protocol._judge(DEMO_DOMAIN, edge.table)
+    assert fresh is not judge and fresh.admits("127.0.0.3") and not fresh.admits("127.0.0.2")
+    # New settings (SIGHUP) start over too: the default trunk may differ.
+    protocol.reconfigure()
+    assert protocol._judge(DEMO_DOMAIN, edge.table) is not fresh
