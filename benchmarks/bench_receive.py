@@ -102,7 +102,7 @@ def main() -> None:
         transport = NullTransport()
         proto.connection_made(transport)  # type: ignore[arg-type]
         scanned = scan(INVITE)
-        key = edge.to_tag_key
+        key = edge.tag_key
         extra = edge.forbidden_extra[True]
         hist = edge.stats.latency
 

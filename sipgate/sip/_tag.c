@@ -2,17 +2,19 @@
  * sipgate.sip._tag: the To-tag of sipgate's stateless responses, in C.
  *
  * to_tag(key, call_id, from_tag, branch, number) is sipgate.sip.tag's
- * pure Python to_tag, byte for byte: "sg" and the 16 hex digits of the
- * SipHash-2-4 (Aumasson and Bernstein) of
+ * pure Python to_tag, byte for byte: "sg" and the hex digest of the keyed
+ * BLAKE2b (RFC 7693) with an 8-byte digest of
  *
  *     call_id NUL from_tag NUL branch NUL number-in-decimal
  *
- * under the 16-byte key.  A denied INVITE needs one, and after an idle
- * spell nothing of it is in the CPU's caches: this is a few hundred bytes
- * of code and no allocation but the result, where BLAKE2b through hashlib
- * was a copied hash object, a method call per step and the (unrolled)
- * compression function.  Built by `sipgate native build` with the mypyc
- * group and covered by the same freshness guard (sipgate/native.py).
+ * A denied INVITE needs one, and after an idle spell nothing of it is in
+ * the CPU's caches.  hashlib's BLAKE2b is a hash object copied per tag,
+ * three method calls and an unrolled compression function of ~8 KiB; this
+ * is one call, no allocation but the result, and the compression as a
+ * loop over the message schedule (a tag is one or two blocks, so speed
+ * per byte does not matter; code size does).  Built by `sipgate native
+ * build` with the mypyc group and covered by the same freshness guard
+ * (sipgate/native.py).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -20,58 +22,111 @@
 #include <stdint.h>
 #include <string.h>
 
-#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
-#define SIPROUND                                                  \
-    do {                                                          \
-        v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32); \
-        v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                    \
-        v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                    \
-        v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32); \
-    } while (0)
+static const uint64_t IV[8] = {
+    0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL, 0x3c6ef372fe94f82bULL, 0xa54ff53a5f1d36f1ULL,
+    0x510e527fade682d1ULL, 0x9b05688c2b3e6c1fULL, 0x1f83d9abfb41bd6bULL, 0x5be0cd19137e2179ULL,
+};
+
+static const unsigned char SIGMA[12][16] = {
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+    {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4},
+    {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
+    {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13},
+    {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
+    {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11},
+    {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
+    {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5},
+    {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+};
+
+/* The v indexes of the eight G applications of a round. */
+static const unsigned char LANES[8][4] = {
+    {0, 4, 8, 12}, {1, 5, 9, 13}, {2, 6, 10, 14}, {3, 7, 11, 15},
+    {0, 5, 10, 15}, {1, 6, 11, 12}, {2, 7, 8, 13}, {3, 4, 9, 14},
+};
 
 static uint64_t
-le64(const unsigned char *p)
+rotr(uint64_t x, int n)
 {
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
+    return (x >> n) | (x << (64 - n));
 }
 
-static uint64_t
-siphash24(const unsigned char *key, const unsigned char *in, size_t len)
+/* One 128-byte block into h; ``t`` bytes hashed so far, this block included. */
+static void
+compress(uint64_t h[8], const unsigned char block[128], uint64_t t, int last)
 {
-    uint64_t k0 = le64(key), k1 = le64(key + 8);
-    uint64_t v0 = k0 ^ 0x736f6d6570736575ULL, v1 = k1 ^ 0x646f72616e646f6dULL;
-    uint64_t v2 = k0 ^ 0x6c7967656e657261ULL, v3 = k1 ^ 0x7465646279746573ULL;
-    size_t whole = len - len % 8;
-    for (size_t i = 0; i < whole; i += 8) {
-        uint64_t m = le64(in + i);
-        v3 ^= m;
-        SIPROUND;
-        SIPROUND;
-        v0 ^= m;
+    uint64_t m[16], v[16];
+    for (int i = 0; i < 16; i++) {
+        uint64_t w = 0;
+        for (int j = 7; j >= 0; j--)
+            w = (w << 8) | block[8 * i + j];
+        m[i] = w;
     }
-    uint64_t last = (uint64_t)len << 56;
-    for (size_t i = 0; i < len % 8; i++)
-        last |= (uint64_t)in[whole + i] << (8 * i);
-    v3 ^= last;
-    SIPROUND;
-    SIPROUND;
-    v0 ^= last;
-    v2 ^= 0xff;
-    SIPROUND;
-    SIPROUND;
-    SIPROUND;
-    SIPROUND;
-    return v0 ^ v1 ^ v2 ^ v3;
+    for (int i = 0; i < 8; i++) {
+        v[i] = h[i];
+        v[i + 8] = IV[i];
+    }
+    v[12] ^= t;
+    if (last)
+        v[14] = ~v[14];
+    for (int r = 0; r < 12; r++) {
+        for (int g = 0; g < 8; g++) {
+            int a = LANES[g][0], b = LANES[g][1], c = LANES[g][2], d = LANES[g][3];
+            uint64_t x = m[SIGMA[r][2 * g]], y = m[SIGMA[r][2 * g + 1]];
+            v[a] = v[a] + v[b] + x;
+            v[d] = rotr(v[d] ^ v[a], 32);
+            v[c] = v[c] + v[d];
+            v[b] = rotr(v[b] ^ v[c], 24);
+            v[a] = v[a] + v[b] + y;
+            v[d] = rotr(v[d] ^ v[a], 16);
+            v[c] = v[c] + v[d];
+            v[b] = rotr(v[b] ^ v[c], 63);
+        }
+    }
+    for (int i = 0; i < 8; i++)
+        h[i] ^= v[i] ^ v[i + 8];
+}
+
+/* BLAKE2b of in[0:len] with an 8-byte digest under key[0:keylen] (<= 64). */
+static void
+blake2b_8(const unsigned char *key, size_t keylen, const unsigned char *in, size_t len, unsigned char out[8])
+{
+    uint64_t h[8];
+    unsigned char block[128];
+    memcpy(h, IV, sizeof(h));
+    h[0] ^= 0x01010000ULL ^ ((uint64_t)keylen << 8) ^ 8;
+    uint64_t t = 0;
+    if (keylen) {
+        memset(block, 0, sizeof(block));
+        memcpy(block, key, keylen);
+        t = 128;
+        compress(h, block, t, len == 0);
+    }
+    /* Every full block but the last; the last (full or not) flagged. */
+    while (len > 128) {
+        t += 128;
+        compress(h, in, t, 0);
+        in += 128;
+        len -= 128;
+    }
+    if (len || !keylen) {
+        memset(block, 0, sizeof(block));
+        memcpy(block, in, len);
+        t += len;
+        compress(h, block, t, 1);
+    }
+    for (int i = 0; i < 8; i++)
+        out[i] = (unsigned char)(h[0] >> (8 * i));
 }
 
 PyDoc_STRVAR(to_tag_doc,
 "to_tag(key, call_id, from_tag, branch, number) -> bytes\n\n"
-"b\"sg\" and 16 hex digits: SipHash-2-4 under the 16-byte key of\n"
-"call_id, from_tag, branch (bytes) and number (a non-negative int, in\n"
-"decimal, or bytes as they are), joined with NUL bytes.");
+"b\"sg\" and the hex digest of BLAKE2b (8-byte digest) under key (at most\n"
+"64 bytes) of call_id, from_tag, branch (bytes) and number (a non-negative\n"
+"int, in decimal, or bytes as they are), joined with NUL bytes.");
 
 static PyObject *
 to_tag(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -86,8 +141,8 @@ to_tag(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         }
     }
-    if (PyBytes_GET_SIZE(args[0]) != 16) {
-        PyErr_SetString(PyExc_ValueError, "to_tag(): the key must be 16 bytes");
+    if (PyBytes_GET_SIZE(args[0]) > 64) {
+        PyErr_SetString(PyExc_ValueError, "to_tag(): the key must be at most 64 bytes");
         return NULL;
     }
     char digits[24];
@@ -127,13 +182,17 @@ to_tag(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         memcpy(material + at, parts[i], (size_t)sizes[i]);
         at += sizes[i];
     }
-    uint64_t h = siphash24((const unsigned char *)PyBytes_AS_STRING(args[0]), material, (size_t)total);
+    unsigned char digest[8];
+    blake2b_8((const unsigned char *)PyBytes_AS_STRING(args[0]), (size_t)PyBytes_GET_SIZE(args[0]), material,
+              (size_t)total, digest);
     if (material != local)
         PyMem_Free(material);
     static const char hex[] = "0123456789abcdef";
     char out[18] = {'s', 'g'};
-    for (int i = 0; i < 16; i++)
-        out[2 + i] = hex[(h >> (60 - 4 * i)) & 15];
+    for (int i = 0; i < 8; i++) {
+        out[2 + 2 * i] = hex[digest[i] >> 4];
+        out[3 + 2 * i] = hex[digest[i] & 15];
+    }
     return PyBytes_FromStringAndSize(out, sizeof(out));
 }
 
@@ -144,7 +203,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "sipgate.sip._tag",
-    "The To-tag of sipgate's stateless responses (SipHash-2-4), in C.", -1, methods,
+    "The To-tag of sipgate's stateless responses (keyed BLAKE2b), in C.", -1, methods,
 };
 
 PyMODINIT_FUNC

@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from hashlib import blake2b
 
 from sipgate.sip.errors import SipParseError, bad_request
 from sipgate.sip.message import Request
-from sipgate.sip.tag import tag_key, to_tag
+from sipgate.sip.tag import hash_key, to_tag
 
 __all__ = ["build_response", "derive_to_tag", "hash_key"]
 
 _SURROGATE = "surrogateescape"
 
 
-def hash_key(secret: bytes) -> bytes:
-    """``secret`` as a BLAKE2b key (at most 64 bytes: longer ones are hashed)."""
-    return secret if len(secret) <= 64 else blake2b(secret).digest()
-
-
 def derive_to_tag(request: Request, secret: bytes) -> str:
     """The To-tag sipgate puts in its stateless response to ``request``.
 
-    sipgate.sip.tag's keyed hash over Call-ID, From tag, top Via branch and
-    the CSeq *number*: the ACK for a non-2xx final response repeats the
+    Keyed BLAKE2b (sipgate.sip.tag) over Call-ID, From tag, top Via branch
+    and the CSeq *number*: the ACK for a non-2xx final response repeats the
     INVITE's branch and CSeq number (§17.1.1.3) while its method differs,
     so it derives the same tag and can be recognised without any state.
     Nodes answering for one address must share ``secret``.  Raises
@@ -39,7 +33,7 @@ def derive_to_tag(request: Request, secret: bytes) -> str:
         from_tag = request.from_tag or ""
     except SipParseError:
         from_tag = ""  # (a From that does not parse: the 400 still gets a tag)
-    return to_tag(tag_key(secret), request.call_id.encode("utf-8", _SURROGATE), from_tag.encode("utf-8", _SURROGATE),
+    return to_tag(hash_key(secret), request.call_id.encode("utf-8", _SURROGATE), from_tag.encode("utf-8", _SURROGATE),
                   (request.top_via.branch or "").encode("utf-8", _SURROGATE), number).decode("ascii")
 
 

@@ -800,7 +800,7 @@ OWN_TAG_LENGTH: Final = 18
 def to_tag_for(s: Scanned, key: bytes) -> bytes:
     """The To-tag of sipgate's stateless response (as ``derive_to_tag``).
 
-    ``key`` is ``sipgate.sip.tag.tag_key(secret)``.
+    ``key`` is ``sipgate.sip.build.hash_key(secret)``.
     """
     return _to_tag(key, s[CALL_ID], s[FROM_TAG] or b"", s[BRANCH] or b"", s[CSEQ_NUMBER])
 

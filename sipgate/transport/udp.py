@@ -49,7 +49,6 @@ from sipgate.sip import (
     relay_response,
 )
 from sipgate.sip.build import hash_key
-from sipgate.sip.tag import tag_key
 from sipgate.sip.fast import (
     HOST,
     OWN_TAG_LENGTH,
@@ -131,10 +130,9 @@ class Edge:
         self.pbx = config.pbx
         self.trusted = config.trusted_hosts
         self.server_header = ("Server", config.server_header) if config.server_header else None
-        # For the fast path: the Via branch key (BLAKE2b, sipgate.sip.proxy),
-        # the To-tag key (sipgate.sip.tag) and the 403's trailing headers.
+        # For the fast path: the To-tag and Via branch key and the 403's
+        # trailing headers.
         self.tag_key = hash_key(self.secret)
-        self.to_tag_key = tag_key(self.secret)
         server = f"Server: {config.server_header}\r\n".encode() if config.server_header else b""
         self.forbidden_extra = {
             True: f"Warning: {WARN_FORBIDDEN}\r\n".encode() + server,
@@ -356,7 +354,7 @@ class EdgeProtocol(asyncio.DatagramProtocol):
             return False
         to_tag = s[TO_TAG]
         if s[METHOD] == b"ACK" and to_tag is not None and len(to_tag) == OWN_TAG_LENGTH and to_tag.startswith(b"sg") \
-                and to_tag == to_tag_for(s, edge.to_tag_key):
+                and to_tag == to_tag_for(s, edge.tag_key):
             # The ACK of sipgate's own final response (§17.1.1.3).
             stats.absorbed_acks += 1
             return True
@@ -391,7 +389,7 @@ class EdgeProtocol(asyncio.DatagramProtocol):
             return self._fast_relay(s, data, source, addr[1], rr, route[0], "admitted")
         stats.forbidden_replies += 1
         port = addr[1] if s[RPORT] is not None or s[VIA_PORT] is None else s[VIA_PORT]
-        self._send(forbidden_response(s, edge.to_tag_key, edge.forbidden_extra[judge.listed]),
+        self._send(forbidden_response(s, edge.tag_key, edge.forbidden_extra[judge.listed]),
                    (addr[0], port))
         if edge.flood is not None or edge.deny_log is not None:
             self._rejected(data, source, addr[1], "forbidden", s[METHOD], s[HOST], trunk.sid)
