@@ -27,7 +27,8 @@ static const uint64_t IV[8] = {
     0x510e527fade682d1ULL, 0x9b05688c2b3e6c1fULL, 0x1f83d9abfb41bd6bULL, 0x5be0cd19137e2179ULL,
 };
 
-static const unsigned char SIGMA[12][16] = {
+/* The message schedule of rounds 0-9; rounds 10 and 11 repeat 0 and 1. */
+static const unsigned char SIGMA[10][16] = {
     {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
     {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
     {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4},
@@ -38,8 +39,6 @@ static const unsigned char SIGMA[12][16] = {
     {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
     {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5},
     {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
-    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
-    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
 };
 
 /* The v indexes of the eight G applications of a round. */
@@ -75,7 +74,7 @@ compress(uint64_t h[8], const unsigned char block[128], uint64_t t, int last)
     for (int r = 0; r < 12; r++) {
         for (int g = 0; g < 8; g++) {
             int a = LANES[g][0], b = LANES[g][1], c = LANES[g][2], d = LANES[g][3];
-            uint64_t x = m[SIGMA[r][2 * g]], y = m[SIGMA[r][2 * g + 1]];
+            uint64_t x = m[SIGMA[r % 10][2 * g]], y = m[SIGMA[r % 10][2 * g + 1]];
             v[a] = v[a] + v[b] + x;
             v[d] = rotr(v[d] ^ v[a], 32);
             v[c] = v[c] + v[d];

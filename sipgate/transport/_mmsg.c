@@ -53,7 +53,7 @@ static unsigned char host_slots[HOSTS];
 
 #define POINTER_SLOT(p) ((unsigned int)((uintptr_t)(p) >> 4) & (HOSTS - 1))
 
-/* fd and count (or fd) from FASTCALL arguments; -1 with an exception set. */
+/* A non-negative int argument (fd, count); -1 with an exception set. */
 static int
 int_arg(PyObject *value, const char *what)
 {
@@ -118,16 +118,11 @@ recv_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     int fd = int_arg(args[0], "fd");
     if (fd < 0)
         return NULL;
-    if (!PyLong_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "count must be an int");
+    int count = int_arg(args[1], "count");
+    if (count < 0)
         return NULL;
-    }
-    long count = PyLong_AsLong(args[1]);
     if (count < 1 || count > BATCH_MAX) {
-        if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_OverflowError)) {
-            PyErr_Clear();
-            PyErr_Format(PyExc_ValueError, "count must be between 1 and %d", BATCH_MAX);
-        }
+        PyErr_Format(PyExc_ValueError, "count must be between 1 and %d", BATCH_MAX);
         return NULL;
     }
     for (int i = 0; i < filled; i++)

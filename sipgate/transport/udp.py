@@ -403,10 +403,7 @@ class EdgeProtocol(asyncio.DatagramProtocol):
             self.judged = table
         judge = self.judges.get(host)
         if judge is None:
-            # trunk_for_host's common case inline: the host is a trunk's domain.
-            trunk = table.by_domain.get(host)
-            if trunk is None:
-                trunk = trunk_for_host(host, table, self.ctx)
+            trunk = trunk_for_host(host, table, self.ctx)
             if trunk is None:
                 return None
             judge = _Judge(trunk)
