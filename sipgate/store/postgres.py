@@ -35,6 +35,7 @@ semantics.  What differs is how they are kept:
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -218,6 +219,8 @@ class PostgresStore:
         self._closed = False
         self._listener: psycopg.Connection[Any] | None = None
         self._listen_lock = threading.Lock()
+        # Revisions received but not yet returned by wait_for_change().
+        self._pending: deque[int] = deque()
         try:
             self._migrate()
         except psycopg.Error as exc:
@@ -396,23 +399,29 @@ class PostgresStore:
 
         Listens on a connection of its own (opened on first use, reopened
         after a failure), so it never holds up the store's operations.
-        Notifications that arrive between two calls are kept by the
-        connection and returned by the next call; a caller that must not
-        miss a change checks ``revision()`` after the first call too.
+        Notifications that arrive between two calls, or together in one
+        read from the server, are kept and returned one per call, in
+        order; a caller that must not miss a change checks ``revision()``
+        after the first call too.
         Raises Unavailable if the server cannot be reached.
         """
         if self._closed:
             raise Unavailable("store unavailable: closed")
         with self._listen_lock:
+            if self._pending:
+                return self._pending.popleft()
             try:
                 if self._listener is None or self._listener.closed or self._listener.broken:
                     self._listener = None
                     conn = self._connect()
                     conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     self._listener = conn
+                # Run the generator to its end: it stops after the first
+                # read that brings a notification, and leaving it early
+                # would drop the rest of that read.
                 for note in self._listener.notifies(timeout=timeout, stop_after=1):
-                    return int(note.payload)
-                return None
+                    self._pending.append(int(note.payload))
+                return self._pending.popleft() if self._pending else None
             except psycopg.Error as exc:
                 if self._listener is not None:
                     self._listener.close()

@@ -376,3 +376,24 @@ def test_notify_payload_is_the_committed_revision(dsn):
         assert payloads == ["1", "2"]
     finally:
         s.close()
+
+
+def test_notifications_that_arrive_together_are_each_returned(dsn):
+    # Writes committed while nobody waits reach the listening connection
+    # together and are read from the socket in one go; every one of them
+    # must come back, one per call, in order (returning after the first
+    # once dropped the rest of that read).
+    writer, reader = PostgresStore(dsn), PostgresStore(dsn)
+    try:
+        writer.ensure_account(A)
+        assert reader.wait_for_change(0.05) is None  # connects and listens
+        acl = writer.create_acl(A, "batch")
+        writer.update_acl(A, acl.sid, "batch 2")
+        writer.delete_acl(A, acl.sid)
+        time.sleep(0.3)  # all three are on the listener's socket by now
+        got = [reader.wait_for_change(1) for _ in range(3)]
+        assert got == [2, 3, 4] and writer.revision() == 4
+        assert reader.wait_for_change(0.1) is None
+    finally:
+        writer.close()
+        reader.close()
