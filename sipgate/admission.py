@@ -360,6 +360,7 @@ class Reject:
     reason: str
     warning: str | None
     trunk: TrunkEntry | None = None
+    unsupported: tuple[str, ...] = ()  # option tags for an Unsupported header (420)
     result: str = field(default="reject", init=False)
 
 
@@ -391,6 +392,22 @@ _KEEPALIVE_OK = Answer(200, "OK", "keepalive")
 _REJECT_NO_TRUNK = Reject(404, "Not Found", "no_trunk", WARN_NO_TRUNK)
 _REJECT_DIALOG_TRUNK = Reject(403, "Forbidden", "no_trunk", WARN_DIALOG_TRUNK)
 _REJECT_HOPS = Reject(483, "Too Many Hops", "too_many_hops", WARN_HOPS)
+
+
+def _bad_extension(request: Request, trunk: TrunkEntry) -> Reject | None:
+    """420 Bad Extension when the request has a Proxy-Require header
+    (RFC 3261 §16.3 step 5): sipgate implements no extension that a proxy
+    could be required to, so every option tag in it is unsupported and
+    goes into the response's Unsupported header (§20.40)."""
+    tags: list[str] = []
+    for value in request.values("proxy-require"):
+        for tag in value.split(","):
+            tag = tag.strip(" \t")
+            if tag and tag not in tags:
+                tags.append(tag)
+    if not tags:
+        return None
+    return Reject(420, "Bad Extension", "bad_extension", None, trunk, tuple(tags))
 
 
 def _forbidden(trunk: TrunkEntry | None) -> Reject:
@@ -457,6 +474,8 @@ def decide(request: Request, source: str, table: AdmissionTable, ctx: Context) -
             return _ACK_FORBIDDEN if is_ack else _forbidden(trunk)
         if request.max_forwards == 0:
             return _ACK_FORBIDDEN if is_ack else _REJECT_HOPS
+        if not is_ack and (bad := _bad_extension(request, trunk)) is not None:
+            return bad
         return Admit(trunk, "in_dialog", ours)
 
     if is_ack:
@@ -474,10 +493,14 @@ def decide(request: Request, source: str, table: AdmissionTable, ctx: Context) -
     if parsed is None or not trunk.matcher.contains_value(*parsed):
         return _forbidden(trunk)
     if method == "OPTIONS":
-        # Carrier keepalives to the trunk domain are answered at the edge.
-        return _KEEPALIVE_OK
+        # Carrier keepalives to the trunk domain are answered at the edge,
+        # on the proxy's side of §16.3: Proxy-Require first (RFC 4475 3.3.5).
+        bad = _bad_extension(request, trunk)
+        return _KEEPALIVE_OK if bad is None else bad
     if request.max_forwards == 0:
         return _REJECT_HOPS
+    if (bad := _bad_extension(request, trunk)) is not None:
+        return bad
     ours, _ = _dialog_route(request, ctx)
     return Admit(trunk, "admitted", ours)
 

@@ -33,6 +33,7 @@ DECISION_KINDS: tuple[tuple[str, str], ...] = (
     ("reject", "forbidden"),
     ("reject", "no_trunk"),
     ("reject", "too_many_hops"),
+    ("reject", "bad_extension"),
     ("reject", "bad_request"),
     ("reject", "unroutable"),
     ("answer", "keepalive"),

@@ -88,6 +88,34 @@ def test_max_forwards_zero_is_483_after_admission():
     assert judge(request(max_forwards=0), DENIED).status == 403
 
 
+def test_proxy_require_is_420_with_every_tag_after_admission():
+    # RFC 3261 §16.3 step 5: sipgate supports no proxy extension.
+    data = request(extra=["Proxy-Require: foo, bar", "proxy-require: baz,foo"])
+    d = judge(data, ALLOWED)
+    assert isinstance(d, Reject)
+    assert (d.status, d.phrase, d.reason, d.unsupported) == (420, "Bad Extension", "bad_extension",
+                                                             ("foo", "bar", "baz"))
+    # A denied source learns nothing more than 403; Max-Forwards is checked first (step 3).
+    assert judge(data, DENIED).status == 403
+    assert judge(request(max_forwards=0, extra=["Proxy-Require: foo"]), ALLOWED).status == 483
+    # An empty header requires nothing.
+    assert isinstance(judge(request(extra=["Proxy-Require: "]), ALLOWED), Admit)
+
+
+def test_proxy_require_in_dialog_and_on_options():
+    route = f"<sip:127.0.0.1;lr;sgt={TRUNK_SID}>"
+    bye = request("BYE", "sip:pbx@10.0.0.1", to_tag="t", cseq=2, routes=[route], extra=["Proxy-Require: x"])
+    assert judge(bye, ALLOWED).status == 420
+    # An ACK cannot be answered: it goes on.
+    ack = request("ACK", "sip:pbx@10.0.0.1", to_tag="t", routes=[route], extra=["Proxy-Require: x"])
+    assert isinstance(judge(ack, ALLOWED), Admit)
+    # OPTIONS to the trunk domain (answered at the edge): 420, as RFC 4475 3.3.5 has it;
+    # to sipgate itself sipgate is the UAS, and Proxy-Require is not for it.
+    assert judge(request("OPTIONS", f"sip:{DEMO_DOMAIN}", extra=["Proxy-Require: x"]), ALLOWED).status == 420
+    own = judge(request("OPTIONS", "sip:127.0.0.1", extra=["Proxy-Require: x"]), ALLOWED)
+    assert isinstance(own, Answer) and own.status == 200
+
+
 def test_default_trunk_for_ip_literal_request_uri():
     ctx = Context(own_hosts=frozenset({"127.0.0.1"}), default_trunk=DEMO_DOMAIN, secret=SECRET)
     assert isinstance(judge(request(ruri="sip:service@127.0.0.1:5060"), ALLOWED, ctx=ctx), Admit)

@@ -138,6 +138,17 @@ def test_max_forwards_zero_gets_483(edge, allowed, pbx):
     assert pbx.nothing()
 
 
+def test_proxy_require_gets_420_with_unsupported(edge, allowed, pbx):
+    # (a lower-case name: the fast path's scan must hand it to the full path too)
+    allowed.send(request(via_host=via_of(allowed), extra=["proxy-require: 100rel, timer"]), edge.address)
+    resp = parse(allowed.recv()[0])
+    assert (resp.status, resp.reason) == (420, "Bad Extension")
+    assert resp.values("unsupported") == ["100rel", "timer"]
+    assert pbx.nothing()
+    allowed.send(request(via_host=via_of(allowed), call_id="plain@127.0.0.2"), edge.address)
+    assert parse(pbx.recv()[0]).method == "INVITE"
+
+
 def test_missing_max_forwards_gets_70(edge, allowed, pbx):
     allowed.send(request(via_host=via_of(allowed), max_forwards=None), edge.address)
     assert parse(pbx.recv()[0]).max_forwards == 70

@@ -67,11 +67,14 @@ _HEADER_NAME: Final = re.compile(_TOKEN)
 _MAX_CSEQ: Final = 2**31 - 1
 _MAX_LINES: Final = 200
 
+# A request with a Proxy-Require header is the full path's business: it
+# answers 420 Bad Extension (RFC 3261 §16.3 step 5) where it would relay.
+PROXY_REQUIRE: Final = -3
 # Header name bytes -> what the scan does with it: an index into its value
-# slots, -1 for Via, -2 for a valid name it does not read.  Bounded like
+# slots, -1 for Via, -2 for a valid name it does not read, PROXY_REQUIRE.  Bounded like
 # the full parser's cache.
 _SLOTS: Final = {"from": 0, "to": 1, "call-id": 2, "cseq": 3, "max-forwards": 4, "content-length": 5, "route": 6,
-          "record-route": 7, "via": -1}
+          "record-route": 7, "via": -1, "proxy-require": PROXY_REQUIRE}
 _NAMES: Final[dict[bytes, int]] = {}
 _NAMES_LIMIT: Final = 2048
 for _name, _key in _KEY_CACHE.items():
@@ -599,6 +602,8 @@ def _fields_split(data: bytes, limits: SipLimits) -> _Fields | None:
                 return None
         if slot == -2:
             continue
+        if slot == PROXY_REQUIRE:
+            return None
         value = value.strip(b" \t")
         if not value or not _take(slot, value, i, vias, values, at):
             return None
@@ -702,6 +707,8 @@ def _fields_loop(data: bytes, limits: SipLimits) -> _Fields | None:
         if e < 0 or e - pos > max_line:
             return None
         slot = _name_slot(data, pos, k)
+        if slot == PROXY_REQUIRE:
+            return None
         # (The lines _splice rewrites do not count: Max-Forwards,
         # Content-Length, the first Via.  SIPp pads Content-Length.)
         if normal and slot != 4 and slot != 5 and (slot != -1 or vias):
@@ -997,7 +1004,7 @@ def _header_split(line: bytes) -> tuple[int, bytes] | None:
     slot = _classify(name) if found is None else found
     if slot is None:
         return None
-    if slot == -2 or slot >= 6:
+    if slot <= -2 or slot >= 6:  # (Proxy-Require in a response means nothing)
         return slot, b""
     return slot, value.strip(b" \t")
 
@@ -1249,7 +1256,7 @@ def _relay_response_split(data: bytes, limits: SipLimits) -> _Relayed | None:
         slot, value = header
         if not normal:
             lines[i] = _norm(line)
-        if slot == -2 or slot >= 6:
+        if slot <= -2 or slot >= 6:
             continue
         if not value:
             return None

@@ -447,9 +447,11 @@ class EdgeProtocol(asyncio.DatagramProtocol):
         return True
 
     def _reply(self, request: Request, status: int, phrase: str, warning: str | None,
-               addr: tuple) -> None:
+               addr: tuple, unsupported: tuple[str, ...] = ()) -> None:
         """A stateless response, sent where RFC 3261 §18.2.2 / RFC 3581 say."""
         headers = []
+        if unsupported:
+            headers.append(("Unsupported", ", ".join(unsupported)))
         if warning:
             headers.append(("Warning", warning))
         if self.edge.server_header:
@@ -492,11 +494,12 @@ class EdgeProtocol(asyncio.DatagramProtocol):
             if decision.reason == "no_trunk" and request.method != "ACK" and request.to_tag is None:
                 self._refused(request, addr, data, decision)
             return
-        else:
-            self._reply(request, decision.status, decision.phrase,  # type: ignore[union-attr]
-                        decision.warning if type(decision) is Reject else None, addr)
+        elif type(decision) is Reject:
+            self._reply(request, decision.status, decision.phrase, decision.warning, addr, decision.unsupported)
             if decision.reason in _REFUSALS:
                 self._refused(request, addr, data, decision)
+        else:  # (Answer: an OPTIONS keepalive)
+            self._reply(request, decision.status, decision.phrase, None, addr)  # type: ignore[union-attr]
 
     def _refused(self, request: Request, addr: tuple, data: bytes, decision: Any) -> None:
         edge = self.edge

@@ -96,6 +96,13 @@ def test_scan_reads_the_same_fields_as_the_parser():
     assert s[RPORT] == b"" and s[CSEQ_NUMBER] == 42  # rport present, without a value
 
 
+def test_scan_hands_a_proxy_require_to_the_full_path():
+    # (which answers 420 where it would relay; any case of the name)
+    for name in ("Proxy-Require", "proxy-require", "PROXY-REQUIRE"):
+        assert scan(request(extra=[f"{name}: foo"])) is None
+    assert scan(request(extra=["Proxy-Requires: foo", "Require: foo"])) is not None
+
+
 def test_denied_invite_is_answered_by_the_fast_path_with_the_full_paths_bytes():
     data = request()
     sent = same(data)
