@@ -330,14 +330,24 @@ class Server:
         key that needs a restart is named in the log and keeps its running
         value.  Returns whether a new config was applied.
         """
-        sdnotify.reloading()
+        if self.worker == 0:  # (systemd hears from the main process only)
+            sdnotify.reloading()
         try:
             return await self._reload_config()
         except Exception:  # noqa: BLE001  (a reload must never take the edge down)
             log.exception("SIGHUP: reload failed part way; the settings applied so far stay")
             return False
         finally:
-            sdnotify.ready("reloaded")
+            # --workers: worker 0 (the process systemd and operators
+            # signal) passes it on, after its own reload has written the
+            # seed and accounts; each worker rereads the file itself.
+            for pid in self.workers:
+                try:
+                    os.kill(pid, signal.SIGHUP)
+                except ProcessLookupError:
+                    pass
+            if self.worker == 0:
+                sdnotify.ready("reloaded")
 
     async def _reload_config(self) -> bool:
         loop = asyncio.get_running_loop()
@@ -353,6 +363,9 @@ class Server:
                 log.error("SIGHUP: keeping the running config: %s", problem)
             return False
         old = self.config
+        if self.worker:
+            # (a worker runs without the API and /metrics, worker 0's)
+            new = replace(new, api=old.api, metrics=old.metrics)
         pending = restart_required(old, new)
         for key in pending:
             log.warning("SIGHUP: %s changed; it takes effect at the next restart", key)
@@ -372,7 +385,7 @@ class Server:
         if self.reloader is not None:
             self.reloader.poll_interval = applied.store.poll_interval
         self.config = applied
-        if self.store is not None:
+        if self.store is not None and self.worker == 0:  # (the seed and accounts: written once, by worker 0)
             try:
                 await loop.run_in_executor(None, _prepare_store, self.store, applied.seed, applied)
             except Exception as exc:  # noqa: BLE001  (a bad seed must not stop the edge)
@@ -385,7 +398,7 @@ class Server:
                 accounts.update({a.sid: a.auth_token for a in applied.accounts})
             if self.reloader is not None:
                 await self.reloader.refresh()
-        log.info("SIGHUP: config %s applied", self.config_path)
+        log.info("SIGHUP: config %s applied%s", self.config_path, f" (worker {self.worker})" if self.sockets else "")
         return True
 
     # -- stop ----------------------------------------------------------------
@@ -527,9 +540,11 @@ def _run_workers(config: Config, seed: str | None, workers: int, config_path: st
     sockets = [make_socket(listener, config.sip.socket_buffer) for listener in config.sip.listen]
     config = replace(config, seed=None)
     quiet = replace(config, api=replace(config.api, enabled=False), metrics=replace(config.metrics, enabled=False))
-    # Until a worker's loop handles it, SIGUSR1 (worker 0's "a write
-    # committed") must not kill it: ignored from the fork on.
+    # Until a worker's loop handles them, SIGUSR1 (worker 0's "a write
+    # committed") and SIGHUP (passed on by worker 0) must not kill it:
+    # ignored from the fork on.
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     children = []
     for worker in range(1, workers):
         pid = os.fork()
@@ -538,7 +553,7 @@ def _run_workers(config: Config, seed: str | None, workers: int, config_path: st
             try:
                 _die_with_parent()
                 with asyncio.Runner(loop_factory=new_event_loop) as runner:
-                    runner.run(serve(quiet, sockets=sockets, worker=worker, config_path=None))
+                    runner.run(serve(quiet, sockets=sockets, worker=worker, config_path=config_path))
             except BaseException:  # noqa: BLE001  (a worker reports and exits, never returns)
                 log.exception("worker %d failed", worker)
                 code = 1

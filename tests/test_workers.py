@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -25,12 +26,20 @@ def children_of(pid: int) -> list[int]:
 
 
 def wait_for_log(server: Serving, text: str, timeout: float = 20.0) -> None:
+    """Wait until a line of the server's log contains ``text``: bounded,
+    whether or not the server writes anything more (a thread reads the
+    log into ``server.log`` from the first call on)."""
+    if not getattr(server, "follower", None):
+        def pump() -> None:
+            for line in server.proc.stderr:
+                server.log.append(line)
+
+        server.follower = threading.Thread(target=pump, daemon=True)  # type: ignore[attr-defined]
+        server.follower.start()  # type: ignore[attr-defined]
     deadline = time.monotonic() + timeout
-    while not any(text in line for line in server.log):
-        assert time.monotonic() < deadline, "".join(server.log)
-        line = server.proc.stderr.readline()
-        assert line, "sipgate exited:\n" + "".join(server.log)
-        server.log.append(line)
+    while not any(text in line for line in list(server.log)):
+        assert time.monotonic() < deadline, f"no {text!r} in the log:\n" + "".join(server.log)
+        time.sleep(0.02)
 
 
 def gone(pid: int, timeout: float = 10.0) -> bool:
@@ -126,5 +135,44 @@ def test_a_write_through_the_api_is_enforced_by_every_worker_at_once(tmp_path):
                 relayed = parse(pbx.recv()[0])
                 assert relayed.first("call-id") == f"post-{i}"
             assert caller.nothing(0.3)  # no 403 from a worker still on the old table
+        finally:
+            assert server.stop() == 0
+
+
+def test_sighup_to_worker_zero_reaches_every_worker(tmp_path):
+    """`systemctl reload` signals the main process: every worker must
+    apply the file, not just worker 0 (here: sip.unknown_host 404 -> drop,
+    seen from worker 1 while worker 0 is frozen)."""
+    with UdpPeer("127.0.0.1") as pbx, UdpPeer(ALLOWED) as caller:
+        config = write_config(tmp_path, pbx.address[1])
+        server = Serving(["serve", "--config", str(config), "--seed", str(DEMO_SEED), "--workers", "2"])
+        try:
+            wait_for_log(server, "(worker 1)")
+            (worker,) = children_of(server.proc.pid)
+            edge = ("127.0.0.1", server.sip_port)
+
+            def unknown(call_id: str) -> bytes:
+                return request(ruri="sip:1@nobody.example", via_host=f"{ALLOWED}:{caller.address[1]}",
+                               call_id=call_id)
+
+            os.kill(server.proc.pid, signal.SIGSTOP)  # (worker 1 answers)
+            try:
+                caller.send(unknown("before"), edge)
+                assert parse(caller.recv()[0]).status == 404
+            finally:
+                os.kill(server.proc.pid, signal.SIGCONT)
+            config.write_text(config.read_text().replace("[sip]\n", '[sip]\nunknown_host = "drop"\n', 1))
+            os.kill(server.proc.pid, signal.SIGHUP)
+            wait_for_log(server, "applied (worker 1)")
+            assert any("applied (worker 0)" in line for line in server.log)
+            assert not any("next restart" in line for line in server.log), "".join(server.log)
+            os.kill(server.proc.pid, signal.SIGSTOP)
+            try:
+                for i in range(5):
+                    caller.send(unknown(f"after-{i}"), edge)
+                assert caller.nothing(0.5)  # dropped by worker 1 too
+            finally:
+                os.kill(server.proc.pid, signal.SIGCONT)
+            assert Path(f"/proc/{worker}").exists()  # (and it is still running)
         finally:
             assert server.stop() == 0
