@@ -330,6 +330,49 @@ class SipgateFilter(peer_kamailio.ManagedProcess):
         return out
 
 
+class Responder:
+    """``responder.c`` in the filter's place (on the filter's cores): a 403
+    for every INVITE, one recvmmsg and one sendmmsg per batch, nothing
+    else. The denied flood against it is how far SIPp's own caller gets on
+    this machine that day: the ceiling of the denied column for any filter."""
+
+    name = "responder"
+
+    def __init__(self, workdir: Path) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        binary = workdir / "responder"
+        cc = shutil.which("cc") or shutil.which("gcc")
+        if cc is None:
+            raise RuntimeError("no C compiler (cc)")
+        subprocess.run([cc, "-O2", "-o", str(binary), str(HERE / "responder.c")], check=True,
+                       capture_output=True, timeout=120)
+        self.port = free_port()
+        self._err = open(workdir / "responder.log", "w")
+        self.proc = subprocess.Popen([str(binary), "127.0.0.1", str(self.port)], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=self._err, preexec_fn=placed("filter"))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not _udp_bound("127.0.0.1", self.port) and self.alive():
+            time.sleep(0.02)
+        if not self.alive():
+            raise RuntimeError("responder exited at start")
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid]
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.alive():
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._err.close()
+
+
 class KamailioFilter:
     name = "kamailio"
 
@@ -861,6 +904,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--filters", default="sipgate,kamailio")
     ap.add_argument("--step-seconds", type=float, default=None, help="traffic per step (default 5, --quick 2)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, SIPp CSVs)")
+    ap.add_argument("--ceiling", action=argparse.BooleanOptionalAction, default=True,
+                    help="first, the denied flood against benchmarks/responder.c: SIPp's ceiling that day")
     ap.add_argument("--pin", action=argparse.BooleanOptionalAction, default=(os.cpu_count() or 1) >= 2,
                     help="SIPp and tcpdump on core 0, the filter on the others (default with 2+ cores)")
     args = ap.parse_args(argv)
@@ -886,8 +931,21 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args, workdir)
     results: list[dict] = []
     worker_rows: list[tuple] = []
+    ceiling = None
     started = time.monotonic()
     try:
+        if args.ceiling:
+            # (bounded: the ladder's steps are, and the responder is stopped by PID)
+            try:
+                responder = Responder(workdir / "ceiling")
+            except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+                log(f"SIPp's ceiling skipped: {exc}")
+            else:
+                try:
+                    ceiling = bench.ladder(DENIED_STEPS, lambda rate: bench.denied_step(
+                        responder, rate, "ceiling.sipgate.test"), "responder denied")
+                finally:
+                    responder.stop()
         for size in sizes:
             t = tables.generate(size)
             seed = tables.write_seed(t, workdir / f"seed-{size}.toml")
@@ -969,7 +1027,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             log(f"work directory kept: {workdir}")
 
-    report(results, worker_rows, args, sizes, has_workers, tcpdump, time.monotonic() - started)
+    report(results, worker_rows, args, sizes, has_workers, tcpdump, time.monotonic() - started, ceiling)
     return 0 if all("error" not in r for r in results) else 1
 
 
@@ -1017,7 +1075,7 @@ def targets(results: list[dict]) -> None:
     print("")
 
 
-def report(results, worker_rows, args, sizes, has_workers, tcpdump, elapsed) -> None:
+def report(results, worker_rows, args, sizes, has_workers, tcpdump, elapsed, ceiling=None) -> None:
     p = print
     p(f"### SIPp side by side: sipgate vs Kamailio — {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"
       f"{' (quick)' if args.quick else ''}\n")
@@ -1044,6 +1102,14 @@ def report(results, worker_rows, args, sizes, has_workers, tcpdump, elapsed) -> 
       "start to last answer) at least 80 % of the step's; "
       "stepping stops at the first step that fails twice in a row (both runs are under Every step). CPU: utime+stime of the filter's whole process tree "
       "(/proc) over the step, per successful call.\n")
+
+    if ceiling is not None:
+        best, fail, done = ceiling
+        p(f"SIPp's own ceiling in this run: the denied flood against `benchmarks/responder.c` (C, a 403 for "
+          f"every INVITE, one `recvmmsg` and one `sendmmsg` per batch, on the filter's core in a filter's "
+          f"place) passed up to {fmt_rate(best, fail, done)} calls/s"
+          f"{'' if best is None else f' at {fmt_us(best.cpu_us_per_call)} of its CPU per call'}; "
+          f"first failing step: {fmt_fail(fail, DENIED_STEPS, best)}.\n")
 
     targets(results)
 
