@@ -330,7 +330,7 @@ class SipgateFilter(peer_kamailio.ManagedProcess):
         return out
 
 
-class Responder:
+class Responder(peer_kamailio.ManagedProcess):
     """``responder.c`` in the filter's place (on the filter's cores): a 403
     for every INVITE, one recvmmsg and one sendmmsg per batch, nothing
     else. The denied flood against it is how far SIPp's own caller gets on
@@ -347,30 +347,16 @@ class Responder:
         subprocess.run([cc, "-O2", "-o", str(binary), str(HERE / "responder.c")], check=True,
                        capture_output=True, timeout=120)
         self.port = free_port()
-        self._err = open(workdir / "responder.log", "w")
+        self.log_path = workdir / "responder.log"
+        self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen([str(binary), "127.0.0.1", str(self.port)], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=self._err, preexec_fn=placed("filter"))
+                                     stdout=subprocess.DEVNULL, stderr=self._log, preexec_fn=placed("filter"))
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and not _udp_bound("127.0.0.1", self.port) and self.alive():
             time.sleep(0.02)
         if not self.alive():
+            self.stop()
             raise RuntimeError("responder exited at start")
-
-    def pids(self) -> list[int]:
-        return [self.proc.pid]
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self) -> None:
-        if self.alive():
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._err.close()
 
 
 class KamailioFilter:

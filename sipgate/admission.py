@@ -398,16 +398,11 @@ def _bad_extension(request: Request, trunk: TrunkEntry) -> Reject | None:
     """420 Bad Extension when the request has a Proxy-Require header
     (RFC 3261 §16.3 step 5): sipgate implements no extension that a proxy
     could be required to, so every option tag in it is unsupported and
-    goes into the response's Unsupported header (§20.40)."""
-    tags: list[str] = []
-    for value in request.values("proxy-require"):
-        for tag in value.split(","):
-            tag = tag.strip(" \t")
-            if tag and tag not in tags:
-                tags.append(tag)
+    goes into the response's Unsupported header (§20.40), once each."""
+    tags = tuple(dict.fromkeys(request.values("proxy-require")))  # (a list header: split, blanks dropped)
     if not tags:
         return None
-    return Reject(420, "Bad Extension", "bad_extension", None, trunk, tuple(tags))
+    return Reject(420, "Bad Extension", "bad_extension", None, trunk, tags)
 
 
 def _forbidden(trunk: TrunkEntry | None) -> Reject:

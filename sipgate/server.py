@@ -262,9 +262,13 @@ class Server:
     def wake_workers(self) -> None:
         """--workers: tell the other workers a write committed (SIGUSR1 wakes
         their reloader) instead of leaving them to their next poll."""
+        self._signal_workers(signal.SIGUSR1)
+
+    def _signal_workers(self, sig: signal.Signals) -> None:
+        """--workers (worker 0): send ``sig`` to every other worker alive."""
         for pid in self.workers:
             try:
-                os.kill(pid, signal.SIGUSR1)
+                os.kill(pid, sig)
             except ProcessLookupError:
                 pass
 
@@ -341,11 +345,7 @@ class Server:
             # --workers: worker 0 (the process systemd and operators
             # signal) passes it on, after its own reload has written the
             # seed and accounts; each worker rereads the file itself.
-            for pid in self.workers:
-                try:
-                    os.kill(pid, signal.SIGHUP)
-                except ProcessLookupError:
-                    pass
+            self._signal_workers(signal.SIGHUP)
             if self.worker == 0:
                 sdnotify.ready("reloaded")
 
