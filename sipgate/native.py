@@ -39,7 +39,7 @@ COMPILED = ("sipgate.sip.fast", "sipgate.transport.udp", "sipgate.acl.probe", "s
 # Extensions written in C, built with the group and covered by the same
 # guard; they have no Python source, so the compiled build alone imports
 # them (sipgate/transport/udp.py and sipgate/sip/tag.py ask status() first).
-EXTENSIONS = ("sipgate.transport._mmsg", "sipgate.sip._tag")
+EXTENSIONS = ("sipgate.transport._mmsg", "sipgate.sip._tag", "sipgate.sip._walk")
 PACKAGE = Path(__file__).resolve().parent
 MANIFEST = PACKAGE / "native-manifest.json"
 # mypyc's shared library of the group (sipgate/_native__mypyc*.so).

@@ -39,8 +39,16 @@ def _to_tag(key: bytes, call_id: bytes, from_tag: bytes, branch: bytes, number: 
 
 
 to_tag: Callable[[bytes, bytes, bytes, bytes, "int | bytes"], bytes] = _to_tag
+# keyed_hex(key, size, material): blake2b(material, digest_size=size,
+# key=key).hexdigest().encode() in C (the Via branch of a relayed request,
+# sipgate.sip.fast._keyed_hex), or None where hashlib does it.
+keyed_hex: Callable[[bytes, int, bytes], bytes] | None = None
 if native.status()[0]:
     try:
         from sipgate.sip._tag import to_tag  # type: ignore[no-redef]
     except ImportError:  # (a build from before the extension existed)
         to_tag = _to_tag
+    try:
+        from sipgate.sip._tag import keyed_hex  # type: ignore[no-redef]
+    except ImportError:
+        keyed_hex = None

@@ -204,6 +204,9 @@ class EdgeProtocol(asyncio.DatagramProtocol):
         # The fast path's _Judge of each Request-URI host, for ``judged``.
         self.judges: dict[str, _Judge] = {}
         self.judged: Any = None
+        # The same by the sgt= trunk SID of sipgate's Route (in-dialog).
+        self.sid_judges: dict[bytes, _Judge] = {}
+        self.judged_sids: Any = None
         self.reconfigure()
         # A dual-stack IPv6 socket (bound to ::) reports IPv4 peers as
         # ::ffff:a.b.c.d and can only send to them in that form.
@@ -366,11 +369,8 @@ class EdgeProtocol(asyncio.DatagramProtocol):
             if route is None:
                 return False
             pop, sgt = route
-            if sgt is not None:
-                trunk = table.by_sid.get(sgt.decode("ascii"))
-            else:
-                trunk = trunk_for_host(s[HOST], table, ctx)
-            if trunk is None or not trunk.matcher.contains(source) or s[MAX_FORWARDS] == 0:
+            judge = self._judge_sid(sgt, table) if sgt is not None else self._judge(s[HOST], table)
+            if judge is None or not judge.admits(source) or s[MAX_FORWARDS] == 0:
                 return False
             return self._fast_relay(s, data, source, addr[1], None, pop, "in_dialog")
         if s[METHOD] == b"ACK":
@@ -410,6 +410,23 @@ class EdgeProtocol(asyncio.DatagramProtocol):
             if len(self.judges) >= _JUDGES_MAX:
                 self.judges = {}
             self.judges[host] = judge
+        return judge
+
+    def _judge_sid(self, sgt: bytes, table: AdmissionTable) -> _Judge | None:
+        """The _Judge of the trunk an sgt= parameter names in ``table``, or
+        None when it names none (in-dialog requests: see _judge)."""
+        if table is not self.judged_sids:
+            self.sid_judges = {}
+            self.judged_sids = table
+        judge = self.sid_judges.get(sgt)
+        if judge is None:
+            trunk = table.by_sid.get(sgt.decode("ascii", "replace"))
+            if trunk is None:
+                return None
+            judge = _Judge(trunk)
+            if len(self.sid_judges) >= _JUDGES_MAX:
+                self.sid_judges = {}
+            self.sid_judges[sgt] = judge
         return judge
 
     def _fast_relay(self, s: tuple, data: bytes, source: str, port: int, rr: bytes | None, pop: bool,

@@ -475,3 +475,45 @@ def normal_request(draw) -> bytes:
 def test_relays_of_normal_form_requests_agree(data):
     out = same(data, (ALLOWED, 5080))
     event("relayed" if out and out[0][1] == PBX else "other")
+
+
+def test_in_dialog_requests_follow_the_table_and_hosts_in_force():
+    """The fast path keeps what it read of sipgate's Route (per Route value)
+    and the trunk its sgt= names (per table): a new table that drops the
+    trunk, or moves the source out of it, and a new own-host set take
+    effect on the next request, as on the full path."""
+    from sipgate.sip import fast as fast_module
+
+    proto, rec = make(True)
+    route = [f"<sip:127.0.0.1:5060;lr;sgt={TRUNK_SID}>"]
+    bye = request("BYE", ruri="sip:pbx@127.0.0.1:5070", to_tag="pbx", call_id="dlg-1", cseq=2, routes=route)
+
+    def relayed() -> bool:
+        rec.sent.clear()
+        proto.datagram_received(bye, (ALLOWED, 5080))
+        return bool(rec.sent) and rec.sent[-1][1] == PBX
+
+    assert relayed() and relayed()  # (the second from what the first kept)
+    proto.edge.install(table([("TK" + "9" * 32, DEMO_DOMAIN, [("AL" + "9" * 32, [f"{ALLOWED}/32"])])], 2))
+    assert not relayed()  # the sgt= trunk is gone
+    proto.edge.install(table([(TRUNK_SID, DEMO_DOMAIN, [("AL" + "9" * 32, ["10.9.9.9/32"])])], 3))
+    assert not relayed()  # the trunk no longer admits the source
+    proto.edge.install(demo_table())
+    assert relayed()
+    # The same Route read again by another listener, for which 127.0.0.1 is
+    # not its own: not sipgate's Route there, so nothing to pop.
+    other = Listener(host="127.0.0.9", port=5060, default_trunk=DEMO_DOMAIN)
+    away = EdgeProtocol(proto.edge, other)
+    away.connection_made(rec)  # type: ignore[arg-type]
+    s = scan(bye)
+    assert fast_module.sipgate_route(s, proto.ctx.own_hosts) == (True, TRUNK_SID.encode())
+    assert fast_module.sipgate_route(s, away.ctx.own_hosts) == (False, None)
+
+
+def test_the_route_cache_is_bounded():
+    from sipgate.sip import fast as fast_module
+
+    for i in range(fast_module._ROUTES_MAX + 10):
+        s = scan(request("BYE", ruri="sip:pbx@127.0.0.1:5070", to_tag="pbx", routes=[f"<sip:10.0.{i // 256}.{i % 256};lr>"]))
+        assert fast_module.sipgate_route(s, frozenset({"127.0.0.1"})) == (False, None)
+    assert 0 < len(fast_module._ROUTES) <= fast_module._ROUTES_MAX

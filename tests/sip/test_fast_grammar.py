@@ -6,16 +6,21 @@ expression, and, for the mypyc build, as a loop over the bytes.  Here each
 loop must return what the expression's match returns, on generated input
 made of the pieces those grammars are built from.  tests/test_native.py
 runs this module again as pure Python, so both the compiled and the
-interpreted loops are held to it.
+interpreted loops are held to it.  The two header walks are held, in
+addition, to their C versions (sipgate/sip/_walk.c) wherever those are
+built.
 """
 
 from __future__ import annotations
 
 import re
 
+import pytest
+
 from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
+from sipgate import native
 from sipgate.sip import fast
 
 PIECES = [
@@ -172,6 +177,40 @@ def test_the_number_loop_reads_digits_as_int_does(text):
 
 from tests.sip.test_fast import message  # noqa: E402  (the generated requests of the differential tests)
 
+
+
+def _c_walk():
+    """sipgate/sip/_walk.c configured as fast.py configures it, or None
+    where it is not built (it is imported directly, so that the pure
+    Python run of this module holds it to the interpreted walks too)."""
+    try:
+        from sipgate.sip import _walk
+    except ImportError:
+        return None
+    _walk.configure(fast._T_TOKEN, fast._COMPACT_SLOTS, fast._LONG_SLOTS)
+    return _walk
+
+
+WALK = _c_walk()
+
+
+def c_fields(text, limits):
+    return WALK.fields(text, min(fast._MAX_LINES, limits.max_headers + 1), limits.max_header_line)
+
+
+def c_relay(text, limits):
+    walked = WALK.response_walk(text, min(fast._MAX_LINES, limits.max_headers + 1), limits.max_header_line)
+    return None if walked is None else fast._response_out(text, limits, walked)
+
+
+def test_the_compiled_build_walks_in_c():
+    """The C walks are in use exactly when the compiled build is."""
+    compiled = native.status()[0]
+    assert (fast._C_FIELDS is not None) == compiled and (fast._C_RESPONSE_WALK is not None) == compiled
+    if compiled:
+        assert WALK is not None
+
+
 FRAMING = st.sampled_from([b"", b"\r", b"\n", b"\x00", b" ", b"\t", b":", b"\r\n", b"\r\n\r\n", b"X: y\r\n"])
 
 
@@ -188,6 +227,8 @@ def test_the_two_header_walks_agree(data, position, chunk, limit):
         if expected is not None and not _kept_lines_rendered(text, expected[0]):
             expected[4][9] = 1  # (the loop flags them, see _fields_loop)
         assert fast._fields_loop(text, limits) == expected
+        if WALK is not None:
+            assert c_fields(text, limits) == expected
 
 
 def _kept_lines_rendered(text, end):
@@ -212,6 +253,8 @@ def test_the_header_walks_read_a_request():
             b"f: <sip:x@y>;tag=1\r\nTO: <sip:a@b>\r\ni: c1\r\nCSeq: 1 INVITE\r\nX-Other: 1\r\n\r\n")
     fields = fast._fields_loop(text, fast.DEFAULT_LIMITS)
     assert fields == fast._fields_split(text, fast.DEFAULT_LIMITS)
+    if WALK is not None:
+        assert c_fields(text, fast.DEFAULT_LIMITS) == fields
     end, line0, vias, values, at = fields
     assert (line0, vias) == (b"INVITE sip:a@b SIP/2.0", [b"SIP/2.0/UDP h;branch=z9hG4bK1", b"SIP/2.0/UDP g"])
     assert values[:4] == [b"<sip:x@y>;tag=1", b"<sip:a@b>", b"c1", b"1 INVITE"]
@@ -222,6 +265,7 @@ def test_the_header_walks_read_a_request():
 
 from tests.sip.test_fast import response  # noqa: E402  (the generated responses of the differential tests)
 
+RELAYS = [fast._relay_response_loop, fast._relay_response_split] + ([c_relay] if WALK is not None else [])
 RESPONSE_DAMAGE = st.sampled_from([b"", b"\r", b"\n", b"\x00", b" ", b"\t", b":", b",", b"\r\n", b"\r\n\r\n",
                                    b"X: y\r\n", b"Via: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK-9\r\n", b"v:  x \r\n"])
 
@@ -243,19 +287,23 @@ def test_the_two_response_relays_agree(data, position, chunk, limit):
     for text in (data, damaged):
         relayed = fast._relay_response_loop(text, limits)
         assert relayed == fast._relay_response_split(text, limits)
+        if WALK is not None:
+            assert WALK.response_walk(text, min(fast._MAX_LINES, limits.max_headers + 1),
+                                      limits.max_header_line) == fast._response_walk_loop(text, limits)
+            assert c_relay(text, limits) == relayed
     event("the undamaged response relayed" if fast._relay_response_split(data, limits) else "declined")
 
 
 def test_the_response_relays_pop_our_via():
     head = (b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP edge:5060;branch=z9hG4bK1, SIP/2.0/UDP b:5080;branch=z9hG4bK2;rport=7\r\n"
             b"From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 BYE\r\nContent-Length: 2\r\n\r\nokEXTRA")
-    for relay in (fast._relay_response_loop, fast._relay_response_split):
+    for relay in RELAYS:
         out, top_host, top_port, host, port, branch, material = relay(head, fast.DEFAULT_LIMITS)
         assert out == head.replace(b"SIP/2.0/UDP edge:5060;branch=z9hG4bK1, ", b"")[:-5]
         assert (top_host, top_port, host, port, branch) == ("edge", 5060, "b", 7, b"z9hG4bK1")
         assert material == b"3261\x00z9hG4bK2\x00b\x005080"
     two_lines = head.replace(b", SIP/2.0/UDP b", b"\r\nVia: SIP/2.0/UDP b")
-    for relay in (fast._relay_response_loop, fast._relay_response_split):
+    for relay in RELAYS:
         out = relay(two_lines, fast.DEFAULT_LIMITS)[0]
         assert out == two_lines.replace(b"Via: SIP/2.0/UDP edge:5060;branch=z9hG4bK1\r\n", b"")[:-5]
 
@@ -269,8 +317,59 @@ def test_the_response_relays_render_padded_lines():
             b"Call-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length:   2\r\nX-Empty:\r\n\r\nok")
     expected = (b"SIP/2.0 200 OK\r\nX-Before: 1\r\nVia: SIP/2.0/UDP b:5080;branch=z9hG4bK2\r\nFrom: <sip:a@b>;tag=1\r\n"
                 b"To: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length: 2\r\nX-Empty: \r\n\r\nok")
-    for relay in (fast._relay_response_loop, fast._relay_response_split):
+    for relay in RELAYS:
         assert relay(head, fast.DEFAULT_LIMITS)[0] == expected, relay.__name__
     joined = head.replace(b"branch=z9hG4bK1 \r\nVia: ", b"branch=z9hG4bK1 ,  ")
-    for relay in (fast._relay_response_loop, fast._relay_response_split):
+    for relay in RELAYS:
         assert relay(joined, fast.DEFAULT_LIMITS)[0] == expected, relay.__name__
+
+
+# -- Header names in the C walks ------------------------------------------
+
+KNOWN_NAMES = [n for n in (*fast._SLOTS, *(c for c, long in fast.COMPACT_FORMS.items() if long in fast._SLOTS))]
+
+
+@st.composite
+def header_name(draw) -> bytes:
+    """A name the scan reads, in any case, or one a letter away from one."""
+    name = bytearray(draw(st.sampled_from(KNOWN_NAMES)).encode())
+    name = bytearray(c ^ 32 if 97 <= c <= 122 and draw(st.booleans()) else c for c in name)
+    how = draw(st.integers(0, 3))
+    if how == 1 and name:
+        name[draw(st.integers(0, len(name) - 1))] = draw(st.sampled_from(b"aZ-.!%*_+`'~09x"))
+    elif how == 2:
+        name += draw(st.sampled_from([b"s", b"-", b"x"]))
+    elif how == 3 and len(name) > 1:
+        del name[-1]
+    return bytes(name)
+
+
+@given(st.lists(header_name(), min_size=1, max_size=4))
+@settings(max_examples=300, deadline=None)
+def test_the_c_walks_read_header_names_as_the_python_ones(names):
+    """Each header name classified as _NAMES / _classify do (the slot
+    decides which value is read, refused, or ignored), in requests and in
+    responses."""
+    if WALK is None:
+        pytest.skip("sipgate/sip/_walk.c is not built")
+    extra = b"".join(name + b": <sip:p.example;lr>\r\n" for name in names)
+    request = (b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:x@y>;tag=1\r\n"
+               b"To: <sip:a@b>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\n" + extra + b"\r\n")
+    expected = fast._fields_split(request, fast.DEFAULT_LIMITS)
+    if expected is not None and not _kept_lines_rendered(request, expected[0]):
+        expected[4][9] = 1
+    assert c_fields(request, fast.DEFAULT_LIMITS) == expected
+    reply = (b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP edge:5060;branch=z9hG4bK1\r\nVia: SIP/2.0/UDP b;branch=z9hG4bK2\r\n"
+             b"From: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\n" + extra + b"\r\n")
+    assert c_relay(reply, fast.DEFAULT_LIMITS) == fast._relay_response_split(reply, fast.DEFAULT_LIMITS)
+
+
+def test_the_c_walks_refuse_bad_arguments_without_crashing():
+    if WALK is None:
+        pytest.skip("sipgate/sip/_walk.c is not built")
+    with pytest.raises(TypeError):
+        WALK.fields("text", 10, 10)
+    with pytest.raises(TypeError):
+        WALK.configure(b"x", b"y", ())
+    assert WALK.fields(b"", 10, 10) is None and WALK.response_walk(b"", 10, 10) is None
+    assert WALK.fields(b"INVITE sip:a@b SIP/2.0\r\n", 10, 10) is None  # (over max_line at once)

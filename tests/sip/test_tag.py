@@ -97,3 +97,30 @@ def test_fast_and_full_paths_give_one_tag_and_its_ack_the_same():
     other = INVITE.replace(b"branch=z9hG4bK-77", b"branch=z9hG4bK-78")
     assert to_tag_for(scan(other), key) != fast
     assert derive_to_tag(parse(INVITE), b"other secret") != fast.decode()
+
+
+@pytest.mark.skipif(tags.keyed_hex is None, reason="sipgate/sip/_tag.c is not built (pure Python: hashlib)")
+@pytest.mark.parametrize("size", [1, 8, 12, 32, 64])
+@pytest.mark.parametrize("key_length", [0, 1, 32, 64])
+@pytest.mark.parametrize("material_length", [0, 1, 127, 128, 129, 256, 300])
+def test_the_c_branch_hash_is_hashlibs_blake2b(size, key_length, material_length):
+    """The Via branch's keyed hash (fast._keyed_hex) in C: hashlib's
+    BLAKE2b hex digest at each digest size the branch and tag use and
+    around the block boundaries."""
+    key = bytes(range(3, 3 + key_length))
+    material = bytes((i * 7 + 1) % 256 for i in range(material_length))
+    expected = blake2b(material, digest_size=size, key=key).hexdigest().encode()
+    assert tags.keyed_hex(key, size, material) == expected
+
+
+@pytest.mark.skipif(tags.keyed_hex is None, reason="sipgate/sip/_tag.c is not built (pure Python: hashlib)")
+def test_the_c_branch_hash_refuses_what_blake2b_cannot_take():
+    for args in ((b"k", 0, b"m"), (b"k", 65, b"m"), (b"k" * 65, 12, b"m")):
+        with pytest.raises(ValueError):
+            tags.keyed_hex(*args)
+    with pytest.raises(TypeError):
+        tags.keyed_hex("k", 12, b"m")
+
+
+def test_the_build_in_use_has_the_c_branch_hash_exactly_when_compiled():
+    assert (tags.keyed_hex is not None) == native.status()[0]
