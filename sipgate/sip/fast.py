@@ -415,24 +415,32 @@ def _probe() -> None:
 _COMPILED: Final = not hasattr(_probe, "__code__")
 
 
+def configure_walks(walk: Any) -> Any:
+    """Hand sipgate/sip/_walk.c this module's tables (header names and the
+    value grammars' character classes): one definition of both."""
+    walk.configure(_T_TOKEN, _COMPACT_SLOTS, _LONG_SLOTS, _T_LABEL, _T_USER, _T_URI_PARAM, _T_SCHEME, _T_ADDR_SPEC)
+    return walk
+
+
 def _c_walks() -> tuple[Any, Any]:
-    """(fields, response_walk) of sipgate/sip/_walk.c, configured with this
-    module's header-name tables, or (None, None): the compiled build has
-    them (built and guarded with it, see sipgate.native), a build from
-    before them and the interpreted build do not."""
+    """(scan, response_walk) of sipgate/sip/_walk.c, configured, or (None,
+    None): the compiled build has them (built and guarded with it, see
+    sipgate.native), a build from before them and the interpreted build do
+    not."""
     if not _COMPILED:
         return None, None
     try:
         from sipgate.sip import _walk  # type: ignore[attr-defined]
     except ImportError:
         return None, None
-    _walk.configure(_T_TOKEN, _COMPACT_SLOTS, _LONG_SLOTS)
-    return _walk.fields, _walk.response_walk
+    configure_walks(_walk)
+    return _walk.scan, _walk.response_walk
 
 
-# The two header walks in C where the compiled build has them: _fields_loop
-# and _response_walk_loop, value for value, at a fraction of the cost.
-_C_FIELDS, _C_RESPONSE_WALK = _c_walks()
+# scan and the response relay's walk in C where the compiled build has
+# them: the compiled scan (_fields_loop and the value loops) and
+# _response_walk_loop, value for value, at a fraction of the cost.
+_C_SCAN, _C_RESPONSE_WALK = _c_walks()
 
 
 def _request_line(line: bytes) -> tuple[bytes, bytes, bytes | None] | None:
@@ -747,10 +755,15 @@ def scan(data: bytes, limits: SipLimits = DEFAULT_LIMITS) -> Scanned | None:
     """The fields of a common-shaped INVITE or ACK (see the index names
     above), or None: use the full parser (also for anything over one of
     ``limits``)."""
-    if _C_FIELDS is not None:
-        fields = _C_FIELDS(data, min(_MAX_LINES, limits.max_headers + 1), limits.max_header_line)
-    else:
-        fields = _fields_loop(data, limits) if _COMPILED else _fields_split(data, limits)
+    if _C_SCAN is not None:
+        return _C_SCAN(data, min(_MAX_LINES, limits.max_headers + 1), limits.max_header_line,  # type: ignore[no-any-return]
+                       limits.max_uri, limits.max_vias)
+    return _scan(data, limits)
+
+
+def _scan(data: bytes, limits: SipLimits) -> Scanned | None:
+    """scan in Python (sipgate/sip/_walk.c's scan is this, value for value)."""
+    fields = _fields_loop(data, limits) if _COMPILED else _fields_split(data, limits)
     if fields is None:
         return None
     end, line0, vias, values, at = fields

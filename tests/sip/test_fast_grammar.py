@@ -187,8 +187,7 @@ def _c_walk():
         from sipgate.sip import _walk
     except ImportError:
         return None
-    _walk.configure(fast._T_TOKEN, fast._COMPACT_SLOTS, fast._LONG_SLOTS)
-    return _walk
+    return fast.configure_walks(_walk)
 
 
 WALK = _c_walk()
@@ -196,6 +195,11 @@ WALK = _c_walk()
 
 def c_fields(text, limits):
     return WALK.fields(text, min(fast._MAX_LINES, limits.max_headers + 1), limits.max_header_line)
+
+
+def c_scan(text, limits):
+    return WALK.scan(text, min(fast._MAX_LINES, limits.max_headers + 1), limits.max_header_line, limits.max_uri,
+                     limits.max_vias)
 
 
 def c_relay(text, limits):
@@ -206,7 +210,7 @@ def c_relay(text, limits):
 def test_the_compiled_build_walks_in_c():
     """The C walks are in use exactly when the compiled build is."""
     compiled = native.status()[0]
-    assert (fast._C_FIELDS is not None) == compiled and (fast._C_RESPONSE_WALK is not None) == compiled
+    assert (fast._C_SCAN is not None) == compiled and (fast._C_RESPONSE_WALK is not None) == compiled
     if compiled:
         assert WALK is not None
 
@@ -229,6 +233,7 @@ def test_the_two_header_walks_agree(data, position, chunk, limit):
         assert fast._fields_loop(text, limits) == expected
         if WALK is not None:
             assert c_fields(text, limits) == expected
+            assert c_scan(text, limits) == fast._scan(text, limits)
 
 
 def _kept_lines_rendered(text, end):
@@ -359,6 +364,7 @@ def test_the_c_walks_read_header_names_as_the_python_ones(names):
     if expected is not None and not _kept_lines_rendered(request, expected[0]):
         expected[4][9] = 1
     assert c_fields(request, fast.DEFAULT_LIMITS) == expected
+    assert c_scan(request, fast.DEFAULT_LIMITS) == fast._scan(request, fast.DEFAULT_LIMITS)
     reply = (b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP edge:5060;branch=z9hG4bK1\r\nVia: SIP/2.0/UDP b;branch=z9hG4bK2\r\n"
              b"From: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\n" + extra + b"\r\n")
     assert c_relay(reply, fast.DEFAULT_LIMITS) == fast._relay_response_split(reply, fast.DEFAULT_LIMITS)
@@ -373,3 +379,31 @@ def test_the_c_walks_refuse_bad_arguments_without_crashing():
         WALK.configure(b"x", b"y", ())
     assert WALK.fields(b"", 10, 10) is None and WALK.response_walk(b"", 10, 10) is None
     assert WALK.fields(b"INVITE sip:a@b SIP/2.0\r\n", 10, 10) is None  # (over max_line at once)
+
+
+SCAN_DAMAGE = st.sampled_from([b"", b"\r", b"\n", b"\x00", b" ", b"\t", b":", b";", b"=", b",", b"<", b">", b'"',
+                               b"\\", b"@", b".", b"9", b"Z", b"\xe9", b"\r\n", b"X: y\r\n", b";tag=q", b";rport",
+                               b"Via: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK-9\r\n", b"Route: <sip:a;lr>\r\n",
+                               b"Max-Forwards: 99999999999\r\n", b"CSeq: 1 ACK\r\n"])
+
+
+@given(message(), st.integers(0, 600), SCAN_DAMAGE, st.sampled_from([None, 1, 2, 3, 12, 40]))
+@example(b"INVITE sip:a@b:65536 SIP/2.0\r\nVia: SIP/2.0/UDP h:65535;rport;branch=z9hG4bK1\r\nFrom: <sip:x@y>;tag=\r\n"
+         b"To: \"A\" <sip:a@b>;TAG=t\r\nCall-ID: c\r\nCSeq: 2147483648 INVITE\r\n\r\n", 0, b"", None)
+@example(b"ACK sips:A.B.c SIP/2.0\r\nv: SIP/2.0/UDP H.Example:5;received=1.2.3.4;rport=7;branch=z9hG4bKx\r\n"
+         b"f: a b <sip:x@y>;tag=f\r\nt: <sip:a@b>;tag=t\r\ni: c\r\nCSeq: 2147483647\tACK\r\nl: 3\r\n\r\nabc", 0, b"", None)
+@settings(max_examples=800, deadline=None)
+def test_the_c_scan_reads_what_the_python_scan_reads(data, position, chunk, limit):
+    """sipgate/sip/_walk.c's scan returns fast._scan's tuple, field for
+    field (the compiled build's receive path runs the C one): on generated
+    requests, damaged ones and at every limit it checks."""
+    if WALK is None:
+        pytest.skip("sipgate/sip/_walk.c is not built")
+    from sipgate.sip.limits import SipLimits
+    damaged = data[:position] + chunk + data[position:]
+    limits = fast.DEFAULT_LIMITS if limit is None else SipLimits(max_headers=limit, max_header_line=limit * 4,
+                                                                   max_uri=limit * 2, max_vias=limit)
+    for text in (data, damaged):
+        expected = fast._scan(text, limits)
+        assert c_scan(text, limits) == expected
+    event("scanned" if fast._scan(data, limits) is not None else "declined")
