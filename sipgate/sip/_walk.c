@@ -22,6 +22,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 /* Slots as in fast._SLOTS: 0..7 values, -1 Via, -2 not read, -3 Proxy-Require. */
@@ -782,6 +784,99 @@ status_line(const unsigned char *d, Py_ssize_t n)
     return 1;
 }
 
+/* What the response walk found (fast._response_walk_loop): the bounds of
+ * the six values it reads (a < 0: absent), the Via lines and the commas in
+ * them, (start, colon, end) of each line not in rendered form, where the
+ * first Via line starts, its colon and end, the second's colon and end,
+ * and the offset of the empty line. */
+#define MAX_WALKED_LINES 256
+typedef struct {
+    Py_ssize_t value_a[6], value_b[6];
+    Py_ssize_t vias, commas, marks;
+    Py_ssize_t mark[3 * MAX_WALKED_LINES];
+    Py_ssize_t first_at, first_colon, first_end, second_colon, second_end, stop;
+} RWalked;
+
+/* 1 walked, 0 refused (the full path's business). */
+static int
+walk_response(const unsigned char *d, Py_ssize_t n, Py_ssize_t max_lines, Py_ssize_t max_line, RWalked *w)
+{
+    memset(w, 0, offsetof(RWalked, mark));
+    w->first_at = w->first_colon = w->first_end = w->second_colon = w->second_end = 0;
+    for (int s = 0; s < 6; s++)
+        w->value_a[s] = -1;
+    Py_ssize_t i = line_end(d, 0, n);
+    if (i < 0 || i > max_line || !status_line(d, i))
+        return 0;
+    Py_ssize_t pos = i + 2, lineno = 0;
+    while (pos + 1 >= n || d[pos] != 13 || d[pos + 1] != 10) {
+        if (++lineno >= max_lines || lineno >= MAX_WALKED_LINES)
+            return 0;
+        Py_ssize_t k = colon_at(d, pos, n);
+        if (k < 0)
+            return 0;
+        Py_ssize_t e = line_end(d, k + 1, n);
+        if (e < 0 || e - pos > max_line)
+            return 0;
+        if (!rendered(d, k, e)) {  /* (a line the output renders) */
+            w->mark[w->marks++] = pos;
+            w->mark[w->marks++] = k;
+            w->mark[w->marks++] = e;
+        }
+        int slot = name_slot(d, pos, k);
+        if (slot == VIA) {
+            int blank = 1;
+            for (Py_ssize_t x = k + 1; x < e; x++) {
+                unsigned char c = d[x];
+                if (c == ',') {
+                    w->commas++;
+                    blank = 0;
+                } else if (c != ' ' && c != '\t') {
+                    blank = 0;
+                }
+            }
+            if (blank)
+                return 0;
+            if (++w->vias == 1) {
+                w->first_at = pos;
+                w->first_colon = k;
+                w->first_end = e;
+            } else if (w->vias == 2) {
+                w->second_colon = k;
+                w->second_end = e;
+            }
+        } else if (slot >= 0 && slot < 6) {
+            Py_ssize_t a = k + 1, b = e;
+            trim(d, &a, &b);
+            if (a == b)
+                return 0;
+            if (w->value_a[slot] < 0) {
+                w->value_a[slot] = a;
+                w->value_b[slot] = b;
+            } else if (w->value_b[slot] - w->value_a[slot] != b - a
+                       || memcmp(d + w->value_a[slot], d + a, (size_t)(b - a)) != 0) {
+                return 0;
+            }
+        }
+        pos = e + 2;
+    }
+    w->stop = pos;
+    return 1;
+}
+
+static int
+walk_arguments(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t count, Py_ssize_t *max_lines,
+               Py_ssize_t *max_line)
+{
+    if (arguments(args, nargs, count, max_lines, max_line) < 0)
+        return -1;
+    if (*max_lines > MAX_WALKED_LINES) {
+        PyErr_SetString(PyExc_ValueError, "max_lines: at most 256 (fast._MAX_LINES is 200)");
+        return -1;
+    }
+    return 0;
+}
+
 PyDoc_STRVAR(response_walk_doc,
 "response_walk(data, max_lines, max_line) -> (stop, values, vias, commas, rendered,\n"
 "    first_at, first_colon, first_end, second_colon, second_end) | None\n\n"
@@ -791,88 +886,34 @@ static PyObject *
 response_walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_ssize_t max_lines, max_line;
-    if (arguments(args, nargs, 3, &max_lines, &max_line) < 0)
+    if (walk_arguments(args, nargs, 3, &max_lines, &max_line) < 0)
         return NULL;
-    PyObject *data = args[0];
-    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(data);
-    Py_ssize_t n = PyBytes_GET_SIZE(data);
-    PyObject *values[6] = {NULL};
-    PyObject *marks = NULL, *result = NULL;
-    Py_ssize_t vias = 0, commas = 0;
-    Py_ssize_t first_at = 0, first_colon = 0, first_end = 0, second_colon = 0, second_end = 0;
-    Py_ssize_t i = line_end(d, 0, n);
-    if (i < 0 || i > max_line || !status_line(d, i))
+    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    RWalked w;
+    if (!walk_response(d, PyBytes_GET_SIZE(args[0]), max_lines, max_line, &w))
         Py_RETURN_NONE;
-    if ((marks = PyList_New(0)) == NULL)
-        return NULL;
-    Py_ssize_t pos = i + 2, lineno = 0;
-    while (pos + 1 >= n || d[pos] != 13 || d[pos + 1] != 10) {
-        if (++lineno >= max_lines)
-            REFUSE;
-        Py_ssize_t k = colon_at(d, pos, n);
-        if (k < 0)
-            REFUSE;
-        Py_ssize_t e = line_end(d, k + 1, n);
-        if (e < 0 || e - pos > max_line)
-            REFUSE;
-        if (!rendered(d, k, e)) {  /* (a line the output renders) */
-            Py_ssize_t three[3] = {pos, k, e};
-            for (int x = 0; x < 3; x++) {
-                PyObject *o = PyLong_FromSsize_t(three[x]);
-                if (o == NULL || PyList_Append(marks, o) < 0) {
-                    Py_XDECREF(o);
-                    goto done;
-                }
-                Py_DECREF(o);
-            }
-        }
-        int slot = name_slot(d, pos, k);
-        if (slot == VIA) {
-            int blank = 1;
-            for (Py_ssize_t x = k + 1; x < e; x++) {
-                unsigned char c = d[x];
-                if (c == ',') {
-                    commas++;
-                    blank = 0;
-                } else if (c != ' ' && c != '\t') {
-                    blank = 0;
-                }
-            }
-            if (blank)
-                REFUSE;
-            if (++vias == 1) {
-                first_at = pos;
-                first_colon = k;
-                first_end = e;
-            } else if (vias == 2) {
-                second_colon = k;
-                second_end = e;
-            }
-        } else if (slot >= 0 && slot < 6) {
-            Py_ssize_t a = k + 1, b = e;
-            trim(d, &a, &b);
-            if (a == b)
-                REFUSE;
-            if (values[slot] == NULL) {
-                if ((values[slot] = PyBytes_FromStringAndSize((const char *)d + a, b - a)) == NULL)
-                    goto done;
-            } else if (!same(values[slot], d + a, b - a)) {
-                REFUSE;
-            }
-        }
-        pos = e + 2;
+    PyObject *values[6] = {NULL}, *result = NULL, *marks = NULL, *values6 = NULL;
+    for (int s = 0; s < 6; s++) {
+        if (w.value_a[s] >= 0
+            && (values[s] = PyBytes_FromStringAndSize((const char *)d + w.value_a[s], w.value_b[s] - w.value_a[s]))
+               == NULL)
+            goto done;
     }
-    PyObject *values6 = value_list(values, 6);
-    if (values6 == NULL)
+    if ((values6 = value_list(values, 6)) == NULL || (marks = PyList_New(w.marks)) == NULL)
         goto done;
-    Py_ssize_t numbers[8] = {pos, vias, commas, first_at, first_colon, first_end, second_colon, second_end};
-    if ((result = PyTuple_New(10)) == NULL) {
-        Py_DECREF(values6);
-        goto done;
+    for (Py_ssize_t x = 0; x < w.marks; x++) {
+        PyObject *o = PyLong_FromSsize_t(w.mark[x]);
+        if (o == NULL)
+            goto done;
+        PyList_SET_ITEM(marks, x, o);
     }
+    Py_ssize_t numbers[8] = {w.stop, w.vias, w.commas, w.first_at, w.first_colon, w.first_end, w.second_colon,
+                             w.second_end};
+    if ((result = PyTuple_New(10)) == NULL)
+        goto done;
     PyTuple_SET_ITEM(result, 1, values6);
     PyTuple_SET_ITEM(result, 4, marks);
-    marks = NULL;  /* (the tuple's now) */
+    values6 = marks = NULL;  /* (the tuple's now) */
     for (int x = 0, at = 0; x < 10; x++) {
         if (x == 1 || x == 4)
             continue;
@@ -886,8 +927,421 @@ response_walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 done:
     for (int s = 0; s < 6; s++)
         Py_XDECREF(values[s]);
+    Py_XDECREF(values6);
     Py_XDECREF(marks);
     return result;
+}
+
+/* p[a:b] without blanks (space, tab) at either end, as bounds. */
+#define IS_BLANK(c) ((c) == ' ' || (c) == '\t')
+
+/* fast._hops over the popped Via element top[0:tn] and the next hop's
+ * next[0:nn]: 1 with the answer's six items set (new references), 0 for
+ * the full path, -1 with an exception set. */
+static int
+hops(const unsigned char *top, Py_ssize_t tn, const unsigned char *next, Py_ssize_t nn, PyObject **out)
+{
+    Py_ssize_t top_host, top_pa, top_pb, next_host, next_pa, next_pb;
+    if (!via(top, tn, &top_host, &top_pa, &top_pb) || !via(next, nn, &next_host, &next_pa, &next_pb))
+        return 0;
+    long long top_number = top_pb > top_pa ? uint_value(top + top_pa, top_pb - top_pa) : -1;
+    long long next_number = next_pb > next_pa ? uint_value(next + next_pa, next_pb - next_pa) : 0;
+    if (top_number > 65535 || next_number > 65535)
+        return 0;
+    const unsigned char *tparams = top + top_pb, *nparams = next + next_pb;
+    Py_ssize_t tpn = tn - top_pb, npn = nn - next_pb, ra, rb, pa, pb, ba, bb;
+    int has_received = param(nparams, npn, "received", &ra, &rb);
+    if (has_received && (ra < 0 || ra == rb))
+        return 0;  /* (an empty received: the full path's business) */
+    long long port = 0;
+    if (param(nparams, npn, "rport", &pa, &pb) && pa >= 0 && pb - pa <= 5)
+        port = uint_value(nparams + pa, pb - pa);
+    if (!(port > 0 && port < 65536))
+        port = next_number ? next_number : 5060;
+    out[0] = lowered(top, 12, top_host);
+    if (top_pb > top_pa) {
+        out[1] = PyLong_FromLongLong(top_number);
+    } else {
+        out[1] = Py_None;
+        Py_INCREF(Py_None);
+    }
+    /* the received host as written (relay_response does not lower it) */
+    out[2] = has_received ? PyUnicode_DecodeASCII((const char *)nparams + ra, rb - ra, NULL)
+                          : lowered(next, 12, next_host);
+    out[3] = PyLong_FromLongLong(port);
+    out[4] = param_value(tparams, tpn, "branch", 0);
+    if (param(nparams, npn, "branch", &ba, &bb) && ba >= 0 && bb - ba >= 7 && memcmp(nparams + ba, "z9hG4bK", 7) == 0) {
+        /* b"\0".join((b"3261", branch, next host lowered, port digits or b"")) */
+        char digits[24];
+        int nd = next_number ? snprintf(digits, sizeof(digits), "%lld", next_number) : 0;
+        Py_ssize_t hn = next_host - 12, size = 4 + 1 + (bb - ba) + 1 + hn + 1 + nd;
+        out[5] = PyBytes_FromStringAndSize(NULL, size);
+        if (out[5] != NULL) {
+            char *q = PyBytes_AS_STRING(out[5]);
+            memcpy(q, "3261", 4);
+            q += 4;
+            *q++ = 0;
+            memcpy(q, nparams + ba, (size_t)(bb - ba));
+            q += bb - ba;
+            *q++ = 0;
+            for (Py_ssize_t x = 12; x < next_host; x++)
+                *q++ = (char)(next[x] >= 'A' && next[x] <= 'Z' ? next[x] | 32 : next[x]);
+            *q++ = 0;
+            memcpy(q, digits, (size_t)nd);
+        }
+    } else {
+        out[5] = Py_None;
+        Py_INCREF(Py_None);
+    }
+    for (int x = 0; x < 6; x++)
+        if (out[x] == NULL)
+            return -1;
+    return 1;
+}
+
+/* The bounds of the first comma-separated element of p[a:b] and of the
+ * second (or of the first of the next line), as fast._next_hop. */
+typedef struct {
+    const unsigned char *p;
+    Py_ssize_t a, b;
+} Span;
+
+static void
+strip_span(Span *s)
+{
+    while (s->a < s->b && IS_BLANK(s->p[s->a]))
+        s->a++;
+    while (s->b > s->a && IS_BLANK(s->p[s->b - 1]))
+        s->b--;
+}
+
+/* Every comma-separated element of p[a:b] is non-blank; the first one's
+ * bounds, stripped, in *first, and the second's in *second (if any).
+ * Returns the number of elements, or 0 when one is blank. */
+static Py_ssize_t
+elements(const unsigned char *p, Py_ssize_t a, Py_ssize_t b, Span *first, Span *second)
+{
+    Py_ssize_t count = 0, start = a;
+    for (Py_ssize_t x = a; x <= b; x++) {
+        if (x == b || p[x] == ',') {
+            Span e = {p, start, x};
+            strip_span(&e);
+            if (e.a == e.b)
+                return 0;
+            if (count == 0)
+                *first = e;
+            else if (count == 1)
+                *second = e;
+            count++;
+            start = x + 1;
+        }
+    }
+    return count;
+}
+
+typedef struct {
+    const char *p;
+    Py_ssize_t n;
+} Piece;
+
+PyDoc_STRVAR(relay_response_doc,
+"relay_response(data, max_lines, max_line, max_vias) -> tuple | None\n\n"
+"sipgate.sip.fast.relay_response_bytes (the compiled build's) in one call:\n"
+"(response without sipgate's Via, popped Via host, port, next hop host,\n"
+"port, popped branch, the next Via's branch material), or None.");
+
+static PyObject *
+relay_response(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t max_lines, max_line;
+    if (walk_arguments(args, nargs, 4, &max_lines, &max_line) < 0)
+        return NULL;
+    Py_ssize_t max_vias = PyLong_AsSsize_t(args[3]);
+    if (max_vias == -1 && PyErr_Occurred())
+        return NULL;
+    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t n = PyBytes_GET_SIZE(args[0]);
+    RWalked w;
+    if (!walk_response(d, n, max_lines, max_line, &w))
+        Py_RETURN_NONE;
+    /* From, To, Call-ID, CSeq present; the Via count within max_vias */
+    if (!w.vias || w.value_a[0] < 0 || w.value_a[1] < 0 || w.value_a[2] < 0 || w.value_a[3] < 0)
+        Py_RETURN_NONE;
+    if (w.vias > max_vias || w.commas + w.vias > max_vias)
+        Py_RETURN_NONE;  /* (commas may be inside quotes: declining is always safe) */
+    /* fast._response_body: CSeq (fast._cseq_any_loop), Max-Forwards, Content-Length */
+    const unsigned char *c = d + w.value_a[3];
+    Py_ssize_t cn = w.value_b[3] - w.value_a[3], digits = 0;
+    while (digits < cn && c[digits] >= '0' && c[digits] <= '9')
+        digits++;
+    if (digits == 0 || digits > 10)
+        Py_RETURN_NONE;
+    Py_ssize_t word = digits;
+    while (word < cn && IS_BLANK(c[word]))
+        word++;
+    if (word == digits || word == cn)
+        Py_RETURN_NONE;
+    for (Py_ssize_t x = word; x < cn; x++)
+        if (!token[c[x]])
+            Py_RETURN_NONE;
+    if (uint_value(c, digits) > MAX_CSEQ)
+        Py_RETURN_NONE;
+    if (w.value_a[4] >= 0 && uint_value(d + w.value_a[4], w.value_b[4] - w.value_a[4]) < 0)
+        Py_RETURN_NONE;
+    Py_ssize_t end = w.stop - 2, body_a = end + 4, body_b = n;
+    if (w.value_a[5] >= 0) {
+        long long size = uint_value(d + w.value_a[5], w.value_b[5] - w.value_a[5]);
+        if (size < 0 || n - body_a < size)
+            Py_RETURN_NONE;
+        body_b = body_a + (Py_ssize_t)size;
+    }
+    /* fast._next_hop: sipgate's Via element, the next hop's, what stays of the first line */
+    Py_ssize_t fa = w.first_colon + 1, fb = w.first_end;
+    trim(d, &fa, &fb);
+    Span top = {d, 0, 0}, next = {d, 0, 0};
+    Py_ssize_t count = elements(d, fa, fb, &top, &next);
+    Py_ssize_t rest_a = -1, rest_b = -1;
+    if (count == 0)
+        Py_RETURN_NONE;
+    if (count > 1) {
+        rest_a = (const unsigned char *)memchr(d + fa, ',', (size_t)(fb - fa)) - d + 1;
+        rest_b = fb;
+        while (rest_a < rest_b && (IS_BLANK(d[rest_a]) || d[rest_a] == ','))
+            rest_a++;
+        if (rest_a == rest_b)
+            Py_RETURN_NONE;
+    } else {
+        if (w.vias < 2)
+            Py_RETURN_NONE;  /* no Via left: the full path drops it */
+        Span ignored;
+        if (!elements(d, w.second_colon + 1, w.second_end, &next, &ignored))
+            Py_RETURN_NONE;
+    }
+    PyObject *items[7] = {NULL};
+    int found = hops(top.p + top.a, top.b - top.a, next.p + next.a, next.b - next.a, items + 1);
+    if (found <= 0) {
+        for (int x = 1; x < 7; x++)
+            Py_XDECREF(items[x]);
+        if (found < 0)
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    /* The output (as _response_out): the datagram's bytes with the first Via
+     * line cut or rewritten and each line not in rendered form rendered. */
+    Piece pieces[3 * (3 * MAX_WALKED_LINES / 3 + 1) + 8];
+    int np = 0;
+    Py_ssize_t last = 0;
+    int via_done = 0;
+    for (Py_ssize_t x = 0; x < w.marks + 3; x += 3) {
+        Py_ssize_t start, colon, stop_at;
+        if (x < w.marks) {
+            start = w.mark[x];
+            colon = w.mark[x + 1];
+            stop_at = w.mark[x + 2];
+        } else {
+            start = colon = stop_at = w.stop;  /* (past every line: only the Via may be left) */
+        }
+        if (!via_done && w.first_at <= start) {
+            via_done = 1;
+            pieces[np++] = (Piece){(const char *)d + last, w.first_at - last};
+            if (rest_a < 0) {
+                last = w.first_end + 2;
+            } else {
+                pieces[np++] = (Piece){(const char *)d + w.first_at, w.first_colon - w.first_at};
+                pieces[np++] = (Piece){": ", 2};
+                pieces[np++] = (Piece){(const char *)d + rest_a, rest_b - rest_a};
+                last = w.first_end;
+            }
+        }
+        if (start == w.first_at || start == w.stop)
+            continue;
+        Py_ssize_t va = colon + 1, vb = stop_at;
+        trim(d, &va, &vb);
+        pieces[np++] = (Piece){(const char *)d + last, colon - last};
+        pieces[np++] = (Piece){": ", 2};
+        pieces[np++] = (Piece){(const char *)d + va, vb - va};
+        last = stop_at;
+    }
+    pieces[np++] = (Piece){(const char *)d + last, end + 4 - last};
+    pieces[np++] = (Piece){(const char *)d + body_a, body_b - body_a};
+    Py_ssize_t total = 0;
+    for (int x = 0; x < np; x++)
+        total += pieces[x].n;
+    items[0] = PyBytes_FromStringAndSize(NULL, total);
+    if (items[0] == NULL) {
+        for (int x = 1; x < 7; x++)
+            Py_XDECREF(items[x]);
+        return NULL;
+    }
+    char *q = PyBytes_AS_STRING(items[0]);
+    for (int x = 0; x < np; x++) {
+        memcpy(q, pieces[x].p, (size_t)pieces[x].n);
+        q += pieces[x].n;
+    }
+    PyObject *result = PyTuple_New(7);
+    for (int x = 0; x < 7; x++) {
+        if (result != NULL)
+            PyTuple_SET_ITEM(result, x, items[x]);
+        else
+            Py_DECREF(items[x]);
+    }
+    return result;
+}
+
+/* -- The relayed request (fast._splice) ---------------------------------- */
+
+/* fast.Scanned's field indexes splice() reads. */
+#define S_MAX_FORWARDS 13
+#define S_END 14
+#define S_RECORD_ROUTE 18
+#define S_CONTENT_LENGTH 19
+#define S_AT 20
+#define S_FIELDS 21
+
+static int
+index_of(PyObject *at, int slot, Py_ssize_t *out)
+{
+    *out = PyLong_AsSsize_t(PyList_GET_ITEM(at, slot));
+    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+/* Grows a bytes buffer under construction: room for ``more`` at *used. */
+typedef struct {
+    PyObject *bytes;
+    Py_ssize_t used;
+} Out;
+
+static int
+put(Out *o, const void *p, Py_ssize_t n)
+{
+    if (o->used + n > PyBytes_GET_SIZE(o->bytes)
+        && _PyBytes_Resize(&o->bytes, (o->used + n) * 2 + 64) < 0)
+        return -1;
+    memcpy(PyBytes_AS_STRING(o->bytes) + o->used, p, (size_t)n);
+    o->used += n;
+    return 0;
+}
+
+PyDoc_STRVAR(splice_doc,
+"splice(data, s, ours, stamped, record_route, pop_route) -> bytes\n\n"
+"sipgate.sip.fast._splice for the scanned request s (whose AT is not None):\n"
+"the relayed request, sipgate's Via (ours) on top, the sender's (stamped)\n"
+"below it, Max-Forwards and Content-Length rewritten, sipgate's Route popped\n"
+"(pop_route), record_route (or None) added.");
+
+static PyObject *
+splice(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6 || !PyBytes_Check(args[0]) || !PyTuple_Check(args[1]) || PyTuple_GET_SIZE(args[1]) != S_FIELDS
+        || !PyBytes_Check(args[2]) || !PyBytes_Check(args[3]) || (args[4] != Py_None && !PyBytes_Check(args[4]))) {
+        PyErr_SetString(PyExc_TypeError, "splice(data, s, ours: bytes, stamped: bytes, record_route, pop_route)");
+        return NULL;
+    }
+    PyObject *s = args[1], *at = PyTuple_GET_ITEM(s, S_AT), *rr = args[4];
+    if (!PyList_Check(at) || PyList_GET_SIZE(at) != 10) {
+        PyErr_SetString(PyExc_ValueError, "splice(): the scan has no line indexes");
+        return NULL;
+    }
+    int pop_route = PyObject_IsTrue(args[5]);
+    if (pop_route < 0)
+        return NULL;
+    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t n = PyBytes_GET_SIZE(args[0]);
+    Py_ssize_t end = PyLong_AsSsize_t(PyTuple_GET_ITEM(s, S_END));
+    if (end == -1 && PyErr_Occurred())
+        return NULL;
+    if (end < 0 || end + 4 > n) {
+        PyErr_SetString(PyExc_ValueError, "splice(): END is not this datagram's");
+        return NULL;
+    }
+    /* the body: what follows the empty line, up to Content-Length */
+    Py_ssize_t body_a = end + 4, body_n = n - body_a;
+    PyObject *cl = PyTuple_GET_ITEM(s, S_CONTENT_LENGTH), *mf = PyTuple_GET_ITEM(s, S_MAX_FORWARDS);
+    if (cl != Py_None) {
+        Py_ssize_t size = PyLong_AsSsize_t(cl);
+        if (size == -1 && PyErr_Occurred())
+            return NULL;
+        if (size < body_n)
+            body_n = size < 0 ? 0 : size;
+    }
+    Py_ssize_t via_at, mf_at = 0, cl_at = 0, route_at = 0, rr_at = 0;
+    if (index_of(at, 8, &via_at) < 0)
+        return NULL;
+    long long hops = 0;
+    if (mf != Py_None) {
+        if (index_of(at, 4, &mf_at) < 0)
+            return NULL;
+        hops = PyLong_AsLongLong(mf);
+        if (hops == -1 && PyErr_Occurred())
+            return NULL;
+        hops = hops > 0 ? hops - 1 : 0;
+    }
+    if (cl != Py_None && index_of(at, 5, &cl_at) < 0)
+        return NULL;
+    if (pop_route && index_of(at, 6, &route_at) < 0)
+        return NULL;
+    if (rr != Py_None && PyObject_IsTrue(PyTuple_GET_ITEM(s, S_RECORD_ROUTE)) && index_of(at, 7, &rr_at) < 0)
+        return NULL;
+    char hop_digits[24], length_digits[24];
+    int hop_n = snprintf(hop_digits, sizeof(hop_digits), "%lld", hops);
+    int length_n = snprintf(length_digits, sizeof(length_digits), "%zd", body_n);
+    Out o = {PyBytes_FromStringAndSize(NULL, n + PyBytes_GET_SIZE(args[2]) + 128), 0};
+    if (o.bytes == NULL)
+        return NULL;
+    const char *rr_p = rr != Py_None ? PyBytes_AS_STRING(rr) : NULL;
+    Py_ssize_t rr_n = rr != Py_None ? PyBytes_GET_SIZE(rr) : 0;
+    /* the start line, sipgate's Via, a Record-Route of its own when there is none to go before */
+    Py_ssize_t pos = 0, lineno = 0;
+    const unsigned char *eol = memchr(d, '\r', (size_t)end);
+    Py_ssize_t line_stop = eol ? eol - d : end;
+    int failed = put(&o, d, line_stop) < 0 || put(&o, "\r\nVia: ", 7) < 0
+                 || put(&o, PyBytes_AS_STRING(args[2]), PyBytes_GET_SIZE(args[2])) < 0;
+    if (!failed && rr_p && !rr_at)
+        failed = put(&o, "\r\nRecord-Route: ", 16) < 0 || put(&o, rr_p, rr_n) < 0;
+    pos = line_stop + 2;
+    while (!failed && pos <= end) {
+        lineno++;
+        eol = memchr(d + pos, '\r', (size_t)(end - pos));
+        line_stop = eol ? eol - d : end;
+        if (lineno == rr_at)
+            failed = put(&o, "\r\nRecord-Route: ", 16) < 0 || put(&o, rr_p, rr_n) < 0;
+        if (!failed && lineno != route_at) {
+            const char *value = NULL;
+            Py_ssize_t value_n = 0;
+            if (lineno == via_at) {
+                value = PyBytes_AS_STRING(args[3]);
+                value_n = PyBytes_GET_SIZE(args[3]);
+            } else if (lineno == mf_at) {
+                value = hop_digits;
+                value_n = hop_n;
+            } else if (lineno == cl_at) {
+                value = length_digits;
+                value_n = length_n;
+            }
+            if (value) {  /* the name as written, ": ", the new value (fast._revalued) */
+                const unsigned char *colon = memchr(d + pos, ':', (size_t)(line_stop - pos));
+                Py_ssize_t name_n = colon ? colon - (d + pos) : line_stop - pos;
+                failed = put(&o, "\r\n", 2) < 0 || put(&o, d + pos, name_n) < 0 || put(&o, ": ", 2) < 0
+                         || put(&o, value, value_n) < 0;
+            } else {
+                failed = put(&o, "\r\n", 2) < 0 || put(&o, d + pos, line_stop - pos) < 0;
+            }
+        }
+        pos = line_stop + 2;
+    }
+    if (!failed && mf == Py_None)
+        failed = put(&o, "\r\nMax-Forwards: 70", 18) < 0;
+    if (!failed && cl == Py_None)
+        failed = put(&o, "\r\nContent-Length: ", 18) < 0 || put(&o, length_digits, length_n) < 0;
+    if (!failed)
+        failed = put(&o, "\r\n\r\n", 4) < 0 || put(&o, d + body_a, body_n) < 0;
+    if (failed) {
+        Py_XDECREF(o.bytes);
+        return NULL;
+    }
+    if (_PyBytes_Resize(&o.bytes, o.used) < 0)
+        return NULL;
+    return o.bytes;
 }
 
 static PyMethodDef methods[] = {
@@ -896,6 +1350,8 @@ static PyMethodDef methods[] = {
     {"fields", (PyCFunction)(void (*)(void))fields, METH_FASTCALL, fields_doc},
     {"scan", (PyCFunction)(void (*)(void))scan, METH_FASTCALL, scan_doc},
     {"response_walk", (PyCFunction)(void (*)(void))response_walk, METH_FASTCALL, response_walk_doc},
+    {"relay_response", (PyCFunction)(void (*)(void))relay_response, METH_FASTCALL, relay_response_doc},
+    {"splice", (PyCFunction)(void (*)(void))splice, METH_FASTCALL, splice_doc},
     {NULL, NULL, 0, NULL},
 };
 

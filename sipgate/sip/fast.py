@@ -422,25 +422,26 @@ def configure_walks(walk: Any) -> Any:
     return walk
 
 
-def _c_walks() -> tuple[Any, Any]:
-    """(scan, response_walk) of sipgate/sip/_walk.c, configured, or (None,
-    None): the compiled build has them (built and guarded with it, see
+def _c_walks() -> tuple[Any, Any, Any]:
+    """(scan, relay_response, splice) of sipgate/sip/_walk.c, configured,
+    or Nones: the compiled build has them (built and guarded with it, see
     sipgate.native), a build from before them and the interpreted build do
     not."""
     if not _COMPILED:
-        return None, None
+        return None, None, None
     try:
         from sipgate.sip import _walk  # type: ignore[attr-defined]
     except ImportError:
-        return None, None
+        return None, None, None
     configure_walks(_walk)
-    return _walk.scan, _walk.response_walk
+    return _walk.scan, _walk.relay_response, _walk.splice
 
 
-# scan and the response relay's walk in C where the compiled build has
-# them: the compiled scan (_fields_loop and the value loops) and
-# _response_walk_loop, value for value, at a fraction of the cost.
-_C_SCAN, _C_RESPONSE_WALK = _c_walks()
+# scan, relay_response_bytes and _splice in C where the compiled build has
+# them: _scan, _relay_response_loop and _splice, value for value, at a
+# fraction of the cost (tests/sip/test_fast_grammar.py holds them to each
+# other).
+_C_SCAN, _C_RELAY_RESPONSE, _C_SPLICE = _c_walks()
 
 
 def _request_line(line: bytes) -> tuple[bytes, bytes, bytes | None] | None:
@@ -939,13 +940,9 @@ def relay_request_bytes(s: Scanned, data: bytes, secret_key: bytes, via_prefix: 
     branch = s[BRANCH]
     if not branch or not branch.startswith(_COOKIE):
         return None
-    lines = data[:s[END]].split(b"\r\n")
     via_port = s[VIA_PORT]
     material = b"\0".join((b"3261", branch, s[VIA_HOST].encode(), str(via_port).encode() if via_port else b""))
     ours = via_prefix + _COOKIE + _keyed_hex(secret_key, 12, material)
-    body = data[s[END] + 4:]
-    if s[CONTENT_LENGTH] is not None:
-        body = body[:s[CONTENT_LENGTH]]
     # The sender's Via: received/rport (see proxy._stamp_via).
     host = source.partition("%")[0]
     params = s[VIA_PARAMS]
@@ -965,6 +962,12 @@ def relay_request_bytes(s: Scanned, data: bytes, secret_key: bytes, via_prefix: 
             top.append(b"received=" + host.encode())
         stamped = b";".join(top)
     at = s[AT]
+    if at is not None and _C_SPLICE is not None:
+        return _C_SPLICE(data, s, ours, stamped, record_route, pop_route)  # type: ignore[no-any-return]
+    lines = data[:s[END]].split(b"\r\n")
+    body = data[s[END] + 4:]
+    if s[CONTENT_LENGTH] is not None:
+        body = body[:s[CONTENT_LENGTH]]
     # (The compiled walk gives line indexes only when the lines _splice
     # keeps are in rendered form.)
     if at is not None and (_COMPILED or _normal(data, len(lines[0]), s[END])):
@@ -1088,9 +1091,9 @@ def relay_response_bytes(data: bytes, limits: SipLimits = DEFAULT_LIMITS) -> _Re
     hop port, popped Via branch, the branch material of the next Via or
     None for an RFC 2543 one), or None (the full path decides, also over
     ``limits``)."""
-    if _C_RESPONSE_WALK is not None:
-        walked = _C_RESPONSE_WALK(data, min(_MAX_LINES, limits.max_headers + 1), limits.max_header_line)
-        return None if walked is None else _response_out(data, limits, walked)
+    if _C_RELAY_RESPONSE is not None:
+        return _C_RELAY_RESPONSE(data, min(_MAX_LINES, limits.max_headers + 1),  # type: ignore[no-any-return]
+                                 limits.max_header_line, limits.max_vias)
     return _relay_response_loop(data, limits) if _COMPILED else _relay_response_split(data, limits)
 
 

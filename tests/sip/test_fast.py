@@ -517,3 +517,40 @@ def test_the_route_cache_is_bounded():
         s = scan(request("BYE", ruri="sip:pbx@127.0.0.1:5070", to_tag="pbx", routes=[f"<sip:10.0.{i // 256}.{i % 256};lr>"]))
         assert fast_module.sipgate_route(s, frozenset({"127.0.0.1"})) == (False, None)
     assert 0 < len(fast_module._ROUTES) <= fast_module._ROUTES_MAX
+
+
+def _c_walk():
+    try:
+        from sipgate.sip import _walk
+    except ImportError:
+        return None
+    from sipgate.sip import fast as fast_module
+    return fast_module.configure_walks(_walk)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(normal_request(), st.sampled_from([None, b"<sip:127.0.0.1:5060;lr;sgt=TK1>"]), st.booleans(),
+       st.sampled_from([b"", b";received=10.9.9.9", b";rport=5081;received=10.9.9.9"]))
+def test_the_c_splice_writes_the_python_splices_bytes(data, record_route, pop_route, stamp):
+    """sipgate/sip/_walk.c's splice (the compiled build's relay of a request
+    in rendered form) against fast._splice: every Record-Route and Route
+    placement, Max-Forwards and Content-Length present or not, a body."""
+    walk = _c_walk()
+    if walk is None:
+        pytest.skip("sipgate/sip/_walk.c is not built")
+    from sipgate.sip import fast as fast_module
+
+    s = fast_module._scan(data, fast_module.DEFAULT_LIMITS)
+    if s is None or s[fast_module.AT] is None:
+        event("not spliced")
+        return
+    event("spliced")
+    end = s[fast_module.END]
+    body = data[end + 4:]
+    if s[fast_module.CONTENT_LENGTH] is not None:
+        body = body[:s[fast_module.CONTENT_LENGTH]]
+    ours = b"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKours"
+    stamped = s[fast_module.VIAS][0] + stamp
+    expected = fast_module._splice(s, data[:end].split(b"\r\n"), s[fast_module.AT], body, ours, stamped,
+                                   record_route, pop_route)
+    assert walk.splice(data, s, ours, stamped, record_route, pop_route) == expected
