@@ -703,8 +703,9 @@ def _rendered(text: bytes, colon: i64, end: i64) -> bool:
 
 def _fields_loop(data: bytes, limits: SipLimits) -> _Fields | None:
     """_fields_split in one walk over the head's bytes, slicing only the
-    values it keeps: the compiled build's _fields (each byte is a few ns
-    there; interpreted, this is the slower one).  It also tells whether the
+    values it keeps: the compiled build's _fields where sipgate/sip/_walk.c
+    is not built (each byte is a few ns there; interpreted, this is the
+    slower one), and the reference of that C walk.  It also tells whether the
     lines relay_request_bytes keeps as they are (all but Max-Forwards,
     Content-Length and the first Via) are in rendered form (see _normal),
     which saves it a second walk: when one is not, at[9] is set, as for a
@@ -1200,7 +1201,8 @@ _Walked = tuple[int, list["bytes | None"], int, int, list[int], int, int, int, i
 
 def _relay_response_loop(data: bytes, limits: SipLimits) -> _Relayed | None:
     """relay_response_bytes in one walk over the head's bytes (the compiled
-    build's): the framing, the limits and the header names checked as
+    build's without sipgate/sip/_walk.c, and the reference its
+    relay_response is tested against): the framing, the limits and the header names checked as
     _fields_loop does, the values the relay reads sliced, and the output
     made of slices of ``data`` around the Via element that goes and the
     lines it renders (those not in rendered form, see _norm), as
