@@ -12,9 +12,13 @@
  * three method calls and an unrolled compression function of ~8 KiB; this
  * is one call, no allocation but the result, and the compression as a
  * loop over the message schedule (a tag is one or two blocks, so speed
- * per byte does not matter; code size does).  Built by `sipgate native
- * build` with the mypyc group and covered by the same freshness guard
- * (sipgate/native.py).
+ * per byte does not matter; code size does).
+ *
+ * keyed_hex(key, size, material) is the same keyed BLAKE2b for the Via
+ * branch of a relayed request (sipgate.sip.fast._keyed_hex), hex-encoded,
+ * with the rounds unrolled: that path runs warm, under load.  Built by
+ * `sipgate native build` with the mypyc group and covered by the same
+ * freshness guard (sipgate/native.py).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -53,17 +57,22 @@ rotr(uint64_t x, int n)
     return (x >> n) | (x << (64 - n));
 }
 
-/* One 128-byte block into h; ``t`` bytes hashed so far, this block included. */
+/* The start of a compression, shared by both forms below: the block's
+ * sixteen little-endian words into m, the working state v from h, the
+ * byte count ``t`` and the last-block flag. */
 static void
-compress(uint64_t h[8], const unsigned char block[128], uint64_t t, int last)
+start(uint64_t m[16], uint64_t v[16], const uint64_t h[8], const unsigned char block[128], uint64_t t, int last)
 {
-    uint64_t m[16], v[16];
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(m, block, 16 * sizeof(uint64_t));  /* (the machine's words are little-endian too) */
+#else
     for (int i = 0; i < 16; i++) {
         uint64_t w = 0;
         for (int j = 7; j >= 0; j--)
             w = (w << 8) | block[8 * i + j];
         m[i] = w;
     }
+#endif
     for (int i = 0; i < 8; i++) {
         v[i] = h[i];
         v[i + 8] = IV[i];
@@ -71,6 +80,22 @@ compress(uint64_t h[8], const unsigned char block[128], uint64_t t, int last)
     v[12] ^= t;
     if (last)
         v[14] = ~v[14];
+}
+
+/* The end of a compression: v folded into h. */
+static void
+finish(uint64_t h[8], const uint64_t v[16])
+{
+    for (int i = 0; i < 8; i++)
+        h[i] ^= v[i] ^ v[i + 8];
+}
+
+/* One 128-byte block into h; ``t`` bytes hashed so far, this block included. */
+static void
+compress(uint64_t h[8], const unsigned char block[128], uint64_t t, int last)
+{
+    uint64_t m[16], v[16];
+    start(m, v, h, block, t, last);
     for (int r = 0; r < 12; r++) {
         for (int g = 0; g < 8; g++) {
             int a = LANES[g][0], b = LANES[g][1], c = LANES[g][2], d = LANES[g][3];
@@ -85,8 +110,7 @@ compress(uint64_t h[8], const unsigned char block[128], uint64_t t, int last)
             v[b] = rotr(v[b] ^ v[c], 63);
         }
     }
-    for (int i = 0; i < 8; i++)
-        h[i] ^= v[i] ^ v[i + 8];
+    finish(h, v);
 }
 
 /* compress() with the rounds written out (the compiler's constant
@@ -121,27 +145,10 @@ static void
 compress_unrolled(uint64_t h[8], const unsigned char block[128], uint64_t t, int last)
 {
     uint64_t m[16], v[16];
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    memcpy(m, block, sizeof(m));  /* (the words are little-endian, as the machine's) */
-#else
-    for (int i = 0; i < 16; i++) {
-        uint64_t w = 0;
-        for (int j = 7; j >= 0; j--)
-            w = (w << 8) | block[8 * i + j];
-        m[i] = w;
-    }
-#endif
-    for (int i = 0; i < 8; i++) {
-        v[i] = h[i];
-        v[i + 8] = IV[i];
-    }
-    v[12] ^= t;
-    if (last)
-        v[14] = ~v[14];
+    start(m, v, h, block, t, last);
     ROUND(0); ROUND(1); ROUND(2); ROUND(3); ROUND(4); ROUND(5);
     ROUND(6); ROUND(7); ROUND(8); ROUND(9); ROUND(0); ROUND(1);
-    for (int i = 0; i < 8; i++)
-        h[i] ^= v[i] ^ v[i + 8];
+    finish(h, v);
 }
 
 typedef void (*compressor)(uint64_t h[8], const unsigned char block[128], uint64_t t, int last);

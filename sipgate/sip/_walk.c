@@ -1,23 +1,27 @@
 /*
- * sipgate.sip._walk: the fast path's two header walks, in C.
+ * sipgate.sip._walk: the compiled build's fast path over a datagram's bytes, in C.
  *
- * fields(data, max_lines, max_line) is sipgate.sip.fast._fields_loop and
- * response_walk(data, max_lines, max_line) the walk at the start of
- * _relay_response_loop (fast._response_walk_loop), value for value: the
+ * scan(data, max_lines, max_line, max_uri, max_vias) is sipgate.sip.fast._scan,
+ * relay_response(data, max_lines, max_line, max_vias) is
+ * fast._relay_response_loop and splice(data, s, ours, stamped, record_route,
+ * pop_route) is fast._splice, field for field and byte for byte: the
  * framing checked (every line ends in CRLF, no other CR, LF or NUL), each
- * header name classified, the values the fast path reads sliced out.
- * Compiled by mypyc, those walks index the datagram one byte at a time
- * through bounds-checked calls and were a quarter of the instructions of
- * an admitted request and two thirds of a relayed response
- * (benchmarks/README.md, "Admitted calls"); here a byte is a load and a
- * compare.  What to do with the fields stays in fast.py.
+ * header name classified, the value grammars checked, the values read
+ * sliced out, a relay's output copied in slices around the lines that
+ * change.  fields() and response_walk() are the two header walks alone
+ * (fast._fields_loop, fast._response_walk_loop), for the tests.  Compiled
+ * by mypyc, the same walks index the datagram one byte at a time through
+ * bounds-checked calls and each value grammar is a Python call; here a
+ * byte is a load and a compare (benchmarks/README.md, "the admitted path
+ * in C").  The Python functions stay as the interpreted build's code and
+ * as the reference.
  *
- * The header-name tables are fast.py's own (_T_TOKEN, _COMPACT_SLOTS,
- * _LONG_SLOTS), handed over once by configure(): one definition of which
- * names the scan reads.  Built by `sipgate native build` with the mypyc
- * group and covered by the same freshness guard (sipgate/native.py);
- * tests/sip/test_fast_grammar.py holds both walks to the Python ones on
- * generated and damaged messages.
+ * The header-name tables and the grammars' character classes are fast.py's
+ * own, handed over once by configure() (fast.configure_walks): one
+ * definition of the grammar.  Built by `sipgate native build` with the
+ * mypyc group and covered by the same freshness guard (sipgate/native.py);
+ * tests/sip/test_fast_grammar.py and tests/sip/test_fast.py hold each
+ * entry point to its Python twin on generated and damaged messages.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -31,6 +35,7 @@
 #define NOT_READ (-2)
 #define PROXY_REQUIRE (-3)
 #define LONG_KEYS (16 << 5)
+#define IS_BLANK(c) ((c) == ' ' || (c) == '\t')
 
 static unsigned char token[256];          /* _T_TOKEN */
 /* The value grammars' classes: _T_LABEL, _T_USER, _T_URI_PARAM, _T_SCHEME, _T_ADDR_SPEC */
@@ -144,6 +149,20 @@ name_slot(const unsigned char *d, Py_ssize_t start, Py_ssize_t stop)
     return names[key].slot;
 }
 
+/* The header line starting at ``pos``: a token name and a colon (*colon)
+ * and a CRLF (*end) within ``max_line`` bytes of ``pos``; 0 when it is
+ * not (fast._colon, fast._line_end and the length check of both walks). */
+static int
+header_line(const unsigned char *d, Py_ssize_t pos, Py_ssize_t n, Py_ssize_t max_line, Py_ssize_t *colon,
+            Py_ssize_t *end)
+{
+    *colon = colon_at(d, pos, n);
+    if (*colon < 0)
+        return 0;
+    *end = line_end(d, *colon + 1, n);
+    return *end >= 0 && *end - pos <= max_line;
+}
+
 /* The line with its colon at ``colon`` and end at ``end`` is "Name: value"
  * with no blank at either end of the value (fast._rendered). */
 static int
@@ -152,16 +171,16 @@ rendered(const unsigned char *d, Py_ssize_t colon, Py_ssize_t end)
     if (colon + 2 >= end || d[colon + 1] != ' ')
         return 0;
     unsigned char c = d[colon + 2], last = d[end - 1];
-    return c != ' ' && c != '\t' && last != ' ' && last != '\t';
+    return !IS_BLANK(c) && !IS_BLANK(last);
 }
 
 /* d[a:b] without blanks at either end, as bounds (fast._trimmed). */
 static void
 trim(const unsigned char *d, Py_ssize_t *a, Py_ssize_t *b)
 {
-    while (*a < *b && (d[*a] == ' ' || d[*a] == '\t'))
+    while (*a < *b && IS_BLANK(d[*a]))
         (*a)++;
-    while (*b > *a && (d[*b - 1] == ' ' || d[*b - 1] == '\t'))
+    while (*b > *a && IS_BLANK(d[*b - 1]))
         (*b)--;
 }
 
@@ -207,8 +226,6 @@ tuple5(PyObject *end, PyObject *line0, PyObject *vias, PyObject *values, PyObjec
     return t;
 }
 
-#define REFUSE do { result = Py_None; Py_INCREF(result); goto done; } while (0)
-
 /* What the request walk found: the values of the slots it reads (owned
  * references or NULL), the Via values (a list), line indexes as fast.AT
  * (at[9]: no indexes), the offset of the empty line and the length of the
@@ -244,13 +261,8 @@ walk_fields(const unsigned char *d, Py_ssize_t n, Py_ssize_t max_lines, Py_ssize
     Py_ssize_t pos = i + 2, lineno = 0;
     int normal = 1;  /* every line so far rendered */
     while (pos + 1 >= n || d[pos] != 13 || d[pos + 1] != 10) {
-        if (++lineno >= max_lines)
-            return 0;
-        Py_ssize_t k = colon_at(d, pos, n);
-        if (k < 0)
-            return 0;
-        Py_ssize_t e = line_end(d, k + 1, n);
-        if (e < 0 || e - pos > max_line)
+        Py_ssize_t k, e;
+        if (++lineno >= max_lines || !header_line(d, pos, n, max_line, &k, &e))
             return 0;
         int slot = name_slot(d, pos, k);
         if (slot == PROXY_REQUIRE)
@@ -517,14 +529,14 @@ name_addr(const unsigned char *p, Py_ssize_t n)
         if (i == n)
             return -1;
         i++;
-        while (i < n && (p[i] == ' ' || p[i] == '\t'))
+        while (i < n && IS_BLANK(p[i]))
             i++;
     } else if (n && token[p[0]]) {
         for (;;) {
             while (i < n && token[p[i]])
                 i++;
             Py_ssize_t blank = i;
-            while (i < n && (p[i] == ' ' || p[i] == '\t'))
+            while (i < n && IS_BLANK(p[i]))
                 i++;
             if (i == blank || i == n || !token[p[i]])
                 break;
@@ -628,6 +640,32 @@ lowered(const unsigned char *p, Py_ssize_t a, Py_ssize_t b)
 
 #define MAX_CSEQ 2147483647LL
 
+/* A CSeq value c[0:n]: 1-10 digits (their end in *digits) and blanks after
+ * them (what follows in *word); 0 when it does not start so
+ * (fast._cseq_number). */
+static int
+cseq_number(const unsigned char *c, Py_ssize_t n, Py_ssize_t *digits, Py_ssize_t *word)
+{
+    Py_ssize_t i = 0;
+    while (i < n && c[i] >= '0' && c[i] <= '9')
+        i++;
+    if (i == 0 || i > 10)
+        return 0;
+    Py_ssize_t j = i;
+    while (j < n && IS_BLANK(c[j]))
+        j++;
+    *digits = i;
+    *word = j;
+    return j > i;
+}
+
+/* The value of a bytes object of 1-10 ASCII digits, or -1 (fast._uint). */
+static long long
+bytes_uint(PyObject *digits)
+{
+    return uint_value((const unsigned char *)PyBytes_AS_STRING(digits), PyBytes_GET_SIZE(digits));
+}
+
 PyDoc_STRVAR(scan_doc,
 "scan(data, max_lines, max_line, max_uri, max_vias) -> tuple | None\n\n"
 "sipgate.sip.fast.scan (the compiled build's) in one call: the 21 fields of\n"
@@ -666,27 +704,20 @@ scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         goto refuse;
     /* CSeq: 1-10 digits, blanks, the request's method (fast._cseq_loop) */
     const unsigned char *c = (const unsigned char *)PyBytes_AS_STRING(cseq);
-    Py_ssize_t cn = PyBytes_GET_SIZE(cseq), digits = 0;
-    while (digits < cn && c[digits] >= '0' && c[digits] <= '9')
-        digits++;
-    if (digits == 0 || digits > 10)
-        goto refuse;
-    Py_ssize_t word = digits;
-    while (word < cn && (c[word] == ' ' || c[word] == '\t'))
-        word++;
-    if (word == digits || method_index(c + word, cn - word) != method)
+    Py_ssize_t cn = PyBytes_GET_SIZE(cseq), digits, word;
+    if (!cseq_number(c, cn, &digits, &word) || method_index(c + word, cn - word) != method)
         goto refuse;
     long long number = uint_value(c, digits);
     if (number > MAX_CSEQ)
         goto refuse;
     long long max_forwards = -2, length = -2;  /* (-2: absent) */
     if (w.values[4]) {
-        max_forwards = uint_value((const unsigned char *)PyBytes_AS_STRING(w.values[4]), PyBytes_GET_SIZE(w.values[4]));
+        max_forwards = bytes_uint(w.values[4]);
         if (max_forwards < 0)
             goto refuse;
     }
     if (w.values[5]) {
-        length = uint_value((const unsigned char *)PyBytes_AS_STRING(w.values[5]), PyBytes_GET_SIZE(w.values[5]));
+        length = bytes_uint(w.values[5]);
         if (length < 0 || n - w.end - 4 < length)
             goto refuse;
     }
@@ -776,7 +807,7 @@ status_line(const unsigned char *d, Py_ssize_t n)
     if (d[8] < '1' || d[8] > '6' || d[9] < '0' || d[9] > '9' || d[10] < '0' || d[10] > '9' || d[11] != ' ')
         return 0;
     unsigned char c = d[12];
-    if (c == ' ' || c == '\t' || d[n - 1] == ' ' || d[n - 1] == '\t')
+    if (IS_BLANK(c) || IS_BLANK(d[n - 1]))
         return 0;
     for (Py_ssize_t x = 13; x < n - 1; x++)
         if (d[x] == 13 || d[x] == 10)
@@ -810,13 +841,8 @@ walk_response(const unsigned char *d, Py_ssize_t n, Py_ssize_t max_lines, Py_ssi
         return 0;
     Py_ssize_t pos = i + 2, lineno = 0;
     while (pos + 1 >= n || d[pos] != 13 || d[pos + 1] != 10) {
-        if (++lineno >= max_lines || lineno >= MAX_WALKED_LINES)
-            return 0;
-        Py_ssize_t k = colon_at(d, pos, n);
-        if (k < 0)
-            return 0;
-        Py_ssize_t e = line_end(d, k + 1, n);
-        if (e < 0 || e - pos > max_line)
+        Py_ssize_t k, e;
+        if (++lineno >= max_lines || lineno >= MAX_WALKED_LINES || !header_line(d, pos, n, max_line, &k, &e))
             return 0;
         if (!rendered(d, k, e)) {  /* (a line the output renders) */
             w->mark[w->marks++] = pos;
@@ -831,7 +857,7 @@ walk_response(const unsigned char *d, Py_ssize_t n, Py_ssize_t max_lines, Py_ssi
                 if (c == ',') {
                     w->commas++;
                     blank = 0;
-                } else if (c != ' ' && c != '\t') {
+                } else if (!IS_BLANK(c)) {
                     blank = 0;
                 }
             }
@@ -932,9 +958,6 @@ done:
     return result;
 }
 
-/* p[a:b] without blanks (space, tab) at either end, as bounds. */
-#define IS_BLANK(c) ((c) == ' ' || (c) == '\t')
-
 /* fast._hops over the popped Via element top[0:tn] and the next hop's
  * next[0:nn]: 1 with the answer's six items set (new references), 0 for
  * the full path, -1 with an exception set. */
@@ -1006,15 +1029,6 @@ typedef struct {
     Py_ssize_t a, b;
 } Span;
 
-static void
-strip_span(Span *s)
-{
-    while (s->a < s->b && IS_BLANK(s->p[s->a]))
-        s->a++;
-    while (s->b > s->a && IS_BLANK(s->p[s->b - 1]))
-        s->b--;
-}
-
 /* Every comma-separated element of p[a:b] is non-blank; the first one's
  * bounds, stripped, in *first, and the second's in *second (if any).
  * Returns the number of elements, or 0 when one is blank. */
@@ -1025,7 +1039,7 @@ elements(const unsigned char *p, Py_ssize_t a, Py_ssize_t b, Span *first, Span *
     for (Py_ssize_t x = a; x <= b; x++) {
         if (x == b || p[x] == ',') {
             Span e = {p, start, x};
-            strip_span(&e);
+            trim(p, &e.a, &e.b);
             if (e.a == e.b)
                 return 0;
             if (count == 0)
@@ -1071,15 +1085,8 @@ relay_response(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_NONE;  /* (commas may be inside quotes: declining is always safe) */
     /* fast._response_body: CSeq (fast._cseq_any_loop), Max-Forwards, Content-Length */
     const unsigned char *c = d + w.value_a[3];
-    Py_ssize_t cn = w.value_b[3] - w.value_a[3], digits = 0;
-    while (digits < cn && c[digits] >= '0' && c[digits] <= '9')
-        digits++;
-    if (digits == 0 || digits > 10)
-        Py_RETURN_NONE;
-    Py_ssize_t word = digits;
-    while (word < cn && IS_BLANK(c[word]))
-        word++;
-    if (word == digits || word == cn)
+    Py_ssize_t cn = w.value_b[3] - w.value_a[3], digits, word;
+    if (!cseq_number(c, cn, &digits, &word) || word == cn)
         Py_RETURN_NONE;
     for (Py_ssize_t x = word; x < cn; x++)
         if (!token[c[x]])

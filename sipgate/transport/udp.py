@@ -187,8 +187,8 @@ class _Judge:
         return bool(self.contains(source))
 
 
-# Hosts an EdgeProtocol keeps a _Judge for, per table: past this many the
-# cache starts over (a host that names no trunk is never kept).
+# Hosts and sgt= SIDs an EdgeProtocol keeps a _Judge for, per table: past
+# this many the cache starts over (one that names no trunk is never kept).
 _JUDGES_MAX: Final = 1024
 
 
@@ -201,12 +201,10 @@ class EdgeProtocol(asyncio.DatagramProtocol):
         self.transport: Any = None  # (sendto is all the receive path uses)
         # The same transport when it is a SocketTransport: a direct call.
         self.socket_transport: SocketTransport | None = None
-        # The fast path's _Judge of each Request-URI host, for ``judged``.
-        self.judges: dict[str, _Judge] = {}
+        # The fast path's _Judge of each Request-URI host (str) and of each
+        # sgt= trunk SID of sipgate's Route (bytes, in-dialog), for ``judged``.
+        self.judges: dict[str | bytes, _Judge] = {}
         self.judged: Any = None
-        # The same by the sgt= trunk SID of sipgate's Route (in-dialog).
-        self.sid_judges: dict[bytes, _Judge] = {}
-        self.judged_sids: Any = None
         self.reconfigure()
         # A dual-stack IPv6 socket (bound to ::) reports IPv4 peers as
         # ::ffff:a.b.c.d and can only send to them in that form.
@@ -398,35 +396,31 @@ class EdgeProtocol(asyncio.DatagramProtocol):
     def _judge(self, host: str, table: AdmissionTable) -> _Judge | None:
         """The _Judge of the trunk ``host`` names in ``table`` (the one in
         force), or None when it names none."""
-        if table is not self.judged:
-            self.judges = {}
-            self.judged = table
-        judge = self.judges.get(host)
-        if judge is None:
-            trunk = trunk_for_host(host, table, self.ctx)
-            if trunk is None:
-                return None
-            judge = _Judge(trunk)
-            if len(self.judges) >= _JUDGES_MAX:
-                self.judges = {}
-            self.judges[host] = judge
-        return judge
+        judge = self._kept(host, table)
+        return judge if judge is not None else self._keep(host, trunk_for_host(host, table, self.ctx))
 
     def _judge_sid(self, sgt: bytes, table: AdmissionTable) -> _Judge | None:
         """The _Judge of the trunk an sgt= parameter names in ``table``, or
-        None when it names none (in-dialog requests: see _judge)."""
-        if table is not self.judged_sids:
-            self.sid_judges = {}
-            self.judged_sids = table
-        judge = self.sid_judges.get(sgt)
-        if judge is None:
-            trunk = table.by_sid.get(sgt.decode("ascii", "replace"))
-            if trunk is None:
-                return None
-            judge = _Judge(trunk)
-            if len(self.sid_judges) >= _JUDGES_MAX:
-                self.sid_judges = {}
-            self.sid_judges[sgt] = judge
+        None when it names none (in-dialog requests)."""
+        judge = self._kept(sgt, table)
+        return judge if judge is not None else self._keep(sgt, table.by_sid.get(sgt.decode("ascii", "replace")))
+
+    def _kept(self, key: str | bytes, table: AdmissionTable) -> _Judge | None:
+        """The _Judge kept for ``key`` (a Request-URI host, or an sgt= SID as
+        bytes, never equal to a host) while ``table`` is in force."""
+        if table is not self.judged:
+            self.judges = {}
+            self.judged = table
+        return self.judges.get(key)
+
+    def _keep(self, key: str | bytes, trunk: TrunkEntry | None) -> _Judge | None:
+        """A _Judge of ``trunk`` kept for ``key``; None for no trunk (not kept)."""
+        if trunk is None:
+            return None
+        judge = _Judge(trunk)
+        if len(self.judges) >= _JUDGES_MAX:
+            self.judges = {}
+        self.judges[key] = judge
         return judge
 
     def _fast_relay(self, s: tuple, data: bytes, source: str, port: int, rr: bytes | None, pop: bool,
