@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterable
@@ -24,6 +25,17 @@ ACCOUNT_SID = "AC00000000000000000000000000000001"
 AUTH_TOKEN = "test-token-1"
 OTHER_ACCOUNT_SID = "AC00000000000000000000000000000002"
 OTHER_AUTH_TOKEN = "test-token-2"
+
+# test_native runs the receive path's differential tests a second time, on
+# the interpreted sources, after the compiled run has generated the full
+# number of examples against the same references: that re-run (and only it)
+# sets SIPGATE_TEST_RERUN and takes a quarter of each test's examples.
+RERUN = os.environ.get("SIPGATE_TEST_RERUN") == "1"
+
+
+def examples(n: int) -> int:
+    """``max_examples`` for a test that the pure-Python re-run repeats."""
+    return max(n // 4, 25) if RERUN else n
 
 
 def request(
@@ -155,34 +167,75 @@ def write_config(tmp_path: Path, pbx_port: int, extra: str = "", flood: bool = F
     return path
 
 
-class Serving:
-    """A `sipgate serve` subprocess; learns its ports from its log."""
+class Process:
+    """A ``sipgate`` subprocess whose stderr a daemon thread reads into
+    ``log`` line by line, so that no wait blocks on the pipe and a chatty
+    process never stalls on a full one; stopped by its PID."""
 
-    def __init__(self, args: list[str], timeout: float = 20.0) -> None:
-        self.proc = subprocess.Popen([*SIPGATE, *args], stderr=subprocess.PIPE, text=True)
-        self.sip_port = self.metrics_port = self.api_port = 0
-        deadline = time.monotonic() + timeout
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen([*SIPGATE, *args], stderr=subprocess.PIPE, text=True, env=env)
         self.log: list[str] = []
-        while not (self.sip_port and self.metrics_port and self.api_port):
-            assert time.monotonic() < deadline, "sipgate did not start:\n" + "".join(self.log)
-            line = self.proc.stderr.readline()
-            assert line, "sipgate exited:\n" + "".join(self.log)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
             self.log.append(line)
-            if m := re.search(r"SIP/UDP listening on 127\.0\.0\.1:(\d+)", line):
-                self.sip_port = int(m.group(1))
-            if m := re.search(r"metrics on http://127\.0\.0\.1:(\d+)", line):
-                self.metrics_port = int(m.group(1))
-            if m := re.search(r"API on http://127\.0\.0\.1:(\d+)", line):
-                self.api_port = int(m.group(1))
+
+    def wait_for(self, pattern: str, timeout: float = 20.0, start: int = 0) -> re.Match:
+        """The first match of ``pattern`` in a log line from index ``start``
+        on, waiting at most ``timeout`` seconds for it to be written."""
+        deadline = time.monotonic() + timeout
+        while True:
+            reading = self._reader.is_alive()  # (before the scan: its last lines are in by then)
+            for line in self.log[start:]:
+                if m := re.search(pattern, line):
+                    return m
+            assert reading, "sipgate exited:\n" + "".join(self.log)
+            assert time.monotonic() < deadline, f"no {pattern!r} in:\n" + "".join(self.log)
+            time.sleep(0.02)
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.proc.pid, sig)
 
     def stop(self, timeout: float = 10.0) -> int:
-        os.kill(self.proc.pid, signal.SIGTERM)
+        """SIGTERM by PID; killed if it does not exit in time."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
         try:
             return self.proc.wait(timeout)
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
+            self._reader.join(5)
+
+    def output(self) -> str:
+        """Everything it wrote to stderr (all of it once it is stopped)."""
+        return "".join(self.log)
+
+
+class Serving(Process):
+    """A `sipgate serve` subprocess; learns its ports from its log, and is
+    stopped if it does not start."""
+
+    def __init__(self, args: list[str], timeout: float = 20.0) -> None:
+        super().__init__(args)
+        self.sip_port = self.metrics_port = self.api_port = 0
+        try:
+            self.started(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def started(self, timeout: float) -> None:
+        """Wait for the lines naming the SIP, metrics and API ports."""
+        deadline = time.monotonic() + timeout
+        self.sip_port = int(self.wait_for(r"SIP/UDP listening on 127\.0\.0\.1:(\d+)", timeout).group(1))
+        self.metrics_port = int(self.wait_for(r"metrics on http://127\.0\.0\.1:(\d+)",
+                                              max(deadline - time.monotonic(), 0)).group(1))
+        self.api_port = int(self.wait_for(r"API on http://127\.0\.0\.1:(\d+)",
+                                          max(deadline - time.monotonic(), 0)).group(1))
 
 
 DEMO_SEED = Path(__file__).resolve().parent.parent / "config" / "demo-seed.toml"

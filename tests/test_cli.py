@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -12,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ALLOWED, DEMO_DOMAIN, DENIED, SIPGATE, Serving, UdpPeer, request, write_config
+from helpers import ALLOWED, DEMO_DOMAIN, DENIED, SIPGATE, Process, Serving, UdpPeer, request, write_config
 from sipgate.sip import parse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,35 +121,18 @@ def test_serve_with_a_broken_config_names_every_problem(tmp_path):
     ]
 
 
-def _first_lines_until(proc: subprocess.Popen, pattern: str) -> list[str]:
-    lines: list[str] = []
-    deadline = time.monotonic() + 20
-    while not (lines and re.search(pattern, lines[-1])):
-        assert time.monotonic() < deadline, "".join(lines)
-        line = proc.stderr.readline()
-        assert line, "sipgate exited:\n" + "".join(lines)
-        lines.append(line)
-    return lines
-
-
 def test_log_level_from_config_unless_given_on_the_command_line(tmp_path):
     """[log] level = "WARNING" keeps the INFO lines out; --log-level wins."""
     config = write_config(tmp_path, 5070, extra='[log]\nlevel = "warning"\n')
     # The store's directory does not exist: sipgate logs an ERROR and waits.
     config.write_text(config.read_text().replace(str(tmp_path / "edge.db"), str(tmp_path / "none" / "edge.db")))
     for argv, info_shown in (([], False), (["--log-level", "info"], True)):
-        proc = subprocess.Popen([*SIPGATE, *argv, "serve", "--config", str(config)],
-                                stderr=subprocess.PIPE, text=True)
+        proc = Process([*argv, "serve", "--config", str(config)])
         try:
-            lines = _first_lines_until(proc, r"ERROR .*not ready, retrying")
+            proc.wait_for(r"ERROR .*not ready, retrying")
         finally:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                assert proc.wait(10) == 0
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
+            assert proc.stop() == 0
+        lines = proc.log
         assert any(" INFO " in line for line in lines) is info_shown, lines
         if info_shown:
             assert any("metrics on http://127.0.0.1:" in line for line in lines)

@@ -368,8 +368,7 @@ def test_store_locked_then_full_answers_503_keeps_enforcing_and_recovers(tmp_pat
             if locker is not None:
                 locker.close()
             assert server.stop() == 0
-        rest = server.proc.stderr.read()  # its log after the start-up lines Serving read
-        assert "store unavailable" in rest and "Traceback" not in rest
+        assert "store unavailable" in server.output() and "Traceback" not in server.output()
     db = sqlite3.connect(db_path)
     try:
         assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
@@ -435,7 +434,7 @@ def test_pbx_down_keeps_serving_then_pbx_appears(tmp_path):
             assert server.proc.poll() is None
     finally:
         assert server.stop() == 0
-    assert "does not answer: its port is closed" in server.proc.stderr.read() + "".join(server.log)
+    assert "does not answer: its port is closed" in server.output()
 
 
 # -- 4. The reloader while the store fails ----------------------------------

@@ -97,8 +97,7 @@ def test_sipp_flood_is_banned_while_admitted_sipp_calls_complete(tmp_path, pbx_p
             assert parse(other.recv()[0]).status == 403
     finally:
         assert server.stop() == 0
-    rest = server.proc.stderr.read()
-    assert "flood: 127.0.0.3 banned for 30 s after 31 rejected requests" in rest + "".join(server.log)
+    assert "flood: 127.0.0.3 banned for 30 s after 31 rejected requests" in server.output()
 
 
 def api_add_address(server: Serving, address: str) -> None:

@@ -12,20 +12,18 @@
 
 from __future__ import annotations
 
-import os
-import re
-import threading
 import signal
-import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from helpers import (
     DEMO_SEED,
     DENIED,
-    SIPGATE,
+    Process,
     Serving,
     UdpPeer,
     basic,
@@ -44,45 +42,6 @@ def get(port: int, path: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def follow(proc: subprocess.Popen, log: list[str]) -> None:
-    """Append the process's stderr lines to ``log`` from a daemon thread
-    (until EOF), so waiting for a line never blocks on the pipe."""
-    if getattr(proc, "_followed", False):
-        return
-    proc._followed = True  # type: ignore[attr-defined]
-
-    def pump() -> None:
-        for line in proc.stderr:
-            log.append(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-
-
-def read_until(proc: subprocess.Popen, log: list[str], pattern: str, timeout: float = 20.0,
-               start: int = 0) -> re.Match:
-    """Wait until a line of the process's stderr from index ``start`` on
-    matches ``pattern``."""
-    follow(proc, log)
-    deadline = time.monotonic() + timeout
-    while True:
-        for line in log[start:]:
-            if m := re.search(pattern, line):
-                return m
-        assert time.monotonic() < deadline, f"no {pattern!r} in:\n" + "".join(log)
-        assert proc.poll() is None or len(log) > start, "sipgate exited:\n" + "".join(log)
-        time.sleep(0.05)
-
-
-def stop(proc: subprocess.Popen, timeout: float = 10.0) -> int:
-    os.kill(proc.pid, signal.SIGTERM)
-    try:
-        return proc.wait(timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
 def test_healthy_and_ready_once_serving(sipgate_edge):
     assert get(sipgate_edge.metrics_port, "/-/healthy") == (200, "sipgate is healthy\n")
     assert get(sipgate_edge.metrics_port, "/-/ready") == (200, "sipgate is ready\n")
@@ -96,18 +55,16 @@ def test_not_ready_while_the_store_cannot_be_reached_at_start(tmp_path):
         config = write_config(tmp_path, pbx.address[1])
         missing = tmp_path / "not-yet"
         config.write_text(config.read_text().replace(str(tmp_path / "edge.db"), str(missing / "edge.db")))
-        proc = subprocess.Popen([*SIPGATE, "serve", "--config", str(config), "--seed", str(DEMO_SEED)],
-                                stderr=subprocess.PIPE, text=True)
-        log: list[str] = []
+        proc = Process(["serve", "--config", str(config), "--seed", str(DEMO_SEED)])
         try:
-            port = int(read_until(proc, log, r"metrics on http://127\.0\.0\.1:(\d+)").group(1))
-            read_until(proc, log, r"not ready, retrying")
+            port = int(proc.wait_for(r"metrics on http://127\.0\.0\.1:(\d+)").group(1))
+            proc.wait_for(r"not ready, retrying")
             assert get(port, "/-/healthy")[0] == 200
             status, text = get(port, "/-/ready")
             assert status == 503 and "store" in text, text
-            assert not any("SIP/UDP listening" in line for line in log)
+            assert not any("SIP/UDP listening" in line for line in proc.log)
             missing.mkdir()  # the store can be opened now
-            sip_port = int(read_until(proc, log, r"SIP/UDP listening on 127\.0\.0\.1:(\d+)").group(1))
+            sip_port = int(proc.wait_for(r"SIP/UDP listening on 127\.0\.0\.1:(\d+)").group(1))
             deadline = time.monotonic() + 10
             while get(port, "/-/ready")[0] != 200:
                 assert time.monotonic() < deadline, "never ready"
@@ -115,29 +72,49 @@ def test_not_ready_while_the_store_cannot_be_reached_at_start(tmp_path):
             denied.send(request(via_host=f"{DENIED}:{denied.address[1]}"), ("127.0.0.1", sip_port))
             assert parse(denied.recv()[0]).status == 403
         finally:
-            assert stop(proc) == 0
+            assert proc.stop() == 0
 
 
 def test_sigterm_while_waiting_for_the_store_exits_cleanly(tmp_path):
     config = write_config(tmp_path, 5070)
     config.write_text(config.read_text().replace(str(tmp_path / "edge.db"), str(tmp_path / "never" / "edge.db")))
-    proc = subprocess.Popen([*SIPGATE, "serve", "--config", str(config)], stderr=subprocess.PIPE, text=True)
-    log: list[str] = []
+    proc = Process(["serve", "--config", str(config)])
     try:
-        read_until(proc, log, r"not ready, retrying")
+        proc.wait_for(r"not ready, retrying")
     finally:
         started = time.monotonic()
-        assert stop(proc) == 0
+        assert proc.stop() == 0
     assert time.monotonic() - started < 5
+
+
+def test_a_serve_that_never_starts_is_stopped_by_the_harness(tmp_path):
+    """The tests' own harness: a `sipgate serve` that never binds its
+    listener (the store's directory is missing) fails Serving in bounded
+    time with its log, and is stopped, not left behind."""
+    config = write_config(tmp_path, 5070)
+    config.write_text(config.read_text().replace(str(tmp_path / "edge.db"), str(tmp_path / "never" / "edge.db")))
+    seen: list[Serving] = []
+
+    class Watched(Serving):
+        def started(self, timeout: float) -> None:
+            seen.append(self)
+            super().started(timeout)
+
+    started = time.monotonic()
+    with pytest.raises(AssertionError, match="not ready, retrying"):
+        Watched(["serve", "--config", str(config)], timeout=5)
+    assert time.monotonic() - started < 15
+    assert seen and seen[0].proc.poll() == 0  # SIGTERM by PID: a clean exit
+    assert not seen[0]._reader.is_alive()
 
 
 def _hup_and_wait(server: Serving, *expect: str) -> None:
     """SIGHUP, then read the log until each pattern has matched, in order
     (the last one being the line that ends the reload)."""
     start = len(server.log)
-    os.kill(server.proc.pid, signal.SIGHUP)
+    server.signal(signal.SIGHUP)
     for pattern in expect:
-        m = read_until(server.proc, server.log, pattern, start=start)
+        m = server.wait_for(pattern, start=start)
         start = next(i for i in range(start, len(server.log)) if m.string is server.log[i]) + 1
 
 

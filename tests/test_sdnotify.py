@@ -14,7 +14,6 @@ import signal
 import socket
 import struct
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import DEMO_SEED, DENIED, SIPGATE, UdpPeer, request, write_config
+from helpers import DEMO_SEED, DENIED, SIPGATE, Process, UdpPeer, request, write_config
 from sipgate import sdnotify
 from sipgate.sip import parse
 
@@ -164,46 +163,6 @@ def test_a_full_receiver_never_blocks_the_sender(path_socket):
 # -- a real `sipgate serve` --------------------------------------------------------
 
 
-class Process:
-    """`sipgate serve` with $NOTIFY_SOCKET; its stderr read by a thread."""
-
-    def __init__(self, args: list[str], notify_socket: str) -> None:
-        env = dict(os.environ, NOTIFY_SOCKET=notify_socket)
-        self.proc = subprocess.Popen([*SIPGATE, *args], stderr=subprocess.PIPE, text=True, env=env)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    def wait_for(self, pattern: str, timeout: float = 20.0) -> re.Match:
-        deadline = time.monotonic() + timeout
-        while True:
-            for line in list(self.lines):
-                if m := re.search(pattern, line):
-                    return m
-            assert self.proc.poll() is None or self._reader.is_alive(), "sipgate exited:\n" + "".join(self.lines)
-            assert time.monotonic() < deadline, f"no {pattern!r} in:\n" + "".join(self.lines)
-            time.sleep(0.02)
-
-    def signal(self, sig: int) -> None:
-        os.kill(self.proc.pid, sig)
-
-    def stop(self, timeout: float = 10.0) -> int:
-        """SIGTERM by PID; killed if it does not exit in time."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-            self._reader.join(5)
-
-
 def http_status(port: int, path: str) -> int:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
@@ -223,7 +182,8 @@ def test_serve_reports_ready_reloading_and_stopping(tmp_path):
         good = config.read_text()
         later = tmp_path / "later"  # the store's directory, created once sipgate waits for it
         config.write_text(good.replace(str(tmp_path / "edge.db"), str(later / "edge.db")))
-        server = Process(["serve", "--config", str(config), "--seed", str(DEMO_SEED)], notify.name)
+        server = Process(["serve", "--config", str(config), "--seed", str(DEMO_SEED)],
+                         dict(os.environ, NOTIFY_SOCKET=notify.name))
         try:
             metrics_port = int(server.wait_for(r"metrics on http://127\.0\.0\.1:(\d+)").group(1))
             server.wait_for(r"not ready, retrying")
@@ -278,7 +238,8 @@ def test_only_the_main_process_notifies_with_workers(tmp_path):
     quiet; one READY=1 and one STOPPING=1, both from the main PID."""
     notify = NotifySocket(f"@sipgate-test-{os.getpid()}-{uuid.uuid4().hex}")
     config = write_config(tmp_path, 5070)
-    server = Process(["serve", "--config", str(config), "--workers", "2"], notify.name)
+    server = Process(["serve", "--config", str(config), "--workers", "2"],
+                     dict(os.environ, NOTIFY_SOCKET=notify.name))
     try:
         message, pid = notify.recv(20)
         assert pid == server.proc.pid and fields(message)["READY"] == "1", message

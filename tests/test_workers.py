@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -25,23 +24,6 @@ def children_of(pid: int) -> list[int]:
     return out
 
 
-def wait_for_log(server: Serving, text: str, timeout: float = 20.0) -> None:
-    """Wait until a line of the server's log contains ``text``: bounded,
-    whether or not the server writes anything more (a thread reads the
-    log into ``server.log`` from the first call on)."""
-    if not getattr(server, "follower", None):
-        def pump() -> None:
-            for line in server.proc.stderr:
-                server.log.append(line)
-
-        server.follower = threading.Thread(target=pump, daemon=True)  # type: ignore[attr-defined]
-        server.follower.start()  # type: ignore[attr-defined]
-    deadline = time.monotonic() + timeout
-    while not any(text in line for line in list(server.log)):
-        assert time.monotonic() < deadline, f"no {text!r} in the log:\n" + "".join(server.log)
-        time.sleep(0.02)
-
-
 def gone(pid: int, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -60,7 +42,7 @@ def test_second_worker_serves_the_shared_socket_and_stops_with_the_first(tmp_pat
         server = Serving(["serve", "--config", str(write_config(tmp_path, pbx.address[1])), "--seed", str(DEMO_SEED),
                           "--workers", "2"])
         try:
-            wait_for_log(server, "(worker 1)")
+            server.wait_for(r"\(worker 1\)")
             workers = children_of(server.proc.pid)
             assert len(workers) == 1, workers
             edge = ("127.0.0.1", server.sip_port)
@@ -88,7 +70,7 @@ def test_workers_die_with_worker_zero(tmp_path):
     with UdpPeer("127.0.0.1") as pbx:
         server = Serving(["serve", "--config", str(write_config(tmp_path, pbx.address[1])), "--workers", "3"])
         try:
-            wait_for_log(server, "(worker 2)")
+            server.wait_for(r"\(worker 2\)")
             workers = children_of(server.proc.pid)
             assert len(workers) == 2, workers
         finally:
@@ -112,7 +94,7 @@ def test_a_write_through_the_api_is_enforced_by_every_worker_at_once(tmp_path):
         config.write_text(config.read_text().replace("poll_interval = 0.1", "poll_interval = 60"))
         server = Serving(["serve", "--config", str(config), "--seed", str(DEMO_SEED), "--workers", "2"])
         try:
-            wait_for_log(server, "(worker 1)")
+            server.wait_for(r"\(worker 1\)")
             edge = ("127.0.0.1", server.sip_port)
             auth = basic()
             lists = f"http://127.0.0.1:{server.api_port}/2010-04-01/Accounts/{ACCOUNT_SID}/SIP/IpAccessControlLists"
@@ -147,7 +129,7 @@ def test_sighup_to_worker_zero_reaches_every_worker(tmp_path):
         config = write_config(tmp_path, pbx.address[1])
         server = Serving(["serve", "--config", str(config), "--seed", str(DEMO_SEED), "--workers", "2"])
         try:
-            wait_for_log(server, "(worker 1)")
+            server.wait_for(r"\(worker 1\)")
             (worker,) = children_of(server.proc.pid)
             edge = ("127.0.0.1", server.sip_port)
 
@@ -163,7 +145,7 @@ def test_sighup_to_worker_zero_reaches_every_worker(tmp_path):
                 os.kill(server.proc.pid, signal.SIGCONT)
             config.write_text(config.read_text().replace("[sip]\n", '[sip]\nunknown_host = "drop"\n', 1))
             os.kill(server.proc.pid, signal.SIGHUP)
-            wait_for_log(server, "applied (worker 1)")
+            server.wait_for(r"applied \(worker 1\)")
             assert any("applied (worker 0)" in line for line in server.log)
             assert not any("next restart" in line for line in server.log), "".join(server.log)
             os.kill(server.proc.pid, signal.SIGSTOP)

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+from helpers import examples
 from sipgate.acl import PrefixMatcher, normalize_network, parse_address
 from sipgate.acl.address import parse_ipv4, parse_ipv6
 from sipgate.acl.matcher import _BULK_MIN, _bulk_groups, _entry_groups, _factory_source
@@ -121,14 +122,14 @@ def check(m: PrefixMatcher[int], entries: list[tuple[str, int | None, int]], pro
         assert PrefixMatcher.contains(m, probe) is bool(expected), probe  # type: ignore[arg-type]
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(table(), st.data())
 def test_specialised_lookups_agree_with_linear_scan(entries, data) -> None:
     m = PrefixMatcher.build(entries)
     check(m, entries, probes_for(entries, data) + [None, b"10.0.0.1", 167772161, "", "1.2.3.4\x00", "::1\x00"])
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=examples(100), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(table(min_size=_BULK_MIN, max_size=140, mapped=False), st.data())
 def test_bulk_build_agrees_with_linear_scan(entries, data) -> None:
     if not any(":" in text and int(ipaddress.IPv6Address(text)) >> 32 == 0xFFFF for text, _, _ in entries):
@@ -141,7 +142,7 @@ def test_bulk_build_agrees_with_linear_scan(entries, data) -> None:
     check(m, entries, probes_for(entries, data))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(ADDRESS_TEXT, max_size=40))
 def test_fast_lookups_agree_with_parse_address(texts: list[str]) -> None:
     """Every address of each family is in /0: contains() is exactly 'parse_address accepts it'."""
@@ -152,7 +153,7 @@ def test_fast_lookups_agree_with_parse_address(texts: list[str]) -> None:
         assert m.lookup(text) == (() if parsed is None else ("v4",) if parsed[0] == 4 else ("v6",)), text
 
 
-@settings(max_examples=1000)
+@settings(max_examples=examples(1000))
 @given(st.one_of(ADDRESS_TEXT, st.lists(OCTET, min_size=4, max_size=4).map(".".join)))
 @example("01.2.3.4")
 @example("::01.2.3.4")
@@ -170,7 +171,7 @@ def test_inet_pton_accepts_only_what_the_parsers_accept(text: str) -> None:
         assert parse(text) == value, (family, text)
 
 
-@settings(max_examples=1000)
+@settings(max_examples=examples(1000))
 @given(st.one_of(ADDRESS_TEXT, st.lists(OCTET, min_size=4, max_size=4).map(".".join),
                  st.text(alphabet="0123456789.", max_size=17)))
 @example("01.2.3.4")
@@ -214,7 +215,7 @@ ROWS = st.lists(st.one_of(
 ), min_size=_BULK_MIN, max_size=100)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=examples(100), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(ROWS, st.data())
 def test_bulk_groups_equal_entry_groups(rows, data) -> None:
     """Duplicates (one payload object or several), hosts, both families: the same shards."""
@@ -320,7 +321,7 @@ def test_bulk_path_is_taken_for_plain_tables() -> None:
     assert groups_as_dicts(bulk) == groups_as_dicts(_entry_groups(rows))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(table(), st.data())
 def test_lookups_without_inet_pton_agree_with_linear_scan(monkeypatch, entries, data) -> None:
     """Where inet_pton is missing or reads text differently, the generated

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from helpers import examples
 from sipgate.acl import PrefixMatcher, normalize_network, parse_address
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
@@ -78,7 +79,7 @@ def scenario(draw: st.DrawFn) -> tuple[list[tuple[str, int | None, int]], list[s
     return entries, probes
 
 
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=examples(250), deadline=None)
 @given(scenario())
 def test_matcher_agrees_with_linear_scan(case: tuple[list[tuple[str, int | None, int]], list[str]]) -> None:
     entries, probes = case
@@ -96,7 +97,7 @@ def test_matcher_agrees_with_linear_scan(case: tuple[list[tuple[str, int | None,
         assert m.contains_value(*parsed) is bool(expected), probe
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(
     st.one_of(
         st.tuples(st.integers(0, 2**32 - 1).map(lambda v: str(ipaddress.IPv4Address(v))), V4_LENGTHS),
@@ -114,7 +115,7 @@ OCTET_SPELLINGS = st.one_of(st.integers(0, 255).map(str), st.sampled_from(["010"
                                                                             "", "0x1", "\u0661", "1_0", "999"]))
 
 
-@settings(max_examples=500)
+@settings(max_examples=examples(500))
 @given(st.lists(OCTET_SPELLINGS, min_size=3, max_size=5).map(".".join),
        st.one_of(st.none(), st.integers(-2, 34), st.booleans()))
 def test_normalize_network_ipv4_fast_path_agrees_with_netaddr(text: str, prefix) -> None:
@@ -138,7 +139,7 @@ GROUP = st.one_of(st.integers(0, 0xFFFF).map(lambda v: format(v, "x")), st.sampl
                                                                                       "1.2.3.4", "01.2.3.4", "-1"]))
 
 
-@settings(max_examples=800)
+@settings(max_examples=examples(800))
 @given(st.lists(GROUP, min_size=1, max_size=9), st.integers(0, 9), st.booleans(),
        st.one_of(st.none(), st.integers(-1, 130)))
 def test_normalize_network_ipv6_fast_path_agrees_with_netaddr(groups, gap, compress, prefix) -> None:

@@ -7,12 +7,10 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import re
 import signal
 import socket
 import ssl
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -32,19 +30,10 @@ class TlsServing(Serving):
     """A `sipgate serve` whose API is HTTPS: learns the port from the
     "API on https://" line (Serving.stop stops it by PID)."""
 
-    def __init__(self, args: list[str], timeout: float = 20.0) -> None:  # noqa: D107
-        self.proc = subprocess.Popen([*SIPGATE, *args], stderr=subprocess.PIPE, text=True)
-        self.sip_port = self.metrics_port = self.api_port = 0
-        self.log: list[str] = []
-        deadline = time.monotonic() + timeout
-        while not self.api_port:
-            assert time.monotonic() < deadline, "sipgate did not start:\n" + "".join(self.log)
-            line = self.proc.stderr.readline()
-            assert line, "sipgate exited:\n" + "".join(self.log)
-            self.log.append(line)
-            if m := re.search(r"API on https://127\.0\.0\.1:(\d+)", line):
-                self.api_port = int(m.group(1))
-            assert "API on http://" not in line, line
+    def started(self, timeout: float) -> None:
+        line = self.wait_for(r"API on https?://127\.0\.0\.1:(\d+)", timeout)
+        assert line.group(0).startswith("API on https://"), line.string
+        self.api_port = int(line.group(1))
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from helpers import ALLOWED, DEMO_DOMAIN, DENIED, TRUNK_SID, demo_table, request, table
+from helpers import ALLOWED, DEMO_DOMAIN, DENIED, TRUNK_SID, demo_table, examples, request, table
 from sipgate.config import Listener, SipConfig
 from sipgate.sip import SipParseError, derive_to_tag, parse, parse_via
 from sipgate.sip.fast import BRANCH, CALL_ID, CSEQ_NUMBER, FROM_TAG, HOST, RPORT, TO_TAG, VIA_PORT, scan
@@ -321,7 +321,7 @@ SOURCES = st.sampled_from([(DENIED, 5080), (ALLOWED, 5080), (ALLOWED, 5080), ("1
                            ("::ffff:127.0.0.3", 1)])
 
 
-@settings(max_examples=2500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(2500), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(message(), SOURCES)
 @example(request(), (DENIED, 5080))
 def test_generated_messages_agree(data, source):
@@ -331,7 +331,7 @@ def test_generated_messages_agree(data, source):
     same(data, source)
 
 
-@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(800), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(response(), SOURCES)
 def test_generated_responses_agree(data, source):
     from sipgate.sip.fast import relay_response_bytes
@@ -340,7 +340,7 @@ def test_generated_responses_agree(data, source):
     same(data, source)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.integers(0, 10_000), st.binary(min_size=1, max_size=3), st.sampled_from(["replace", "insert", "delete"]),
        SOURCES)
 def test_mutated_invites_agree(position, chunk, how, source):
@@ -470,7 +470,7 @@ def normal_request(draw) -> bytes:
     return ("\r\n".join([f"{method} {ruri} SIP/2.0", *order]) + "\r\n\r\n" + body).encode()
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(1500), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(normal_request())
 def test_relays_of_normal_form_requests_agree(data):
     out = same(data, (ALLOWED, 5080))
@@ -528,7 +528,7 @@ def _c_walk():
     return fast_module.configure_walks(_walk)
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(600), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(normal_request(), st.sampled_from([None, b"<sip:127.0.0.1:5060;lr;sgt=TK1>"]), st.booleans(),
        st.sampled_from([b"", b";received=10.9.9.9", b";rport=5081;received=10.9.9.9"]))
 def test_the_c_splice_writes_the_python_splices_bytes(data, record_route, pop_route, stamp):

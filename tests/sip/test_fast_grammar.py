@@ -20,6 +20,7 @@ import pytest
 from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
+from helpers import examples
 from sipgate import native
 from sipgate.sip import fast
 
@@ -103,7 +104,7 @@ LOOPS = [
 @example(b"<sip:a@edge;lr>")
 @example(b"<sip:edge;lr")
 @example(b"<sip:edge:99999;lr>")
-@settings(max_examples=1500)
+@settings(max_examples=examples(1500))
 def test_each_loop_matches_its_expression(text):
     for loop, expected in LOOPS:
         assert loop(text) == expected(text), (loop.__name__, text)
@@ -237,7 +238,7 @@ FRAMING = st.sampled_from([b"", b"\r", b"\n", b"\x00", b" ", b"\t", b":", b"\r\n
 
 
 @given(message(), st.integers(0, 600), FRAMING, st.sampled_from([None, 3, 12, 40]))
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 def test_the_two_header_walks_agree(data, position, chunk, limit):
     """_fields_loop (the compiled build's walk) returns what _fields_split
     (the interpreted build's) does: also on framing damage and at limits."""
@@ -298,7 +299,7 @@ RESPONSE_DAMAGE = st.sampled_from([b"", b"\r", b"\n", b"\x00", b" ", b"\t", b":"
          b"From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 BYE\r\n\r\n", 0, b"", None)
 @example(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\n"
          b"Call-ID: x\r\nCSeq: 1 BYE\r\nVia: SIP/2.0/UDP b;branch=z9hG4bK2\r\n\r\n", 0, b"", None)
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=examples(600), deadline=None)
 def test_the_two_response_relays_agree(data, position, chunk, limit):
     """_relay_response_loop (the compiled build's) returns what
     _relay_response_split (the interpreted build's) does: on generated
@@ -369,7 +370,7 @@ def header_name(draw) -> bytes:
 
 
 @given(st.lists(header_name(), min_size=1, max_size=4))
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 def test_the_c_walks_read_header_names_as_the_python_ones(names):
     """Each header name classified as _NAMES / _classify do (the slot
     decides which value is read, refused, or ignored), in requests and in
@@ -411,7 +412,7 @@ SCAN_DAMAGE = st.sampled_from([b"", b"\r", b"\n", b"\x00", b" ", b"\t", b":", b"
          b"To: \"A\" <sip:a@b>;TAG=t\r\nCall-ID: c\r\nCSeq: 2147483648 INVITE\r\n\r\n", 0, b"", None)
 @example(b"ACK sips:A.B.c SIP/2.0\r\nv: SIP/2.0/UDP H.Example:5;received=1.2.3.4;rport=7;branch=z9hG4bKx\r\n"
          b"f: a b <sip:x@y>;tag=f\r\nt: <sip:a@b>;tag=t\r\ni: c\r\nCSeq: 2147483647\tACK\r\nl: 3\r\n\r\nabc", 0, b"", None)
-@settings(max_examples=800, deadline=None)
+@settings(max_examples=examples(800), deadline=None)
 def test_the_c_scan_reads_what_the_python_scan_reads(data, position, chunk, limit):
     """sipgate/sip/_walk.c's scan returns fast._scan's tuple, field for
     field (the compiled build's receive path runs the C one): on generated
