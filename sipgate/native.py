@@ -116,12 +116,19 @@ def build() -> int:
     except ImportError as exc:
         print(f"sipgate.native: cannot build ({exc}); install the 'native' extra", file=sys.stderr)
         return 1
-    root = PACKAGE.parent
     MANIFEST.unlink(missing_ok=True)
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        with tempfile.TemporaryDirectory(prefix="sipgate-native-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="sipgate-native-") as tmp:
+        # mypy reads the sources from a directory holding only a link to the
+        # package: run from the package's parent, which in an installed copy
+        # is site-packages, it would take every module there for a source of
+        # its own (and refuse mypy_extensions.py).  build_ext writes the
+        # compiled modules through the link (rmtree removes only the link).
+        root = Path(tmp) / "src"
+        root.mkdir()
+        (root / "sipgate").symlink_to(PACKAGE, target_is_directory=True)
+        cwd = os.getcwd()
+        os.chdir(root)
+        try:
             sources = [str(Path(*m.split(".")).with_suffix(".py")) for m in COMPILED]
             # Imported modules are type-checked but not compiled; their
             # errors (e.g. netaddr has no stubs) must not stop the build.
@@ -141,8 +148,8 @@ def build() -> int:
             cmd.build_temp = str(Path(tmp) / "temp")
             cmd.build_lib = str(Path(tmp) / "lib")
             dist.run_command("build_ext")
-    finally:
-        os.chdir(cwd)
+        finally:
+            os.chdir(cwd)
     MANIFEST.write_text(json.dumps({"python": sys.implementation.cache_tag, "sources": _digests()}, indent=1))
     print(f"sipgate.native: compiled {', '.join((*COMPILED, *EXTENSIONS))}")
     return 0

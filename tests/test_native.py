@@ -97,3 +97,17 @@ def test_the_receive_path_tests_pass_as_pure_python_too():
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert " passed" in out.stdout and "failed" not in out.stdout
+
+
+def test_an_installed_copy_carries_every_c_source():
+    """``sipgate native build`` compiles the C extensions from their sources
+    next to the modules: the package data must ship each of them (a
+    non-editable install once lacked sip/_tag.c and sip/_walk.c)."""
+    import fnmatch
+    import tomllib
+
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["sipgate"]
+    for module in native.EXTENSIONS:
+        source = Path(*module.split(".")[1:]).with_suffix(".c")
+        assert (ROOT / "sipgate" / source).is_file(), source
+        assert any(fnmatch.fnmatch(source.as_posix(), g) for g in globs), (source, globs)
