@@ -187,9 +187,11 @@ class AdmissionTable:
 
         for op, acl_sid, other_sid, address, prefix in changes:
             if op == "+" or op == "-":
-                counts = net.setdefault(acl_sid, {})  # type: ignore[arg-type]
+                if acl_sid is None or other_sid is None or address is None:
+                    raise ValueError(f"entry change {op} without its list, SID or address")
+                counts = net.setdefault(acl_sid, {})
                 key = (other_sid, address, prefix)
-                counts[key] = counts.get(key, 0) + (1 if op == "+" else -1)  # type: ignore[index]
+                counts[key] = counts.get(key, 0) + (1 if op == "+" else -1)
             elif op == "A":
                 current = acls_of(other_sid)
                 if acl_sid in current:
@@ -308,11 +310,16 @@ class AdmissionTable:
 
         # 4. The union of every used list ("admitted by any trunk").
         union_added, union_removed = diff(self.acl_names, used_end)
-        names = {acl_sid: (current_list(acl_sid)[0] if acl_sid in renamed or acl_sid not in self.acl_names
-                           else self.acl_names[acl_sid]) for acl_sid in used_end}
+        names: dict[str, str] = {}
+        for acl_sid in used_end:
+            name = current_list(acl_sid)[0] if acl_sid in renamed or acl_sid not in self.acl_names \
+                else self.acl_names[acl_sid]
+            if name is None:
+                raise ValueError(f"list {acl_sid} is on a trunk but deleted")
+            names[acl_sid] = name
         any_trunk = self.any_trunk.with_changes(union_added, union_removed) if union_added or union_removed \
             else self.any_trunk
-        return AdmissionTable(generation, by_domain, by_sid, any_trunk,  # type: ignore[arg-type]
+        return AdmissionTable(generation, by_domain, by_sid, any_trunk,
                               self.entries + len(union_added) - len(union_removed), names)
 
 

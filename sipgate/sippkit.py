@@ -100,7 +100,7 @@ def load_pysipp() -> types.ModuleType:
 
         real = pluggy.PluginManager
 
-        class _ImplPrefixPluginManager(real):
+        class _ImplPrefixPluginManager(pluggy.PluginManager):
             def __init__(self, project_name, implprefix=None):
                 super().__init__(project_name)
                 self._implprefix = implprefix
@@ -114,7 +114,7 @@ def load_pysipp() -> types.ModuleType:
                         opts = {}  # unmarked: default HookimplOpts
                 return opts
 
-        pluggy.PluginManager = _ImplPrefixPluginManager
+        pluggy.PluginManager = _ImplPrefixPluginManager  # type: ignore[misc]
         try:
             with warnings.catch_warnings():
                 # pysipp 0.1.0 uses imp, distutils and `is not` on literals.
@@ -122,7 +122,7 @@ def load_pysipp() -> types.ModuleType:
                 warnings.simplefilter("ignore", SyntaxWarning)
                 import pysipp
         finally:
-            pluggy.PluginManager = real
+            pluggy.PluginManager = real  # type: ignore[misc]
         return pysipp
 
 

@@ -38,7 +38,7 @@ log = logging.getLogger("sipgate.api")
 
 API_MAX_BODY = 64 * 1024  # form bodies of these resources are a few hundred bytes
 STORE_KEY = web.AppKey("store", object)
-ACCOUNTS_KEY = web.AppKey("accounts", dict)
+ACCOUNTS_KEY: web.AppKey[dict[str, str]] = web.AppKey("accounts", dict)
 ON_CHANGE_KEY = web.AppKey("on_change", object)
 ACCOUNT = "sipgate.account"
 PUBLIC_PATHS = frozenset({"/openapi.json"})
@@ -93,7 +93,7 @@ def _authenticate(request: web.Request) -> str | None:
         user, _, token = base64.b64decode(encoded, validate=True).decode("utf-8").partition(":")
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
-    accounts: Mapping[str, str] = request.app[ACCOUNTS_KEY]
+    accounts = request.app[ACCOUNTS_KEY]
     expected = accounts.get(user)
     # One comparison whatever the account: an unknown account's token is
     # checked against a random one, so both cases run the same code.  The

@@ -21,7 +21,7 @@ _DATE_V2010 = _s("string", format="date-time-rfc-2822")
 _SID = {p: _s("string", pattern=f"^{p}[0-9a-fA-F]{{32}}$", minLength=34, maxLength=34)
         for p in ("AC", "TK", "AL", "IP")}
 
-TRUNK = {
+TRUNK: dict[str, Any] = {
     "type": "object",
     "properties": {
         "account_sid": _SID["AC"],
@@ -45,7 +45,7 @@ TRUNK = {
         "links": {"type": "object", "nullable": True, "additionalProperties": {"type": "string"}},
     },
 }
-TRUNK_ACL = {
+TRUNK_ACL: dict[str, Any] = {
     "type": "object",
     "properties": {
         "account_sid": _SID["AC"], "sid": _SID["AL"], "trunk_sid": _SID["TK"],
@@ -53,7 +53,7 @@ TRUNK_ACL = {
         "url": _s("string", format="uri"),
     },
 }
-ACL = {
+ACL: dict[str, Any] = {
     "type": "object",
     "properties": {
         "sid": _SID["AL"], "account_sid": _SID["AC"], "friendly_name": _s("string"),
@@ -62,7 +62,7 @@ ACL = {
         "uri": _s("string"),
     },
 }
-IP_ADDRESS = {
+IP_ADDRESS: dict[str, Any] = {
     "type": "object",
     "properties": {
         "sid": _SID["IP"], "account_sid": _SID["AC"], "friendly_name": _s("string"),
@@ -134,7 +134,7 @@ def _ok(status: str, schema: str | None) -> dict[str, Any]:
 _PAGING = [{"name": n, "in": "query", "schema": s} for n, s in (
     ("PageSize", {"type": "integer", "minimum": 1, "maximum": 1000}), ("Page", {"type": "integer", "minimum": 0}),
     ("PageToken", {"type": "string"}))]
-_TRUNK_FORM = {
+_TRUNK_FORM: dict[str, dict[str, Any]] = {
     "FriendlyName": {"type": "string"}, "DomainName": {"type": "string"},
     "DisasterRecoveryUrl": {"type": "string", "format": "uri"},
     "DisasterRecoveryMethod": {"type": "string", "enum": ["GET", "POST"]},
@@ -142,7 +142,7 @@ _TRUNK_FORM = {
     "Secure": {"type": "boolean"}, "CnamLookupEnabled": {"type": "boolean"},
     "TransferCallerId": {"type": "string", "enum": ["from-transferee", "from-transferor"]},
 }
-_IP_FORM = {"FriendlyName": {"type": "string"}, "IpAddress": {"type": "string"},
+_IP_FORM: dict[str, dict[str, Any]] = {"FriendlyName": {"type": "string"}, "IpAddress": {"type": "string"},
             "CidrPrefixLength": {"type": "integer"}}
 
 

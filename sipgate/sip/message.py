@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sipgate.sip import _abnf
 from sipgate.sip.errors import SipParseError, bad_request
@@ -43,10 +43,6 @@ class _lazy(Generic[_T]):
             return self  # type: ignore[return-value]
         value = obj.__dict__[self.name] = self.func(obj)
         return value
-
-
-if TYPE_CHECKING:
-    from functools import cached_property as _lazy  # noqa: F811  (for type checkers)
 
 
 _MAX_CSEQ = 2**31 - 1  # §8.1.1.5: the sequence number MUST be less than 2**31
@@ -264,7 +260,7 @@ def _split_simple(lines: list[str]) -> list[tuple[str, str, str]]:
     back to _split_headers, which also reports errors.
     """
     cache = _KEY_CACHE
-    headers = []
+    headers: list[tuple[str, str, str]] = []
     append = headers.append
     for i in range(1, len(lines)):
         name, value = lines[i].split(":", 1)
@@ -293,10 +289,10 @@ def _split_headers(lines: list[str]) -> list[tuple[str, str, str]]:
         name, colon, value = line.partition(":")
         if not colon:
             raise bad_request(f"header line without a colon: {line[:40]!r}")
-        key = cache.get(name)
-        if key is None:
-            name, key = canonical_key(name)
-        append((key, name, value.strip(" \t")))
+        cached = cache.get(name)
+        if cached is None:
+            name, cached = canonical_key(name)
+        append((cached, name, value.strip(" \t")))
     return headers
 
 

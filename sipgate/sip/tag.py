@@ -45,10 +45,10 @@ to_tag: Callable[[bytes, bytes, bytes, bytes, "int | bytes"], bytes] = _to_tag
 keyed_hex: Callable[[bytes, int, bytes], bytes] | None = None
 if native.status()[0]:
     try:
-        from sipgate.sip._tag import to_tag  # type: ignore[no-redef]
+        from sipgate.sip._tag import to_tag  # type: ignore[no-redef,import-not-found]
     except ImportError:  # (a build from before the extension existed)
         to_tag = _to_tag
     try:
-        from sipgate.sip._tag import keyed_hex  # type: ignore[no-redef]
+        from sipgate.sip._tag import keyed_hex  # type: ignore[no-redef,import-not-found]
     except ImportError:
         keyed_hex = None

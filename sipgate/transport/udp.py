@@ -718,8 +718,8 @@ _recv_batch: Any = None
 _send_batch: Any = None
 if native.status()[0]:
     try:
-        from sipgate.transport._mmsg import recv_batch as _recv_batch  # type: ignore[no-redef]
-        from sipgate.transport._mmsg import send_batch as _send_batch  # type: ignore[no-redef]
+        from sipgate.transport._mmsg import recv_batch as _recv_batch  # type: ignore[no-redef,import-not-found]
+        from sipgate.transport._mmsg import send_batch as _send_batch  # type: ignore[no-redef,import-not-found]
     except ImportError:  # (a build from before the extension existed)
         _recv_batch = _send_batch = None
 # While a batch read with recvmmsg is handled, replies and relays wait in a
