@@ -183,14 +183,15 @@ from sipgate.transport import udp  # noqa: E402
 batched = pytest.mark.skipif(udp._recv_batch is None, reason="no recvmmsg extension: " + native.status()[1])
 
 
-def test_ipv4_transports_read_with_recvmmsg_exactly_when_compiled(loop):
+def test_transports_read_with_recvmmsg_exactly_when_compiled(loop):
     sock = make_socket(Listener(host="127.0.0.1", port=0), 1 << 20)
-    sock6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    sock6.bind(("::1", 0))
+    sock6 = make_socket(Listener(host="::1", port=0), 1 << 20)
     t4, t6 = SocketTransport(loop, sock, _protocol()), SocketTransport(loop, sock6, _protocol())
     try:
-        assert (t4.batch is not None) == native.status()[0]
-        assert t6.batch is None  # (IPv6 keeps recvfrom)
+        compiled = native.status()[0]
+        assert (t4.batch, t6.batch) == ((udp._recv_batch,) * 2 if compiled else (None, None))
+        assert (t4.send_batch, t6.send_batch) == ((udp._send_batch, udp._send_batch6) if compiled else (None, None))
+        assert (udp._send_batch6 is not None) == compiled
     finally:
         sock.close()
         sock6.close()
@@ -338,6 +339,126 @@ def test_send_batch_sends_the_leading_dotted_quads_in_order(receiver):
     with pytest.raises(OSError):  # (port 0: EINVAL for the first, nothing sent)
         udp._send_batch(a.fileno(), [(b"x", ("127.0.0.1", 0)), (b"y", dest)])
     assert _received(sock, 1, 0.2) == []
+
+
+# IPv6: a socket on ::1 (native IPv6 sources, all on ::1, told apart by
+# port) and a dual-stack one on ::ffff:127.0.0.1, whose IPv4 sources (any
+# 127.x.y.z) arrive IPv4-mapped: both loopback only.
+
+@pytest.fixture
+def receivers6():
+    native6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    mapped = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    mapped.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    for sock, host in ((native6, "::1"), (mapped, "::ffff:127.0.0.1")):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+        sock.bind((host, 0))
+        sock.setblocking(False)
+    sockets = [native6, mapped]
+    try:
+        yield native6, mapped, sockets
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _sender(sockets: list, host: str) -> socket.socket:
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((host, 0))
+    s.setblocking(False)
+    sockets.append(s)
+    return s
+
+
+def _mapped_slot(host: str) -> int:
+    """recv_batch's cache slot of an IPv4-mapped source (its host6_text)."""
+    b = socket.inet_pton(socket.AF_INET6, "::ffff:" + host)
+    return (b[15] ^ b[14] ^ b[13] ^ b[11] ^ (b[7] << 1) ^ (b[3] << 2)) & 63
+
+
+@batched
+def test_recv_batch_on_ipv6_sockets_gives_what_recvfrom_gives(receivers6):
+    """The same datagrams twice, read once with recv_batch and once with
+    socket.recvfrom: the same bytes and the same (host, port, flowinfo,
+    scope_id) tuples, native IPv6 and IPv4-mapped sources alike."""
+    native6, mapped, sockets = receivers6
+    a, b = _sender(sockets, "::1"), _sender(sockets, "::1")
+    c, d = _sender(sockets, "127.0.0.2"), _sender(sockets, "127.9.10.99")
+    plan = [(native6, [(a, b"first"), (b, b""), (a, b"x" * 65527), (b, b"\x00\r\n\xff last")]),
+            (mapped, [(c, b"one"), (d, b""), (c, b"y" * 65507), (d, b"last")])]
+    for receiver, sends in plan:
+        batched_read = []
+        for round_ in range(2):
+            for sender, data in sends:
+                sender.sendto(data, receiver.getsockname()[:2])
+            time.sleep(0.05)
+            if round_ == 0:
+                batched_read = udp._recv_batch(receiver.fileno(), 64)
+            else:
+                plain = _received(receiver, len(sends))
+        assert batched_read == plain and len(plain) == len(sends)
+        assert [data for data, _ in plain] == [data for _, data in sends]
+        assert all(len(addr) == 4 and type(addr[0]) is str for _, addr in batched_read)
+        assert udp._recv_batch(receiver.fileno(), 64) == []
+    assert batched_read[0][1][0] == "::ffff:127.0.0.2"
+
+
+@batched
+def test_recv_batch_ipv6_source_texts_are_right_and_reused(receivers6):
+    """IPv4-mapped sources through recv_batch's 64-slot IPv6 text cache:
+    sources sharing a slot, a slot taken over and taken back, each text as
+    recvfrom would give it, and the same str for a source seen just before."""
+    _native6, mapped, sockets = receivers6
+    first = "127.0.0.2"
+    same_slot = next(f"127.0.{i}.{j}" for i in range(256) for j in range(1, 255)
+                     if f"127.0.{i}.{j}" != first and _mapped_slot(f"127.0.{i}.{j}") == _mapped_slot(first))
+    hosts = [first, same_slot, first, "127.100.255.0", "127.255.255.254", same_slot]
+    senders = {h: _sender(sockets, h) for h in dict.fromkeys(hosts)}
+    got = []
+    for host in hosts:
+        senders[host].sendto(host.encode(), mapped.getsockname()[:2])
+        time.sleep(0.002)
+        got += udp._recv_batch(mapped.fileno(), 64)
+    assert got == [(h.encode(), ("::ffff:" + h, senders[h].getsockname()[1], 0, 0)) for h in hosts]
+    for _ in range(2):
+        senders[first].sendto(b"again", mapped.getsockname()[:2])
+    time.sleep(0.05)
+    again = udp._recv_batch(mapped.fileno(), 64)
+    assert len(again) == 2 and again[0][1][0] is again[1][1][0] == "::ffff:" + first
+
+
+@batched
+def test_send_batch6_to_received_sources_copies_and_plain_literals(receivers6):
+    """send_batch6 sends to what recv_batch gave (found by identity), to
+    copies of the text, to (host, port) pairs and 4-tuples; the first item
+    it cannot take (a name, an IPv4 literal, a %scope, a flowinfo over 20
+    bits) ends the run for sendto, and a malformed item is a TypeError."""
+    native6, mapped, sockets = receivers6
+    sink6, sink4 = _sender(sockets, "::1"), _sender(sockets, "127.0.0.4")
+    sink6.sendto(b"hi", native6.getsockname()[:2])
+    sink4.sendto(b"hi", mapped.getsockname()[:2])
+    time.sleep(0.05)
+    ((_, from6),) = udp._recv_batch(native6.fileno(), 64)
+    ((_, from4),) = udp._recv_batch(mapped.fileno(), 64)
+    port6, port4 = sink6.getsockname()[1], sink4.getsockname()[1]
+    assert udp._send_batch6(native6.fileno(), [(b"back", from6), (b"copy", ("".join([":", ":1"]), port6)),
+                                              (b"four", ("::1", port6, 0, 0))]) == 3
+    assert [d for d, _ in _received(sink6, 3)] == [b"back", b"copy", b"four"]
+    assert udp._send_batch6(mapped.fileno(), [(b"mapped", from4), (b"text", ("::ffff:127.0.0.4", port4))]) == 2
+    assert [d for d, _ in _received(sink4, 2)] == [b"mapped", b"text"]
+    dest = ("::1", port6)
+    for stop in (("localhost", port6), ("127.0.0.1", port6), ("::1%lo", port6), ("::1", port6, 1 << 20, 0),
+                 ("::1", port6, -1, 0), ("::1", port6, 0, 1 << 32), ("::1", port6, "0", 0)):
+        assert udp._send_batch6(native6.fileno(), [(b"ok", dest), (b"stop", stop), (b"after", dest)]) == 1, stop
+        assert [d for d, _ in _received(sink6, 1)] == [b"ok"]
+    assert _received(sink6, 1, 0.2) == []
+    for bad in ([(b"x", ("::1", port6, 0, 0, 0))], [(b"x", ("::1",))], [(b"x", (1, port6))], [("text", dest)]):
+        with pytest.raises(TypeError):
+            udp._send_batch6(native6.fileno(), bad)
+    with pytest.raises(TypeError):  # (a 4-tuple is an IPv6 address: send_batch takes pairs)
+        udp._send_batch(mapped.fileno(), [(b"x", ("127.0.0.1", port4, 0, 0))])
+    with pytest.raises(OverflowError):
+        udp._send_batch6(native6.fileno(), [(b"x", ("::1", 70000))])
 
 
 @batched

@@ -710,18 +710,20 @@ def make_socket(listener: Listener, buffer_size: int, reuse_port: bool = False) 
 # Datagrams read per readiness callback at most: a burst is answered in one
 # wake-up, and timers, signals and the API still get the loop within ~1 ms.
 READ_BATCH: Final = 64
-# recv_batch(fd, count) and send_batch(fd, items) from the C extension
-# sipgate/transport/_mmsg.c (one recvmmsg / sendmmsg per batch), or None:
-# the compiled build only, as its freshness guard decides (sipgate.native);
-# IPv4 listeners only.
+# recv_batch(fd, count), send_batch(fd, items) and send_batch6(fd, items)
+# from the C extension sipgate/transport/_mmsg.c (one recvmmsg / sendmmsg per
+# batch, IPv4 and IPv6 sockets), or None: the compiled build only, as its
+# freshness guard decides (sipgate.native).
 _recv_batch: Any = None
 _send_batch: Any = None
+_send_batch6: Any = None
 if native.status()[0]:
     try:
         from sipgate.transport._mmsg import recv_batch as _recv_batch  # type: ignore[no-redef,import-not-found]
         from sipgate.transport._mmsg import send_batch as _send_batch  # type: ignore[no-redef,import-not-found]
+        from sipgate.transport._mmsg import send_batch6 as _send_batch6  # type: ignore[no-redef,import-not-found]
     except ImportError:  # (a build from before the extension existed)
-        _recv_batch = _send_batch = None
+        _recv_batch = _send_batch = _send_batch6 = None
 # While a batch read with recvmmsg is handled, replies and relays wait in a
 # list and go out with one sendmmsg every SEND_FLUSH datagrams and at the
 # end of the batch: a reply waits for at most SEND_FLUSH - 1 others.
@@ -755,9 +757,12 @@ class SocketTransport:
         self.dropped = 0
         self._recvfrom = sock.recvfrom
         self._sendto = sock.sendto
-        # One recvmmsg / sendmmsg per batch where the extension is built (IPv4).
-        self.batch: Any = _recv_batch if sock.family == socket.AF_INET else None
-        self.send_batch: Any = _send_batch if self.batch is not None else None
+        # One recvmmsg / sendmmsg per batch where the extension is built.
+        family = sock.family
+        self.batch: Any = _recv_batch if family == socket.AF_INET or family == socket.AF_INET6 else None
+        self.send_batch: Any = None
+        if self.batch is not None:
+            self.send_batch = _send_batch if family == socket.AF_INET else _send_batch6
         self.collecting = False  # (sends wait in pending: see _read_batches)
         self.pending: list[tuple[bytes, Any]] = []
 
@@ -824,9 +829,9 @@ class SocketTransport:
         return handled
 
     def _flush(self) -> None:
-        """Send what waits in pending, in order: sendmmsg for runs of IPv4
-        literals, sendto for anything else, the backlog once the socket's
-        buffer is full."""
+        """Send what waits in pending, in order: sendmmsg for runs of IP
+        literals of the socket's family, sendto for anything else, the
+        backlog once the socket's buffer is full."""
         items = self.pending
         if not items:
             return
@@ -851,7 +856,7 @@ class SocketTransport:
                 self.protocol.error_received(exc)
                 i += 1
                 continue
-            if sent == 0:  # (not a dotted quad: sendto resolves it)
+            if sent == 0:  # (not a literal send_batch takes: sendto resolves it)
                 self._send_now(*items[i])
                 i += 1
             i += sent
