@@ -10,16 +10,22 @@ is the same build started with the extension's functions set to None, so
 SocketTransport reads with recvfrom and writes with sendto.  Rounds
 alternate (ABBA); each round starts a fresh sipgate, warms it up with 1,000
 calls and measures one step; CPU is utime + stime from /proc over the step,
-per successful call.  Prints one line per round and the medians.
+per successful call.  Prints one line per round, and appends the table
+(every round, the medians, machine and versions) to ``benchmarks/RESULTS.md``
+(``--results``; ``-`` prints it only).
 
     .venv/bin/python benchmarks/bench_batch.py [--family 6] [--rate 3000] [--calls 9000] [--rounds 4]
+        [--results benchmarks/RESULTS.md]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import datetime as dt
 import os
+import platform
+import re
 import shutil
 import signal
 import socket
@@ -117,13 +123,56 @@ def flood(pid: int, target: str, source: str, family: int, rate: int, calls: int
     return used / max(ok, 1) * 1e6, ok, col("FailedCall(C)"), col("Retransmissions(C)")
 
 
+def sipp_version() -> str:
+    out = subprocess.run(["sipp", "-v"], capture_output=True, text=True, timeout=10)
+    m = re.search(r"SIPp v?([\d.]+[^\s,]*)", out.stdout + out.stderr)
+    return m.group(1).rstrip(".") if m else "?"
+
+
+def report(args: argparse.Namespace, rounds: list[tuple[int, str, float, int, int, int]]) -> str:
+    """The run as a RESULTS.md section."""
+    from sipgate import native
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "?")
+    medians = {mode: statistics.median(us for _, m, us, *_ in rounds if m == mode) for mode in ("batched", "recvfrom")}
+    lower = sum(1 for r in range(args.rounds)
+                if next(us for n, m, us, *_ in rounds if n == r and m == "batched")
+                < next(us for n, m, us, *_ in rounds if n == r and m == "recvfrom"))
+    lines = [
+        "",
+        f"## {dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%MZ} — batched system calls, IPv{args.family} "
+        f"({commit.stdout.strip() or 'uncommitted'})",
+        "",
+        f"`benchmarks/bench_batch.py --family {args.family} --rate {args.rate} --calls {args.calls} "
+        f"--rounds {args.rounds}` on {platform.machine()}, {os.cpu_count()} cores, {cpu}; Python "
+        f"{platform.python_version()}, SIPp {sipp_version()}; sipgate {native.status()[1]}. Denied calls "
+        f"(SIPp `uac_403`) at a {'`[::1]`' if args.family == 6 else '`127.0.0.1`'} listener, SIPp on core 0 and "
+        "sipgate on core 1; a fresh sipgate per round, 1,000 warm-up calls, then the step; CPU of sipgate "
+        "(utime + stime) per successful call. \"recvfrom\": the same build with the batched functions removed.",
+        "",
+        "| round | mode | CPU / call | successful | failed | retransmissions |",
+        "| ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    lines += [f"| {n + 1} | {mode} | {us:.1f} µs | {ok:,} | {failed} | {retrans} |"
+              for n, mode, us, ok, failed, retrans in rounds]
+    lines += ["", f"Medians: batched {medians['batched']:.1f} µs, recvfrom {medians['recvfrom']:.1f} µs per call, "
+              f"ratio {medians['batched'] / medians['recvfrom']:.2f}; batched lower in {lower} of "
+              f"{args.rounds} rounds."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--family", type=int, choices=(4, 6), default=6)
     ap.add_argument("--rate", type=int, default=3000)
     ap.add_argument("--calls", type=int, default=9000)
     ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--results", default=str(HERE / "RESULTS.md"), help="append here ('-': stdout only)")
     args = ap.parse_args(argv)
+    if not 1 <= args.rounds <= 20 or not 1 <= args.rate <= 100_000 or not 1 <= args.calls <= 1_000_000:
+        ap.error("--rounds 1-20, --rate 1-100000, --calls 1-1000000")
     if shutil.which("sipp") is None:
         print("no sipp (Debian's sip-tester)", file=sys.stderr)
         return 1
@@ -133,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         family, source, host = socket.AF_INET, "127.0.0.3", "127.0.0.1"
     port = free_port(family, host)
     listen = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
-    results: dict[str, list[float]] = {"batched": [], "recvfrom": []}
+    rounds: list[tuple[int, str, float, int, int, int]] = []
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
         workdir = Path(tmp)
         for r in range(args.rounds):
@@ -145,12 +194,14 @@ def main(argv: list[str] | None = None) -> int:
                                                     workdir)
                 finally:
                     edge.stop()
-                results[mode].append(us)
+                rounds.append((r, mode, us, ok, failed, retrans))
                 print(f"round {r + 1} {mode:>8}: {us:6.1f} µs/call  ({ok:,} successful, {failed} failed, "
                       f"{retrans} retransmissions)", flush=True)
-    batched, plain = statistics.median(results["batched"]), statistics.median(results["recvfrom"])
-    print(f"IPv{args.family}, {args.rate:,} denied calls/s x {args.calls:,}, {args.rounds} rounds: "
-          f"batched {batched:.1f} µs/call, recvfrom {plain:.1f} µs/call (medians), ratio {batched / plain:.2f}")
+    text = report(args, rounds)
+    print(text)
+    if args.results != "-":
+        with open(args.results, "a") as out:
+            out.write(text)
     return 0
 
 
