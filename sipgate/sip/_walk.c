@@ -513,6 +513,30 @@ via(const unsigned char *p, Py_ssize_t n, Py_ssize_t *host_b, Py_ssize_t *port_a
     return 1;
 }
 
+/* fast._via_ipv6: via() for a sent-by host in brackets ("[" hex digits,
+ * colons and dots "]"); the host's bounds are inside the brackets. */
+static int
+via_ipv6(const unsigned char *p, Py_ssize_t n, Py_ssize_t *host_a, Py_ssize_t *host_b, Py_ssize_t *port_a,
+         Py_ssize_t *port_b)
+{
+    if (n < 13 || memcmp(p, "SIP/2.0/UDP [", 13) != 0)
+        return 0;
+    Py_ssize_t close = 13;
+    while (close < n && ((p[close] >= '0' && p[close] <= '9') || ((p[close] | 32) >= 'a' && (p[close] | 32) <= 'f')
+                         || p[close] == ':' || p[close] == '.'))
+        close++;
+    if (close == 13 || close >= n || p[close] != ']')
+        return 0;
+    Py_ssize_t e = port_end(p, close + 1, n);
+    if (e < 0 || token_params_end(p, e, n) != n)
+        return 0;
+    *host_a = 13;
+    *host_b = close;
+    *port_a = e > close + 1 ? close + 2 : e;
+    *port_b = e;
+    return 1;
+}
+
 /* fast._name_addr_loop: the offset its parameters start at (they run to
  * the end), or -1. */
 static Py_ssize_t
@@ -723,12 +747,13 @@ scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *top = PyList_GET_ITEM(w.vias, 0);
     const unsigned char *v = (const unsigned char *)PyBytes_AS_STRING(top);
-    Py_ssize_t vn = PyBytes_GET_SIZE(top), via_host_b, via_port_a, via_port_b;
+    Py_ssize_t vn = PyBytes_GET_SIZE(top), via_host_a = 12, via_host_b, via_port_a, via_port_b;
     const unsigned char *tp = (const unsigned char *)PyBytes_AS_STRING(to);
     const unsigned char *fp = (const unsigned char *)PyBytes_AS_STRING(from);
     Py_ssize_t tn = PyBytes_GET_SIZE(to), fn = PyBytes_GET_SIZE(from);
     Py_ssize_t to_params = name_addr(tp, tn), from_params = name_addr(fp, fn);
-    if (!via(v, vn, &via_host_b, &via_port_a, &via_port_b) || to_params < 0 || from_params < 0)
+    if ((!via(v, vn, &via_host_b, &via_port_a, &via_port_b)
+         && !via_ipv6(v, vn, &via_host_a, &via_host_b, &via_port_a, &via_port_b)) || to_params < 0 || from_params < 0)
         goto refuse;
     long long via_port = -2;
     if (via_port_b > via_port_a) {
@@ -770,7 +795,7 @@ scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_INCREF(cseq);
     items[13] = max_forwards >= 0 ? PyLong_FromLongLong(max_forwards) : (Py_INCREF(Py_None), Py_None);
     items[14] = PyLong_FromSsize_t(w.end);
-    items[15] = lowered(v, 12, via_host_b);
+    items[15] = lowered(v, via_host_a, via_host_b);
     items[16] = PyBytes_FromStringAndSize((const char *)vp, vpn);
     items[17] = w.values[6] ? w.values[6] : Py_None;
     Py_INCREF(items[17]);

@@ -125,6 +125,9 @@ _T_USER: Final = _char_class(_ALNUM + b"-_.!~*'()&=+$,;?/")
 _T_URI_PARAM: Final = _char_class(_ALNUM + b"-_.!~*'()[]/:&+$")
 _T_SCHEME: Final = _char_class(_ALNUM + b"+-.")
 _T_DIGIT: Final = _char_class(b"0123456789")
+# Inside an IPv6 reference's brackets (which characters, not the grammar:
+# see _via_ipv6).
+_T_IPV6: Final = _char_class(b"0123456789abcdefABCDEF:.")
 # [^<>"\s] (\s of a bytes pattern: space, \t, \n, \r, \f, \v)
 _T_ADDR_SPEC: Final = bytes(0 if c in b'<>" \t\n\r\x0c\x0b' else 1 for c in range(256))
 _METHODS: Final = (b"INVITE", b"ACK", b"BYE", b"CANCEL")
@@ -245,6 +248,26 @@ def _via_loop(value: bytes) -> tuple[bytes, bytes | None, bytes] | None:
     if port_end < 0 or _token_params_end(value, port_end, n) != n:
         return None
     return value[12:host_end], value[host_end + 1:port_end] if port_end > host_end else None, value[port_end:]
+
+
+def _via_ipv6(value: bytes) -> tuple[bytes, bytes | None, bytes] | None:
+    """A Via value whose sent-by host is an IPv6 reference ("[" hex digits,
+    colons and dots "]"): (the host without its brackets, port, parameters),
+    or None.  Only the characters are checked here: EdgeProtocol._fast
+    leaves a request to the full parser (which checks the literal as
+    uri._host does) unless the host is its source address's text."""
+    n: i64 = len(value)
+    if value[:13] != b"SIP/2.0/UDP [":
+        return None
+    close: i64 = 13
+    while close < n and _T_IPV6[value[close]]:
+        close += 1
+    if close == 13 or close >= n or value[close] != 93:  # ("]")
+        return None
+    port_end = _port_end(value, close + 1, n)
+    if port_end < 0 or _token_params_end(value, port_end, n) != n:
+        return None
+    return value[13:close], value[close + 2:port_end] if port_end > close + 1 else None, value[port_end:]
 
 
 def _name_addr_loop(value: bytes) -> bytes | None:
@@ -794,7 +817,7 @@ def _scan(data: bytes, limits: SipLimits) -> Scanned | None:
         length = _uint(length)  # type: ignore[assignment]
         if length < 0 or len(data) - end - 4 < length:  # type: ignore[operator]
             return None
-    v = _via(vias[0])
+    v = _via(vias[0]) or _via_ipv6(vias[0])
     to_params = _name_addr(to)
     from_params = _name_addr(from_)
     if v is None or to_params is None or from_params is None:

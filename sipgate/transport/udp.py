@@ -56,6 +56,7 @@ from sipgate.sip.fast import (
     METHOD,
     RPORT,
     TO_TAG,
+    VIA_HOST,
     VIA_PORT,
     VIAS,
     branch_matches,
@@ -352,6 +353,11 @@ class EdgeProtocol(asyncio.DatagramProtocol):
             return True
         s = scan(data, edge.limits)
         if s is None:
+            return False
+        via_host = s[VIA_HOST]
+        if ":" in via_host and via_host != source:
+            # An IPv6 sent-by that is not the source's own text: the full
+            # parser checks the literal (a malformed one is a 400).
             return False
         to_tag = s[TO_TAG]
         if s[METHOD] == b"ACK" and to_tag is not None and len(to_tag) == OWN_TAG_LENGTH and to_tag.startswith(b"sg") \

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from helpers import ALLOWED, DEMO_DOMAIN, DENIED, TRUNK_SID, demo_table, examples, request, table
+from helpers import ACL_SID, ALLOWED, DEMO_DOMAIN, DENIED, TRUNK_SID, demo_table, examples, request, table
 from sipgate.config import Listener, SipConfig
 from sipgate.sip import SipParseError, derive_to_tag, parse, parse_via
 from sipgate.sip.fast import BRANCH, CALL_ID, CSEQ_NUMBER, FROM_TAG, HOST, RPORT, TO_TAG, VIA_PORT, scan
@@ -39,12 +39,16 @@ class Recorder:
         self.sent.append((data, addr))
 
 
+# The demo trunk, whose list also admits ::1: IPv6 callers on both paths.
+TABLE = table([(TRUNK_SID, DEMO_DOMAIN, [(ACL_SID, [f"{ALLOWED}/32", "::1/128"])])])
+
+
 def make(fast: bool, tbl=None, **overrides) -> tuple[EdgeProtocol, Recorder]:
     listener = Listener(host="127.0.0.1", port=5060, default_trunk=DEMO_DOMAIN)
     sip = replace(SipConfig(listen=(listener,), pbx=PBX, secret="test-secret"), **overrides)
     edge = Edge(sip)
     edge.fast_path = fast
-    edge.install(tbl or demo_table())
+    edge.install(tbl or TABLE)
     proto = EdgeProtocol(edge, listener)
     rec = Recorder()
     proto.connection_made(rec)  # type: ignore[arg-type]
@@ -121,6 +125,40 @@ def test_denied_invite_is_answered_by_the_fast_path_with_the_full_paths_bytes():
         assert rec.sent == sent and proto.edge.stats.internal_errors == 0
     finally:
         udp.parse = real
+
+
+def test_ipv6_callers_take_the_fast_path_when_their_via_names_them():
+    """A Via sent-by "[::1]" from ::1: answered (denied) or relayed (admitted)
+    without the full parser, with its bytes.  Any other IPv6 reference, even
+    a valid one, goes to the full parser, which checks the literal."""
+    import sipgate.transport.udp as udp
+
+    forbidden = table([(TRUNK_SID, DEMO_DOMAIN, [(ACL_SID, [f"{ALLOWED}/32"])])])
+    refusing = {fast: make(fast, forbidden) for fast in (True, False)}
+    denied = request(via_host="[::1]:5080", call_id="v6-denied")
+    admitted = request(via_host="[::1]:5080", call_id="v6-admitted", rport=True)
+    answered = same(denied, ("::1", 5080), refusing)
+    relayed = same(admitted, ("::1", 5080))
+    assert answered[0][0].startswith(b"SIP/2.0 403 Forbidden\r\n") and answered[0][1] == ("::1", 5080)
+    assert relayed[0][1] == PBX
+    assert b"Via: SIP/2.0/UDP [::1]:5080;branch=z9hG4bK-test-1;rport=5080;received=::1\r\n" in relayed[0][0]
+    real = udp.parse
+    udp.parse = None  # type: ignore[assignment]
+    try:
+        for tbl, data, expected in ((forbidden, denied, answered), (None, admitted, relayed)):
+            proto, rec = make(True, tbl)
+            proto.datagram_received(data, ("::1", 5080))
+            assert rec.sent == expected and proto.edge.stats.internal_errors == 0
+        # Not the source's own text (the same address written another way, a
+        # malformed literal, another address): the full parser's, here broken.
+        for via_host in ("[0:0::1]:5080", "[1::2::3]", "[::2]"):
+            proto, rec = make(True, forbidden)
+            proto.datagram_received(request(via_host=via_host, call_id="v6-x"), ("::1", 5080))
+            assert rec.sent == [] and proto.edge.stats.internal_errors == 1, via_host
+    finally:
+        udp.parse = real
+    for via_host in ("[0:0::1]:5080", "[1::2::3]", "[::2]"):
+        same(request(via_host=via_host, call_id="v6-x"), ("::1", 5080), refusing)
 
 
 def test_trunk_without_lists_gets_its_own_warning():
@@ -206,8 +244,10 @@ def name_addr(draw) -> str:
 
 @st.composite
 def via(draw) -> str:
-    host = draw(pick(["127.0.0.3", "127.0.0.3:5080", "127.0.0.2:5080", "127.0.0.2", "host.example:65535", "a-b.example"],
-                     ["host.example:99999", "[::1]:5060", "h_1", "127.0.0.3 :5080", "x."]))
+    host = draw(pick(["127.0.0.3", "127.0.0.3:5080", "127.0.0.2:5080", "127.0.0.2", "host.example:65535", "a-b.example",
+                      "[::1]:5080", "[::1]"],
+                     ["host.example:99999", "[::1]:5060", "h_1", "127.0.0.3 :5080", "x.", "[::FFFF:127.0.0.3]:5080",
+                      "[0:0::1]", "[1::2::3]", "[::1", "[zz::1]", "[]", "[::1]:", "[::1] :5080"]))
     params = [draw(pick([";branch=z9hG4bK-1", ";branch=z9hG4bK-2", ";BRANCH=z9hG4bKx"], [";branch=old", ""]))]
     params += draw(st.lists(pick([";branch=z9hG4bK-1", ";rport", ";rport=5", ";received=1.2.3.4",
                                   ";received=127.0.0.2", ";branch", ";BRANCH=Z", ";ttl=1"],
@@ -318,12 +358,15 @@ def response(draw) -> bytes:
 
 
 SOURCES = st.sampled_from([(DENIED, 5080), (ALLOWED, 5080), (ALLOWED, 5080), ("127.0.0.1", 5070),
-                           ("::ffff:127.0.0.3", 1)])
+                           ("::ffff:127.0.0.3", 1), ("::1", 5080)])
 
 
 @settings(max_examples=examples(2500), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(message(), SOURCES)
 @example(request(), (DENIED, 5080))
+@example(request(via_host="[::1]:5080"), ("::1", 5080))
+@example(request(via_host="[1::2::3]"), ("::1", 5080))  # (a 400 from the full parser)
+@example(request(via_host="[0:0::1]", rport=True), ("::1", 5080))
 def test_generated_messages_agree(data, source):
     s = scan(data)
     event("declined" if s is None else "scanned, relayed" if outcome(True, data, source)[0][:1] and
