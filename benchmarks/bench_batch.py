@@ -21,14 +21,10 @@ per successful call.  Prints one line per round, and appends the table
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import os
 import platform
-import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,10 +34,19 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from bench_sip import free_port, sipp_version  # noqa: E402
+from peer_kamailio import cpu_seconds, pinned, stop_pid  # noqa: E402
+
+from sipgate import native  # noqa: E402
+from sipgate.sippkit import parse_outcome  # noqa: E402
+
 SCENARIO = HERE / "scenarios" / "uac_403.xml"
 DEMO_SEED = ROOT / "config" / "demo-seed.toml"
 DOMAIN = "demo.sipgate.test"
-TICK = os.sysconf("SC_CLK_TCK")
+# SIPp on core 0, sipgate on core 1, as bench_sip.py places them (2+ cores).
+PINNED = (os.cpu_count() or 1) >= 2
 # sipgate serve, with the batched functions removed first for "recvfrom".
 SERVE = ("import sys\n"
          "if sys.argv[1] == 'recvfrom':\n"
@@ -49,17 +54,6 @@ SERVE = ("import sys\n"
          "    u._recv_batch = u._send_batch = u._send_batch6 = None\n"
          "from sipgate.cli import main\n"
          "sys.exit(main(['serve', '--config', sys.argv[2], '--seed', sys.argv[3]]))\n")
-
-
-def free_port(family: int, host: str) -> int:
-    with socket.socket(family, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 class Sipgate:
@@ -71,17 +65,15 @@ class Sipgate:
         config.write_text(
             "[sip]\n"
             f'listen = [{{ address = "{listen}", default_trunk = "{DOMAIN}" }}]\n'
-            f'pbx = "127.0.0.1:{free_port(socket.AF_INET, "127.0.0.1")}"\n'
+            f'pbx = "127.0.0.1:{free_port("127.0.0.1")}"\n'
             f'[store]\nurl = "sqlite:{self.dir / "edge.db"}"\n'
             '[metrics]\nlisten = "127.0.0.1:0"\n[api]\nlisten = "127.0.0.1:0"\n'
             "[flood]\nenabled = false\n")
         self.log = self.dir / "sipgate.log"
         cmd = [sys.executable, "-c", SERVE, mode, str(config), str(DEMO_SEED)]
-        if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
-            cmd = ["taskset", "-c", "1", *cmd]
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                                         cwd=ROOT)
+                                         cwd=ROOT, preexec_fn=pinned({1} if PINNED else None))
         deadline = time.monotonic() + 30
         while f":{port}," not in self.log.read_text():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -90,49 +82,28 @@ class Sipgate:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_pid(self.proc)
 
 
-def flood(pid: int, target: str, source: str, family: int, rate: int, calls: int, workdir: Path
-          ) -> tuple[float, int, int, int]:
+def flood(pid: int, target: str, source: str, rate: int, calls: int, workdir: Path) -> tuple[float, int, int, int]:
     """One SIPp step: (CPU µs of pid per successful call, successful, failed,
     retransmissions)."""
     stat = workdir / f"stat-{time.monotonic_ns()}.csv"
-    cmd = ["sipp", target, "-i", source, "-p", str(free_port(family, source)), "-sf", str(SCENARIO),
+    cmd = ["sipp", target, "-i", source, "-p", str(free_port(source)), "-sf", str(SCENARIO),
            "-key", "trunk_domain", DOMAIN, "-r", str(rate), "-m", str(calls), "-l", str(max(rate, 200)),
            "-buff_size", "4194304", "-nostdin", "-timeout", f"{calls // rate + 20}s",
            "-trace_stat", "-stf", str(stat)]
-    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
-        cmd = ["taskset", "-c", "0", *cmd]
-    before = cpu_seconds(pid)
+    before = cpu_seconds([pid])
     subprocess.run(cmd, cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, timeout=calls / rate + 60)
-    used = cpu_seconds(pid) - before
-    rows = list(csv.reader(stat.open(), delimiter=";"))
-    head, last = rows[0], rows[-1]
-
-    def col(name: str) -> int:
-        return int(float(last[head.index(name)]))
-    ok = col("SuccessfulCall(C)")
-    return used / max(ok, 1) * 1e6, ok, col("FailedCall(C)"), col("Retransmissions(C)")
-
-
-def sipp_version() -> str:
-    out = subprocess.run(["sipp", "-v"], capture_output=True, text=True, timeout=10)
-    m = re.search(r"SIPp v?([\d.]+[^\s,]*)", out.stdout + out.stderr)
-    return m.group(1).rstrip(".") if m else "?"
+                   stderr=subprocess.DEVNULL, timeout=calls / rate + 60, preexec_fn=pinned({0} if PINNED else None))
+    used = cpu_seconds([pid]) - before
+    stats, counts, _ = parse_outcome(stat, workdir / "no-screen-file")
+    ok = counts["successful_calls"]
+    return used / max(ok, 1) * 1e6, ok, counts["failed_calls"], int(float(stats.get("Retransmissions(C)") or 0))
 
 
 def report(args: argparse.Namespace, rounds: list[tuple[int, str, float, int, int, int]]) -> str:
     """The run as a RESULTS.md section."""
-    from sipgate import native
-
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), "?")
@@ -176,12 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("sipp") is None:
         print("no sipp (Debian's sip-tester)", file=sys.stderr)
         return 1
-    if args.family == 6:
-        family, source, host = socket.AF_INET6, "::1", "::1"
-    else:
-        family, source, host = socket.AF_INET, "127.0.0.3", "127.0.0.1"
-    port = free_port(family, host)
-    listen = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+    source, host = ("::1", "::1") if args.family == 6 else ("127.0.0.3", "127.0.0.1")
+    port = free_port(host)
+    listen = f"[{host}]:{port}" if args.family == 6 else f"{host}:{port}"
     rounds: list[tuple[int, str, float, int, int, int]] = []
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
         workdir = Path(tmp)
@@ -189,9 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             for mode in (("recvfrom", "batched") if r % 2 == 0 else ("batched", "recvfrom")):
                 edge = Sipgate(mode, workdir, listen, port)
                 try:
-                    flood(edge.proc.pid, listen, source, family, 1000, 1000, workdir)  # warm-up
-                    us, ok, failed, retrans = flood(edge.proc.pid, listen, source, family, args.rate, args.calls,
-                                                    workdir)
+                    flood(edge.proc.pid, listen, source, 1000, 1000, workdir)  # warm-up
+                    us, ok, failed, retrans = flood(edge.proc.pid, listen, source, args.rate, args.calls, workdir)
                 finally:
                     edge.stop()
                 rounds.append((r, mode, us, ok, failed, retrans))
