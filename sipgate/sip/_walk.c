@@ -494,6 +494,19 @@ request_line(const unsigned char *p, Py_ssize_t n, int *method, Py_ssize_t *host
     return 1;
 }
 
+/* fast._via_sent_by: 1 with the port's bounds (equal: none) when the
+ * optional ":" port at ``after`` and the parameters run to the end, else 0. */
+static int
+via_sent_by(const unsigned char *p, Py_ssize_t n, Py_ssize_t after, Py_ssize_t *port_a, Py_ssize_t *port_b)
+{
+    Py_ssize_t e = port_end(p, after, n);
+    if (e < 0 || token_params_end(p, e, n) != n)
+        return 0;
+    *port_a = e > after ? after + 1 : e;
+    *port_b = e;
+    return 1;
+}
+
 /* fast._via_loop: 1 with host end, port bounds (equal: none) and the
  * parameters' start (they run to the end), else 0.  The host starts at 12. */
 static int
@@ -504,13 +517,8 @@ via(const unsigned char *p, Py_ssize_t n, Py_ssize_t *host_b, Py_ssize_t *port_a
     Py_ssize_t h = host_end(p, 12, n);
     if (h < 0)
         return 0;
-    Py_ssize_t e = port_end(p, h, n);
-    if (e < 0 || token_params_end(p, e, n) != n)
-        return 0;
     *host_b = h;
-    *port_a = e > h ? h + 1 : e;
-    *port_b = e;
-    return 1;
+    return via_sent_by(p, n, h, port_a, port_b);
 }
 
 /* fast._via_ipv6: via() for a sent-by host in brackets ("[" hex digits,
@@ -527,14 +535,9 @@ via_ipv6(const unsigned char *p, Py_ssize_t n, Py_ssize_t *host_a, Py_ssize_t *h
         close++;
     if (close == 13 || close >= n || p[close] != ']')
         return 0;
-    Py_ssize_t e = port_end(p, close + 1, n);
-    if (e < 0 || token_params_end(p, e, n) != n)
-        return 0;
     *host_a = 13;
     *host_b = close;
-    *port_a = e > close + 1 ? close + 2 : e;
-    *port_b = e;
-    return 1;
+    return via_sent_by(p, n, close + 1, port_a, port_b);
 }
 
 /* fast._name_addr_loop: the offset its parameters start at (they run to

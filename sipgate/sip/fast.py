@@ -244,10 +244,18 @@ def _via_loop(value: bytes) -> tuple[bytes, bytes | None, bytes] | None:
     host_end = _host_end(value, 12, n)
     if host_end < 0:
         return None
-    port_end = _port_end(value, host_end, n)
+    return _via_sent_by(value, 12, host_end, host_end, n)
+
+
+def _via_sent_by(value: bytes, host_start: i64, host_end: i64, after: i64, n: i64
+                 ) -> tuple[bytes, bytes | None, bytes] | None:
+    """A Via's (host, port, parameters) once its host is read (``after``:
+    where the optional ":" port starts), or None: the port and parameters
+    must run to the end."""
+    port_end = _port_end(value, after, n)
     if port_end < 0 or _token_params_end(value, port_end, n) != n:
         return None
-    return value[12:host_end], value[host_end + 1:port_end] if port_end > host_end else None, value[port_end:]
+    return value[host_start:host_end], value[after + 1:port_end] if port_end > after else None, value[port_end:]
 
 
 def _via_ipv6(value: bytes) -> tuple[bytes, bytes | None, bytes] | None:
@@ -264,10 +272,7 @@ def _via_ipv6(value: bytes) -> tuple[bytes, bytes | None, bytes] | None:
         close += 1
     if close == 13 or close >= n or value[close] != 93:  # ("]")
         return None
-    port_end = _port_end(value, close + 1, n)
-    if port_end < 0 or _token_params_end(value, port_end, n) != n:
-        return None
-    return value[13:close], value[close + 2:port_end] if port_end > close + 1 else None, value[port_end:]
+    return _via_sent_by(value, 13, close, close + 1, n)
 
 
 def _name_addr_loop(value: bytes) -> bytes | None:
