@@ -137,6 +137,55 @@ def main() -> None:
         print(f"| {n:,} | " + " | ".join(f"{c * 1e6:.1f} µs" for c in full + fast) + " |")
     print("\nMedians of repeated timeit runs; the whole path (\"->\") includes metrics and the (null) send; "
           "\"metrics\" is the per-datagram histogram update with its two clock reads.")
+    responses(number, repeat)
+
+
+def relayed_ok(proto: EdgeProtocol, source: tuple[str, int]) -> bytes:
+    """The PBX's 200 OK for INVITE relayed from ``source`` (through the full
+    path, whatever the edge's setting): sipgate's Via on top of the caller's."""
+    sent: list[bytes] = []
+
+    class Keep(NullTransport):
+        def sendto(self, data: bytes, addr: tuple) -> None:
+            sent.append(data)
+
+    invite = INVITE if ":" not in source[0] else INVITE.replace(b"127.0.0.2:5080", b"[::1]:5080")
+    fast_path = proto.edge.fast_path
+    proto.edge.fast_path = False
+    proto.connection_made(Keep())  # type: ignore[arg-type]
+    proto.datagram_received(invite, source)
+    proto.edge.fast_path = fast_path
+    relayed = parse(sent[-1])
+    assert relayed.vias[1].host == source[0], relayed.vias
+    return build_response(relayed, 200, "OK", to_tag="pbx", headers=[("Contact", "<sip:pbx@127.0.0.1:5070>")])
+
+
+def responses(number: int, repeat: int) -> None:
+    """The PBX's 200 OK relayed back to the caller, an IPv4 one and an IPv6
+    one (Via sent-by "[::1]:5080", rport filled: "received=::1"), each on a
+    listener of its family (the IPv6 PBX on a documentation address: ::1,
+    the only IPv6 loopback address, is the caller's, and nothing is sent)."""
+    print("\nResponses from the PBX relayed back to the caller (a 200 OK with sipgate's Via on top of the "
+          "caller's, rport filled), full path and fast path, same edge.\n")
+    print("| caller | full: 200 OK relayed | fast: 200 OK relayed | ratio |")
+    print("| --- | ---: | ---: | ---: |")
+    for family, host, caller, pbx in (("IPv4", "127.0.0.1", ("127.0.0.2", 5080), ("127.0.0.1", 5070)),
+                                      ("IPv6", "::1", ("::1", 5080), ("2001:db8::5", 5070))):
+        edge = Edge(SipConfig(listen=(Listener(host, 5060),), pbx=pbx))
+        edge.install(AdmissionTable.compile(1, [TrunkSource("TK" + "1" * 32, "AC" + "0" * 32, DOMAIN, (
+            ("AL" + "1" * 32, "bench", (("IP" + "1" * 32, "127.0.0.2", 32), ("IP" + "2" * 32, "::1", 128))),))]))
+        proto = EdgeProtocol(edge, edge.config.listen[0])
+        ok = relayed_ok(proto, caller)
+        transport = NullTransport()
+        proto.connection_made(transport)  # type: ignore[arg-type]
+        times = []
+        for fast_path in (False, True):
+            edge.fast_path = fast_path
+            before = transport.sent
+            times.append(per_call(lambda: proto.datagram_received(ok, pbx), number, repeat))
+            assert transport.sent - before == number * repeat  # (every one relayed)
+        assert edge.stats.internal_errors == 0
+        print(f"| {family} | {times[0] * 1e6:.1f} µs | {times[1] * 1e6:.1f} µs | {times[1] / times[0]:.2f} |")
 
 if __name__ == "__main__":
     main()

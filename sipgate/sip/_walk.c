@@ -26,9 +26,12 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 
 /* Slots as in fast._SLOTS: 0..7 values, -1 Via, -2 not read, -3 Proxy-Require. */
 #define VIA (-1)
@@ -39,7 +42,7 @@
 
 static unsigned char token[256];          /* _T_TOKEN */
 /* The value grammars' classes: _T_LABEL, _T_USER, _T_URI_PARAM, _T_SCHEME, _T_ADDR_SPEC */
-static unsigned char label[256], user[256], uri_param[256], scheme[256], addr_spec[256];
+static unsigned char label[256], user[256], uri_param[256], scheme[256], addr_spec[256], hop_value[256];
 /* INVITE, ACK, BYE, CANCEL as bytes objects (the method scan() returns). */
 static PyObject *method_objects[4];
 static const char *const METHOD_NAMES[4] = {"INVITE", "ACK", "BYE", "CANCEL"};
@@ -54,17 +57,17 @@ static int configured;
 static PyObject *
 configure(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    static const int classes[] = {0, 1, 3, 4, 5, 6, 7};  /* (the bytes[256] arguments) */
-    int ok = nargs == 8 && PyTuple_Check(args[2]) && PyTuple_GET_SIZE(args[2]) == LONG_KEYS;
-    for (int x = 0; ok && x < 7; x++)
+    static const int classes[] = {0, 1, 3, 4, 5, 6, 7, 8};  /* (the bytes[256] arguments) */
+    int ok = nargs == 9 && PyTuple_Check(args[2]) && PyTuple_GET_SIZE(args[2]) == LONG_KEYS;
+    for (int x = 0; ok && x < 8; x++)
         ok = PyBytes_Check(args[classes[x]]) && PyBytes_GET_SIZE(args[classes[x]]) == 256;
     if (!ok) {
         PyErr_SetString(PyExc_TypeError, "configure(token, compact, long: tuple[512], label, user, uri_param, "
-                                         "scheme, addr_spec): bytes[256] but long");
+                                         "scheme, addr_spec, hop_value): bytes[256] but long");
         return NULL;
     }
-    unsigned char *targets[5] = {label, user, uri_param, scheme, addr_spec};
-    for (int x = 0; x < 5; x++) {
+    unsigned char *targets[6] = {label, user, uri_param, scheme, addr_spec, hop_value};
+    for (int x = 0; x < 6; x++) {
         const unsigned char *from = (const unsigned char *)PyBytes_AS_STRING(args[3 + x]);
         for (int i = 0; i < 256; i++)
             targets[x][i] = from[i] != 0;
@@ -403,9 +406,10 @@ port_end(const unsigned char *p, Py_ssize_t i, Py_ssize_t n)
     return j;
 }
 
-/* End of (;token[=token])* from ``i``. */
+/* End of (;token[=token])* from ``i``, a value made of ``values``'s
+ * characters (token: the grammar's). */
 static Py_ssize_t
-token_params_end(const unsigned char *p, Py_ssize_t i, Py_ssize_t n)
+token_params_end(const unsigned char *p, Py_ssize_t i, Py_ssize_t n, const unsigned char *values)
 {
     while (i < n && p[i] == ';') {
         Py_ssize_t j = i + 1;
@@ -415,7 +419,7 @@ token_params_end(const unsigned char *p, Py_ssize_t i, Py_ssize_t n)
             return i;
         if (j < n && p[j] == '=') {
             Py_ssize_t k = j + 1;
-            while (k < n && token[p[k]])
+            while (k < n && values[p[k]])
                 k++;
             if (k == j + 1)
                 return i;
@@ -495,12 +499,14 @@ request_line(const unsigned char *p, Py_ssize_t n, int *method, Py_ssize_t *host
 }
 
 /* fast._via_sent_by: 1 with the port's bounds (equal: none) when the
- * optional ":" port at ``after`` and the parameters run to the end, else 0. */
+ * optional ":" port at ``after`` and the parameters (their values made of
+ * ``values``) run to the end, else 0. */
 static int
-via_sent_by(const unsigned char *p, Py_ssize_t n, Py_ssize_t after, Py_ssize_t *port_a, Py_ssize_t *port_b)
+via_sent_by(const unsigned char *p, Py_ssize_t n, Py_ssize_t after, Py_ssize_t *port_a, Py_ssize_t *port_b,
+            const unsigned char *values)
 {
     Py_ssize_t e = port_end(p, after, n);
-    if (e < 0 || token_params_end(p, e, n) != n)
+    if (e < 0 || token_params_end(p, e, n, values) != n)
         return 0;
     *port_a = e > after ? after + 1 : e;
     *port_b = e;
@@ -518,14 +524,14 @@ via(const unsigned char *p, Py_ssize_t n, Py_ssize_t *host_b, Py_ssize_t *port_a
     if (h < 0)
         return 0;
     *host_b = h;
-    return via_sent_by(p, n, h, port_a, port_b);
+    return via_sent_by(p, n, h, port_a, port_b, token);
 }
 
 /* fast._via_ipv6: via() for a sent-by host in brackets ("[" hex digits,
  * colons and dots "]"); the host's bounds are inside the brackets. */
 static int
 via_ipv6(const unsigned char *p, Py_ssize_t n, Py_ssize_t *host_a, Py_ssize_t *host_b, Py_ssize_t *port_a,
-         Py_ssize_t *port_b)
+         Py_ssize_t *port_b, const unsigned char *values)
 {
     if (n < 13 || memcmp(p, "SIP/2.0/UDP [", 13) != 0)
         return 0;
@@ -537,7 +543,35 @@ via_ipv6(const unsigned char *p, Py_ssize_t n, Py_ssize_t *host_a, Py_ssize_t *h
         return 0;
     *host_a = 13;
     *host_b = close;
-    return via_sent_by(p, n, close + 1, port_a, port_b);
+    return via_sent_by(p, n, close + 1, port_a, port_b, values);
+}
+
+/* fast._hop_via: 1 with the host's bounds (inside the brackets of an IPv6
+ * reference, whose literal inet_pton must take: it takes exactly what
+ * ipaddress.IPv6Address does over these characters) and the port's, else
+ * 0; parameter values made of hop_value's characters. */
+static int
+hop_via(const unsigned char *p, Py_ssize_t n, Py_ssize_t *host_a, Py_ssize_t *host_b, Py_ssize_t *port_a,
+        Py_ssize_t *port_b)
+{
+    if (n < 12 || memcmp(p, "SIP/2.0/UDP ", 12) != 0)
+        return 0;
+    Py_ssize_t h = host_end(p, 12, n);
+    if (h >= 0) {
+        *host_a = 12;
+        *host_b = h;
+        return via_sent_by(p, n, h, port_a, port_b, hop_value);
+    }
+    if (!via_ipv6(p, n, host_a, host_b, port_a, port_b, hop_value))
+        return 0;
+    char literal[INET6_ADDRSTRLEN];
+    unsigned char binary[16];
+    Py_ssize_t size = *host_b - *host_a;
+    if (size >= (Py_ssize_t)sizeof(literal))
+        return 0;
+    memcpy(literal, p + *host_a, (size_t)size);
+    literal[size] = 0;
+    return inet_pton(AF_INET6, literal, binary) == 1;
 }
 
 /* fast._name_addr_loop: the offset its parameters start at (they run to
@@ -582,7 +616,7 @@ name_addr(const unsigned char *p, Py_ssize_t n)
     if (i >= n || p[i] != '>')
         return -1;
     i++;
-    if (token_params_end(p, i, n) != n)
+    if (token_params_end(p, i, n, token) != n)
         return -1;
     return i;
 }
@@ -756,7 +790,7 @@ scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t tn = PyBytes_GET_SIZE(to), fn = PyBytes_GET_SIZE(from);
     Py_ssize_t to_params = name_addr(tp, tn), from_params = name_addr(fp, fn);
     if ((!via(v, vn, &via_host_b, &via_port_a, &via_port_b)
-         && !via_ipv6(v, vn, &via_host_a, &via_host_b, &via_port_a, &via_port_b)) || to_params < 0 || from_params < 0)
+         && !via_ipv6(v, vn, &via_host_a, &via_host_b, &via_port_a, &via_port_b, token)) || to_params < 0 || from_params < 0)
         goto refuse;
     long long via_port = -2;
     if (via_port_b > via_port_a) {
@@ -992,8 +1026,10 @@ done:
 static int
 hops(const unsigned char *top, Py_ssize_t tn, const unsigned char *next, Py_ssize_t nn, PyObject **out)
 {
-    Py_ssize_t top_host, top_pa, top_pb, next_host, next_pa, next_pb;
-    if (!via(top, tn, &top_host, &top_pa, &top_pb) || !via(next, nn, &next_host, &next_pa, &next_pb))
+    Py_ssize_t top_ha = 12, top_host, top_pa, top_pb, next_ha = 12, next_host, next_pa, next_pb;
+    if ((!via(top, tn, &top_host, &top_pa, &top_pb) && !hop_via(top, tn, &top_ha, &top_host, &top_pa, &top_pb))
+        || (!via(next, nn, &next_host, &next_pa, &next_pb)
+            && !hop_via(next, nn, &next_ha, &next_host, &next_pa, &next_pb)))
         return 0;
     long long top_number = top_pb > top_pa ? uint_value(top + top_pa, top_pb - top_pa) : -1;
     long long next_number = next_pb > next_pa ? uint_value(next + next_pa, next_pb - next_pa) : 0;
@@ -1002,6 +1038,10 @@ hops(const unsigned char *top, Py_ssize_t tn, const unsigned char *next, Py_ssiz
     const unsigned char *tparams = top + top_pb, *nparams = next + next_pb;
     Py_ssize_t tpn = tn - top_pb, npn = nn - next_pb, ra, rb, pa, pb, ba, bb;
     int has_received = param(nparams, npn, "received", &ra, &rb);
+    if (has_received && ra >= 0 && rb - ra > 1 && nparams[ra] == '[' && nparams[rb - 1] == ']') {
+        ra++;  /* (Via.received drops an IPv6 reference's brackets) */
+        rb--;
+    }
     if (has_received && (ra < 0 || ra == rb))
         return 0;  /* (an empty received: the full path's business) */
     long long port = 0;
@@ -1009,7 +1049,7 @@ hops(const unsigned char *top, Py_ssize_t tn, const unsigned char *next, Py_ssiz
         port = uint_value(nparams + pa, pb - pa);
     if (!(port > 0 && port < 65536))
         port = next_number ? next_number : 5060;
-    out[0] = lowered(top, 12, top_host);
+    out[0] = lowered(top, top_ha, top_host);
     if (top_pb > top_pa) {
         out[1] = PyLong_FromLongLong(top_number);
     } else {
@@ -1018,14 +1058,14 @@ hops(const unsigned char *top, Py_ssize_t tn, const unsigned char *next, Py_ssiz
     }
     /* the received host as written (relay_response does not lower it) */
     out[2] = has_received ? PyUnicode_DecodeASCII((const char *)nparams + ra, rb - ra, NULL)
-                          : lowered(next, 12, next_host);
+                          : lowered(next, next_ha, next_host);
     out[3] = PyLong_FromLongLong(port);
     out[4] = param_value(tparams, tpn, "branch", 0);
     if (param(nparams, npn, "branch", &ba, &bb) && ba >= 0 && bb - ba >= 7 && memcmp(nparams + ba, "z9hG4bK", 7) == 0) {
         /* b"\0".join((b"3261", branch, next host lowered, port digits or b"")) */
         char digits[24];
         int nd = next_number ? snprintf(digits, sizeof(digits), "%lld", next_number) : 0;
-        Py_ssize_t hn = next_host - 12, size = 4 + 1 + (bb - ba) + 1 + hn + 1 + nd;
+        Py_ssize_t hn = next_host - next_ha, size = 4 + 1 + (bb - ba) + 1 + hn + 1 + nd;
         out[5] = PyBytes_FromStringAndSize(NULL, size);
         if (out[5] != NULL) {
             char *q = PyBytes_AS_STRING(out[5]);
@@ -1035,7 +1075,7 @@ hops(const unsigned char *top, Py_ssize_t tn, const unsigned char *next, Py_ssiz
             memcpy(q, nparams + ba, (size_t)(bb - ba));
             q += bb - ba;
             *q++ = 0;
-            for (Py_ssize_t x = 12; x < next_host; x++)
+            for (Py_ssize_t x = next_ha; x < next_host; x++)
                 *q++ = (char)(next[x] >= 'A' && next[x] <= 'Z' ? next[x] | 32 : next[x]);
             *q++ = 0;
             memcpy(q, digits, (size_t)nd);

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from hashlib import blake2b
+from ipaddress import IPv6Address
 from typing import Any, Final
 
 from sipgate.sip.headers import _KEY_CACHE, COMPACT_FORMS
@@ -128,6 +129,10 @@ _T_DIGIT: Final = _char_class(b"0123456789")
 # Inside an IPv6 reference's brackets (which characters, not the grammar:
 # see _via_ipv6).
 _T_IPV6: Final = _char_class(b"0123456789abcdefABCDEF:.")
+# A parameter value in a response's Via elements as _hops reads them: a
+# token, or colons and brackets too (received=<IPv6 address>, as sipgate's
+# own stamp writes it for an IPv6 caller who asked for rport).
+_T_HOP_VALUE: Final = _char_class(_ALNUM + b"-.!%*_+`'~:[]")
 # [^<>"\s] (\s of a bytes pattern: space, \t, \n, \r, \f, \v)
 _T_ADDR_SPEC: Final = bytes(0 if c in b'<>" \t\n\r\x0c\x0b' else 1 for c in range(256))
 _METHODS: Final = (b"INVITE", b"ACK", b"BYE", b"CANCEL")
@@ -162,8 +167,9 @@ def _port_end(text: bytes, i: i64, n: i64) -> i64:
     return j
 
 
-def _token_params_end(text: bytes, i: i64, n: i64) -> i64:
-    """End of (;token[=token])* from ``i`` (``i`` itself for none)."""
+def _token_params_end(text: bytes, i: i64, n: i64, values: bytes = _T_TOKEN) -> i64:
+    """End of (;token[=token])* from ``i`` (``i`` itself for none); with
+    ``values``, a value is made of those characters instead."""
     table = _T_TOKEN
     while i < n and text[i] == 59:
         j = i + 1
@@ -173,7 +179,7 @@ def _token_params_end(text: bytes, i: i64, n: i64) -> i64:
             return i
         if j < n and text[j] == 61:
             k = j + 1
-            while k < n and table[text[k]]:
+            while k < n and values[text[k]]:
                 k += 1
             if k == j + 1:
                 return i
@@ -247,18 +253,18 @@ def _via_loop(value: bytes) -> tuple[bytes, bytes | None, bytes] | None:
     return _via_sent_by(value, 12, host_end, host_end, n)
 
 
-def _via_sent_by(value: bytes, host_start: i64, host_end: i64, after: i64, n: i64
+def _via_sent_by(value: bytes, host_start: i64, host_end: i64, after: i64, n: i64, values: bytes = _T_TOKEN
                  ) -> tuple[bytes, bytes | None, bytes] | None:
     """A Via's (host, port, parameters) once its host is read (``after``:
     where the optional ":" port starts), or None: the port and parameters
-    must run to the end."""
+    (their values made of ``values``) must run to the end."""
     port_end = _port_end(value, after, n)
-    if port_end < 0 or _token_params_end(value, port_end, n) != n:
+    if port_end < 0 or _token_params_end(value, port_end, n, values) != n:
         return None
     return value[host_start:host_end], value[after + 1:port_end] if port_end > after else None, value[port_end:]
 
 
-def _via_ipv6(value: bytes) -> tuple[bytes, bytes | None, bytes] | None:
+def _via_ipv6(value: bytes, values: bytes = _T_TOKEN) -> tuple[bytes, bytes | None, bytes] | None:
     """A Via value whose sent-by host is an IPv6 reference ("[" hex digits,
     colons and dots "]"): (the host without its brackets, port, parameters),
     or None.  Only the characters are checked here: EdgeProtocol._fast
@@ -272,7 +278,35 @@ def _via_ipv6(value: bytes) -> tuple[bytes, bytes | None, bytes] | None:
         close += 1
     if close == 13 or close >= n or value[close] != 93:  # ("]")
         return None
-    return _via_sent_by(value, 13, close, close + 1, n)
+    return _via_sent_by(value, 13, close, close + 1, n, values)
+
+
+def _hop_via(value: bytes) -> tuple[bytes, bytes | None, bytes] | None:
+    """A Via element of a response as _hops reads it when _via does not:
+    the host a DNS name, an IPv4 address or an IPv6 reference (its brackets
+    dropped, the literal checked as uri._host checks it: the full path
+    would not relay past a malformed one), parameter values also with
+    colons and brackets (_T_HOP_VALUE); None otherwise."""
+    n: i64 = len(value)
+    if value[:12] != b"SIP/2.0/UDP ":
+        return None
+    host_end = _host_end(value, 12, n)
+    if host_end >= 0:
+        return _via_sent_by(value, 12, host_end, host_end, n, _T_HOP_VALUE)
+    v = _via_ipv6(value, _T_HOP_VALUE)
+    if v is None or not _ipv6_literal(v[0]):
+        return None
+    return v
+
+
+def _ipv6_literal(text: bytes) -> bool:
+    """``text`` (hex digits, colons and dots) is an IPv6 address as
+    uri._host accepts one."""
+    try:
+        IPv6Address(text.decode("ascii"))
+    except ValueError:
+        return False
+    return True
 
 
 def _name_addr_loop(value: bytes) -> bytes | None:
@@ -446,7 +480,8 @@ _COMPILED: Final = not hasattr(_probe, "__code__")
 def configure_walks(walk: Any) -> Any:
     """Hand sipgate/sip/_walk.c this module's tables (header names and the
     value grammars' character classes): one definition of both."""
-    walk.configure(_T_TOKEN, _COMPACT_SLOTS, _LONG_SLOTS, _T_LABEL, _T_USER, _T_URI_PARAM, _T_SCHEME, _T_ADDR_SPEC)
+    walk.configure(_T_TOKEN, _COMPACT_SLOTS, _LONG_SLOTS, _T_LABEL, _T_USER, _T_URI_PARAM, _T_SCHEME, _T_ADDR_SPEC,
+                   _T_HOP_VALUE)
     return walk
 
 
@@ -1186,8 +1221,8 @@ def _next_hop(first: bytes, second: bytes | None) -> tuple[bytes, bytes, bytes |
 def _hops(top_text: bytes, next_text: bytes) -> _Hops | None:
     """relay_response_bytes's answer but the bytes, from the popped Via
     element and the next hop's, or None."""
-    top = _via(top_text)
-    nxt = _via(next_text)
+    top = _via(top_text) or _hop_via(top_text)
+    nxt = _via(next_text) or _hop_via(next_text)
     if top is None or nxt is None:
         return None
     top_host, top_port, top_params = top
@@ -1197,6 +1232,8 @@ def _hops(top_text: bytes, next_text: bytes) -> _Hops | None:
     if top_number > 65535 or next_number > 65535:
         return None
     has_received, received = _param(next_params, b"received")
+    if received is not None and len(received) > 1 and received[0] == 91 and received[-1] == 93:
+        received = received[1:-1]  # (Via.received drops an IPv6 reference's brackets)
     if has_received and not received:
         return None  # (an empty received: the full path's business)
     # The received host as written (relay_response does not lower it).

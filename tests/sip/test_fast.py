@@ -43,9 +43,10 @@ class Recorder:
 TABLE = table([(TRUNK_SID, DEMO_DOMAIN, [(ACL_SID, [f"{ALLOWED}/32", "::1/128"])])])
 
 
-def make(fast: bool, tbl=None, **overrides) -> tuple[EdgeProtocol, Recorder]:
-    listener = Listener(host="127.0.0.1", port=5060, default_trunk=DEMO_DOMAIN)
-    sip = replace(SipConfig(listen=(listener,), pbx=PBX, secret="test-secret"), **overrides)
+def make(fast: bool, tbl=None, host: str = "127.0.0.1", pbx: tuple[str, int] = PBX,
+         **overrides) -> tuple[EdgeProtocol, Recorder]:
+    listener = Listener(host=host, port=5060, default_trunk=DEMO_DOMAIN)
+    sip = replace(SipConfig(listen=(listener,), pbx=pbx, secret="test-secret"), **overrides)
     edge = Edge(sip)
     edge.fast_path = fast
     edge.install(tbl or TABLE)
@@ -56,6 +57,9 @@ def make(fast: bool, tbl=None, **overrides) -> tuple[EdgeProtocol, Recorder]:
 
 
 EDGES = {fast: make(fast) for fast in (True, False)}
+# The same on an IPv6 listener in front of an IPv6 PBX.
+PBX6 = ("::1", 5070)
+EDGES6 = {fast: make(fast, host="::1", pbx=PBX6) for fast in (True, False)}
 NO_LIST = table([("TK" + "2" * 32, DEMO_DOMAIN, [])])
 
 
@@ -159,6 +163,47 @@ def test_ipv6_callers_take_the_fast_path_when_their_via_names_them():
         udp.parse = real
     for via_host in ("[0:0::1]:5080", "[1::2::3]", "[::2]"):
         same(request(via_host=via_host, call_id="v6-x"), ("::1", 5080), refusing)
+
+
+def test_responses_to_ipv6_callers_take_the_fast_path():
+    """On an IPv6 listener: the PBX's responses to a caller whose Via is
+    "[::1]:5080" (with sipgate's stamp "rport=5081;received=::1", or a
+    bracketed received) go back without the full parser, with its bytes and
+    to its destination.  A malformed literal in the next hop's sent-by (the
+    full parser drops such a response) or an empty bracketed received go to
+    the full parser."""
+    import sipgate.transport.udp as udp
+
+    def response_for(next_hop: str) -> bytes:
+        return (f"SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP [::1]:5060;branch=z9hG4bKours, {next_hop}\r\n"
+                "From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: v6r\r\nCSeq: 1 INVITE\r\n"
+                "Content-Length: 0\r\n\r\n").encode()
+
+    taken = {"SIP/2.0/UDP [::1]:5080;branch=z9hG4bK-1;rport=5081;received=::1": ("::1", 5081),
+             "SIP/2.0/UDP [2001:DB8::7];branch=z9hG4bK-1": ("2001:db8::7", 5060),
+             "SIP/2.0/UDP [::1]:5080;branch=z9hG4bK-1;received=[::2]": ("::2", 5080),
+             "SIP/2.0/UDP 192.0.2.1:5080;branch=z9hG4bK-1;rport=5081;received=2001:db8::9": ("2001:db8::9", 5081)}
+    declined = ["SIP/2.0/UDP [1::2::3]:5080;branch=z9hG4bK-1", "SIP/2.0/UDP [1.2.3.4];branch=z9hG4bK-1",
+                "SIP/2.0/UDP [::1]:5080;branch=z9hG4bK-1;received=[]"]
+    expected = {}
+    for hop, dest in taken.items():
+        expected[hop] = same(response_for(hop), PBX6, EDGES6)
+        assert [d for _, d in expected[hop]] == [dest] and b"z9hG4bKours" not in expected[hop][0][0], hop
+    for hop in declined:
+        same(response_for(hop), PBX6, EDGES6)
+    real = udp.parse
+    udp.parse = None  # type: ignore[assignment]
+    try:
+        for hop in taken:
+            proto, rec = make(True, host="::1", pbx=PBX6)
+            proto.datagram_received(response_for(hop), PBX6)
+            assert rec.sent == expected[hop] and proto.edge.stats.internal_errors == 0, hop
+        for hop in declined:
+            proto, rec = make(True, host="::1", pbx=PBX6)
+            proto.datagram_received(response_for(hop), PBX6)
+            assert rec.sent == [] and proto.edge.stats.internal_errors == 1, hop
+    finally:
+        udp.parse = real
 
 
 def test_trunk_without_lists_gets_its_own_warning():
@@ -305,22 +350,43 @@ ROUTES = [f"Route: <sip:127.0.0.1:5060;lr;sgt={TRUNK_SID}>", "Route: <sip:127.0.
           f"Route: <sip:127.0.0.1:5060;lr;sgt={TRUNK_SID}>"]
 
 
+# The Via below ours in a response: the caller's as sipgate relayed it.
+NEXT_HOPS = (["Via: SIP/2.0/UDP 127.0.0.2:5080;branch=z9hG4bK-1;received=127.0.0.2;rport=5081",
+              "Via: SIP/2.0/UDP 127.0.0.2:5080;branch=z9hG4bK-1",
+              "Via: SIP/2.0/UDP 127.0.0.3:5080;branch=z9hG4bK-1;rport",
+              "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1;received=127.0.0.1",
+              "Via: SIP/2.0/UDP Host.Example;branch=z9hG4bK-1;rport=99999"],
+             ["Via: SIP/2.0/UDP 127.0.0.2:5080;received=;branch=x", "Via: SIP/2.0/UDP [::1]:5080",
+              "Via: SIP/2.0/UDP 127.0.0.2, SIP/2.0/UDP 127.0.0.4", "Via: SIP/2.0/UDP 127.0.0.2:0"])
+# IPv6 callers: sent-by a reference (valid or not), received an IPv6
+# address (with brackets or without, as sipgate's stamp writes it).
+NEXT_HOPS6 = (["Via: SIP/2.0/UDP [::1]:5080;branch=z9hG4bK-1",
+               "Via: SIP/2.0/UDP [::1]:5080;branch=z9hG4bK-1;rport=5081;received=::1",
+               "Via: SIP/2.0/UDP [2001:DB8::1];branch=z9hG4bK-1;received=[::1]",
+               "Via: SIP/2.0/UDP [::FFFF:127.0.0.2]:5080;branch=z9hG4bK-1;rport",
+               "Via: SIP/2.0/UDP 127.0.0.2:5080;branch=z9hG4bK-1;rport=5081;received=::1"],
+              ["Via: SIP/2.0/UDP [1::2::3]:5080;branch=z9hG4bK-1", "Via: SIP/2.0/UDP [1.2.3.4];branch=z9hG4bK-1",
+               "Via: SIP/2.0/UDP [::1]:5080;branch=z9hG4bK-1;received=[]", "Via: SIP/2.0/UDP [::1;branch=z9hG4bK-1",
+               "Via: SIP/2.0/UDP [::1]:5080;branch=z9hG4bK-1;received=[::1", "Via: SIP/2.0/UDP []:5080",
+               "Via: SIP/2.0/UDP [::1]:5080;branch=z9hG4bK-1;received=::1;x=<y>",
+               "Via: SIP/2.0/UDP [ff02::1]:5080;branch=z9hG4bK-1"])
+
+
 @st.composite
-def response(draw) -> bytes:
-    """A response coming back through sipgate: our Via on top (mostly)."""
+def response(draw, ours_host: str = "127.0.0.1", ipv6: bool = False) -> bytes:
+    """A response coming back through sipgate: our Via on top (mostly);
+    ``ours_host``: sipgate's sent-by host; ``ipv6``: IPv6 next hops too."""
     status = draw(pick(["100 Trying", "200 OK", "180 Ringing", "486 Busy Here"],
                        ["200", "200  OK", "700 Bad", "200 OK ", "099 x"]))
-    ours = draw(pick(["Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKabc",
-                      "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKabc;received=127.0.0.1"],
-                     ["Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bKabc", "Via: SIP/2.0/UDP 127.0.0.1;branch=z9",
-                      "Via: SIP/2.0/UDP other.example:5060;branch=z9", "Via:SIP/2.0/UDP 127.0.0.1:5060"]))
-    nxt = draw(pick(["Via: SIP/2.0/UDP 127.0.0.2:5080;branch=z9hG4bK-1;received=127.0.0.2;rport=5081",
-                     "Via: SIP/2.0/UDP 127.0.0.2:5080;branch=z9hG4bK-1",
-                     "Via: SIP/2.0/UDP 127.0.0.3:5080;branch=z9hG4bK-1;rport",
-                     "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1;received=127.0.0.1",
-                     "Via: SIP/2.0/UDP Host.Example;branch=z9hG4bK-1;rport=99999"],
-                    ["Via: SIP/2.0/UDP 127.0.0.2:5080;received=;branch=x", "Via: SIP/2.0/UDP [::1]:5080",
-                     "Via: SIP/2.0/UDP 127.0.0.2, SIP/2.0/UDP 127.0.0.4", "Via: SIP/2.0/UDP 127.0.0.2:0"]))
+    ours = draw(pick([f"Via: SIP/2.0/UDP {ours_host}:5060;branch=z9hG4bKabc",
+                      f"Via: SIP/2.0/UDP {ours_host}:5060;branch=z9hG4bKabc;received=127.0.0.1"],
+                     [f"Via: SIP/2.0/UDP {ours_host}:5061;branch=z9hG4bKabc", f"Via: SIP/2.0/UDP {ours_host};branch=z9",
+                      "Via: SIP/2.0/UDP other.example:5060;branch=z9", f"Via:SIP/2.0/UDP {ours_host}:5060"]))
+    if ipv6:
+        ours = ours.replace("received=127.0.0.1", draw(st.sampled_from(["received=::1", "received=[::1]",
+                                                                         "received=127.0.0.1"])))
+    hops = (NEXT_HOPS[0] + NEXT_HOPS6[0], NEXT_HOPS[1] + NEXT_HOPS6[1]) if ipv6 else NEXT_HOPS
+    nxt = draw(pick(*hops))
     if draw(st.booleans()):
         # The branch sipgate really gave the request below (proxy.via_branch):
         # only such a response from outside is relayed to the PBX.
@@ -359,6 +425,7 @@ def response(draw) -> bytes:
 
 SOURCES = st.sampled_from([(DENIED, 5080), (ALLOWED, 5080), (ALLOWED, 5080), ("127.0.0.1", 5070),
                            ("::ffff:127.0.0.3", 1), ("::1", 5080)])
+SOURCES6 = st.sampled_from([PBX6, PBX6, ("::1", 5080), ("::2", 5080), (ALLOWED, 5080)])
 
 
 @settings(max_examples=examples(2500), deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -380,6 +447,28 @@ def test_generated_responses_agree(data, source):
     from sipgate.sip.fast import relay_response_bytes
 
     event("relayed by the fast path" if relay_response_bytes(data) is not None else "declined")
+    same(data, source)
+
+
+@settings(max_examples=examples(800), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(response("[::1]", ipv6=True), SOURCES6)
+@example(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP [::1]:5060;branch=z9hG4bKabc\r\n"
+         b"Via: SIP/2.0/UDP [::1]:5080;branch=z9hG4bK-1;rport=5081;received=::1\r\n"
+         b"From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\n"
+         b"Content-Length: 0\r\n\r\n", PBX6)
+def test_generated_responses_agree_on_an_ipv6_listener(data, source):
+    """Responses back to IPv6 callers (and IPv4 ones) through an IPv6
+    listener: sipgate's Via "[::1]:5060" on top, bracketed next hops and
+    IPv6 received values, valid or not."""
+    from sipgate.sip.fast import relay_response_bytes
+
+    event("relayed by the fast path" if relay_response_bytes(data) is not None else "declined")
+    same(data, source, EDGES6)
+
+
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(response(ipv6=True), SOURCES)
+def test_ipv6_next_hops_agree_on_an_ipv4_listener(data, source):
     same(data, source)
 
 

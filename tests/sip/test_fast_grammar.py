@@ -13,6 +13,7 @@ built.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 import pytest
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 
 from helpers import examples
 from sipgate import native
-from sipgate.sip import fast
+from sipgate.sip import SipParseError, fast, parse_via
 
 PIECES = [
     b"INVITE", b"ACK", b"BYE", b"CANCEL", b"OPTIONS", b"invite", b" ", b"  ", b"\t", b"sip:", b"sips:", b"SIP:",
@@ -126,6 +127,81 @@ def test_parameter_loop_matches_the_searches(params):
     for name, pattern in fast._SEARCHES.items():
         m = pattern.search(params)
         assert fast._param_loop(params, name) == ((False, None) if m is None else (True, m.group(1)))
+
+
+# What fast._hop_via reads (a response's Via element, when _via does not):
+# the expression, and the IPv6 literal checked as uri._host checks it.
+_HOP_VIA = re.compile(rb"SIP/2\.0/UDP (?:([A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*)|\[([0-9A-Fa-f:.]+)\])(?::([0-9]{1,5}))?"
+                      rb"((?:;" + fast._TOKEN + rb"(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]+)?)*)")
+
+
+def hop_via_reference(text):
+    m = _HOP_VIA.fullmatch(text)
+    if m is None:
+        return None
+    name, literal, port, params = m.groups()
+    if literal is not None:
+        try:
+            ipaddress.IPv6Address(literal.decode())
+        except ValueError:
+            return None
+    return name if literal is None else literal, port, params
+
+
+HOP_PIECES = [b"SIP/2.0/UDP ", b"SIP/2.0/UDP [", b"[", b"]", b"::", b":", b"1", b"db8", b"2001:", b"ffff:", b"FE80",
+              b"1.2.3.4", b".", b"0", b"g", b"host", b":5060", b":99999", b";branch=z9hG4bK-1", b";rport",
+              b";rport=5081", b";received=", b";received=::1", b";received=[::1]", b"=", b";", b" ", b"%", b"<"]
+
+
+HOP_VIAS = st.tuples(
+    st.sampled_from([b"SIP/2.0/UDP "] * 6 + [b"SIP/2.0/TCP ", b""]),
+    st.sampled_from([b"[::1]", b"[2001:DB8::1]", b"[::ffff:1.2.3.4]", b"[1::2::3]", b"[1.2.3.4]", b"[]", b"[::1",
+                     b"host.example", b"127.0.0.1", b"a..b", b"[::g]"]) | st.ip_addresses(v=6).map(
+        lambda a: b"[" + str(a).encode() + b"]"),
+    st.sampled_from([b"", b"", b":5080", b":", b":123456"]),
+    st.lists(st.sampled_from([b";branch=z9hG4bK-1", b";rport", b";rport=5081", b";received=::1", b";received=[::1]",
+                              b";received=1.2.3.4", b";x=a:b]"] * 4 + [b";received=", b";=", b" ", b";a b"]),
+             max_size=4).map(b"".join),
+).map(b"".join)
+
+
+@given(HOP_VIAS | HOP_VIAS | st.lists(st.sampled_from(HOP_PIECES), max_size=12).map(b"".join))
+@example(b"SIP/2.0/UDP [::1]:5080;branch=z9hG4bK-1;rport=5081;received=::1")
+@example(b"SIP/2.0/UDP [2001:db8::1.2.3.4]")
+@example(b"SIP/2.0/UDP [1.2.3.4]")
+@example(b"SIP/2.0/UDP [::1]:")
+@example(b"SIP/2.0/UDP host;received=[::1]")
+@example(b"SIP/2.0/UDP [1::2::3];x")
+@settings(max_examples=examples(1500))
+def test_the_hop_via_loop_matches_its_expression(text):
+    expected = hop_via_reference(text)
+    assert fast._hop_via(text) == expected
+    event("read" if expected else "refused")
+
+
+@given(st.ip_addresses(v=6).map(str) | st.text("0123456789abcdefABCDEF:.", max_size=48),
+       st.sampled_from(["", ":5080"]), st.sampled_from(["", ";rport=5081;received=::1", ";received=[2001:db8::2]"]))
+@example("1:2:3:4:5:6:1.2.3.4", "", "")
+@example("::ffff:1.2.3.04", "", "")
+@example("0000:0000:0000:0000:0000:ffff:255.255.255.255", "", "")
+@example("0000:0000:0000:0000:0000:ffff:255.255.255.2551", "", "")
+@settings(max_examples=examples(1500))
+def test_the_relays_take_the_ipv6_literals_the_full_parser_takes(literal, port, params):
+    """The next hop's literal, checked by inet_pton in C and by
+    ipaddress.IPv6Address in Python: the relays agree, and relay exactly
+    when the full parser reads that Via."""
+    head = (f"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP [::1]:5060;branch=z9hG4bK1\r\n"
+            f"Via: SIP/2.0/UDP [{literal}]{port};branch=z9hG4bK2{params}\r\n"
+            "From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 BYE\r\n\r\n").encode()
+    try:
+        parse_via(f"SIP/2.0/UDP [{literal}]{port};branch=z9hG4bK2{params}")
+        readable = True
+    except SipParseError:
+        readable = False
+    results = [relay(head, fast.DEFAULT_LIMITS) for relay in RELAYS]
+    assert all(r == results[0] for r in results)
+    assert (results[0] is not None) == readable, literal
+    event("relayed" if readable else "declined")
 
 
 CASES = [
@@ -294,7 +370,8 @@ RESPONSE_DAMAGE = st.sampled_from([b"", b"\r", b"\n", b"\x00", b" ", b"\t", b":"
                                    b"X: y\r\n", b"Via: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK-9\r\n", b"v:  x \r\n"])
 
 
-@given(response(), st.integers(0, 600), RESPONSE_DAMAGE, st.sampled_from([None, 2, 3, 12, 40]))
+@given(response() | response("[::1]", ipv6=True), st.integers(0, 600), RESPONSE_DAMAGE,
+       st.sampled_from([None, 2, 3, 12, 40]))
 @example(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b;branch=z9hG4bK2\r\n"
          b"From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 BYE\r\n\r\n", 0, b"", None)
 @example(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\n"
