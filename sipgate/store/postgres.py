@@ -691,7 +691,7 @@ class PostgresStore:
         """_create_ip for many addresses of one list at once (the seed's bulk
         load), which the caller has checked against the list and its limit."""
         self._get_acl(tx.cur, account_sid, acl_sid)
-        sids = sorted(v.new_sid("IP") for _ in rows)  # (in index order: see SqliteStore._create_ips)
+        sids = v.new_sids("IP", len(rows))  # (in index order: see SqliteStore._create_ips)
         values = []
         for sid, (name, entry) in zip(sids, rows):
             values.append((sid, account_sid, acl_sid, name, entry.address, entry.prefix, entry.network, tx.ts, tx.ts))

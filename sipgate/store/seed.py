@@ -27,12 +27,16 @@ revision as it was.  Seeds only add; they never delete.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import AbstractSet, Any
+
+# tomllib's upstream, compiled with mypyc in its wheels: the same parser
+# and errors, 2.4x faster on a large seed (tomllib's share of a
+# million-entry seed was ~23 s).
+import tomli
 
 from sipgate.store import validate as v
 from sipgate.store.model import TRUNK_DEFAULTS, StoreError, Unavailable, list_full
@@ -57,9 +61,10 @@ class SeedReport:
     created: dict[str, int] = field(default_factory=dict)
     existing: dict[str, int] = field(default_factory=dict)
 
-    def count(self, kind: str, created: bool) -> None:
-        bucket = self.created if created else self.existing
-        bucket[kind] = bucket.get(kind, 0) + 1
+    def count(self, kind: str, created: bool, n: int = 1) -> None:
+        if n:
+            bucket = self.created if created else self.existing
+            bucket[kind] = bucket.get(kind, 0) + n
 
     def __str__(self) -> str:
         made = ", ".join(f"{n} {k}" for k, n in self.created.items()) or "nothing"
@@ -67,7 +72,7 @@ class SeedReport:
         return f"created {made}; already present {kept}"
 
 
-def _table(value: Any, key: str, allowed: set[str], src: str) -> dict[str, Any]:
+def _table(value: Any, key: str, allowed: AbstractSet[str], src: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise SeedError(src, key, "expected a table")
     unknown = set(value) - allowed
@@ -90,9 +95,16 @@ def _at(src: str, key: str) -> Iterator[None]:
     except Unavailable:
         raise
     except StoreError as exc:
-        param = getattr(exc, "param", None)
-        raise SeedError(src, f"{key}.{_SEED_KEYS.get(param, param)}" if param else key,
-                        str(exc)) from None
+        raise _seed_error(exc, src, key) from None
+
+
+def _seed_error(exc: StoreError, src: str, key: str) -> SeedError:
+    """The SeedError for a store error raised for the object at ``key``."""
+    param = getattr(exc, "param", None)
+    return SeedError(src, f"{key}.{_SEED_KEYS.get(param, param)}" if param else key, str(exc))
+
+
+_IP_KEYS = frozenset({"friendly_name", "ip_address", "cidr_prefix_length"})
 
 
 def _array(value: Any, key: str, src: str) -> list[Any]:
@@ -108,10 +120,10 @@ def load_seed(store: Any, path: str | Path) -> SeedReport:
     src = str(path)
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            data = tomli.load(fh)
     except OSError as exc:
         raise SeedError(src, "(file)", f"cannot read: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except tomli.TOMLDecodeError as exc:
         raise SeedError(src, "(syntax)", str(exc)) from None
     _table(data, "(top)", {"accounts"}, src)
     report = SeedReport()
@@ -165,22 +177,29 @@ def _seed_account(store: Any, tx: Any, account: dict[str, Any], key: str, src: s
         limit = store.max_ips_per_list
         size = len(have)
         new: list[tuple[str, v.IpEntry]] = []
+        ip_entry, friendly_name = v.ip_entry, v.friendly_name
         for k, ip in enumerate(addresses):
-            ikey = f"{lkey}.ip_addresses[{k}]"
-            ip = _table(ip, ikey, {"friendly_name", "ip_address", "cidr_prefix_length"}, src)
-            with _at(src, ikey):
-                entry = v.ip_entry(ip.get("ip_address"), ip.get("cidr_prefix_length"))
-                label = v.friendly_name(ip.get("friendly_name") or entry.address, required=True)
-            exists = entry.network in have
-            if not exists:
-                if limit is not None and size >= limit:
-                    with _at(src, ikey):  # (what the store's _create_ip says)
-                        raise list_full(limit)
+            # (The key text, a context manager and the key check, per
+            # address, were a fifth of a large seed's time: here they are
+            # made only for an address that is not a plain table.)
+            if type(ip) is not dict or not ip.keys() <= _IP_KEYS:
+                ip = _table(ip, f"{lkey}.ip_addresses[{k}]", _IP_KEYS, src)
+            try:
+                entry = ip_entry(ip.get("ip_address"), ip.get("cidr_prefix_length"))
+                label = friendly_name(ip.get("friendly_name") or entry.address, required=True)
+            except Unavailable:
+                raise
+            except StoreError as exc:
+                raise _seed_error(exc, src, f"{lkey}.ip_addresses[{k}]") from None
+            if entry.network not in have:
+                if limit is not None and size >= limit:  # (what the store's _create_ip says)
+                    raise _seed_error(list_full(limit), src, f"{lkey}.ip_addresses[{k}]") from None
                 have.add(entry.network)
                 size += 1
                 new.append((label, entry))
-            report.count("ip_addresses", not exists)
-            changed |= not exists
+        report.count("ip_addresses", True, len(new))
+        report.count("ip_addresses", False, len(addresses) - len(new))
+        changed |= bool(new)
         if new:
             store._create_ips(tx, sid, acl_sid, new)
 

@@ -112,6 +112,9 @@ OPEN_TIMEOUT = 10.0
 # instead of queueing behind a lock held for minutes, and a request
 # waiting behind another one does not wait a full bound per request ahead.
 OP_TIMEOUT = 2.0
+# A bulk insert of more rows than this gets a page cache sized to it (see
+# _create_ips).
+_BULK_ROWS = 10_000
 
 _TRUNK_COLUMNS = ("sid", "account_sid", "friendly_name", "domain_name", "disaster_recovery_method",
                   "disaster_recovery_url", "secure", "recording_mode", "recording_trim", "transfer_mode",
@@ -520,13 +523,26 @@ class SqliteStore:
         # The new SIDs in ascending order, given in file order: the rows then
         # go into the SID and the list indexes in order, not at random
         # places (most of a million-row insert was page misses).
-        sids = sorted(v.new_sid("IP") for _ in rows)
+        sids = v.new_sids("IP", len(rows))
         values = []
         for sid, (name, entry) in zip(sids, rows):
             values.append((sid, account_sid, acl_sid, name, entry.address, entry.prefix, entry.network, tx.ts, tx.ts))
             if not tx.structural:  # (a structural change logs no entries: the edge recompiles)
                 tx.entry("+", acl_sid, sid, entry.address, entry.prefix)
-        tx.cur.executemany("INSERT INTO ip_addresses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
+        # The (acl_sid, network) index takes the rows in random order: with
+        # SQLite's default 2 MiB page cache, most of a large insert was
+        # page misses.  A cache sized to the rows (256 bytes each, at most
+        # 1 GiB) for the insert, then the connection's own again:
+        # benchmarks/bench_seed.py.
+        before = None
+        if len(values) > _BULK_ROWS:
+            before = tx.cur.execute("PRAGMA cache_size").fetchone()[0]
+            tx.cur.execute(f"PRAGMA cache_size = {-min(len(values) // 4, 1 << 20)}")
+        try:
+            tx.cur.executemany("INSERT INTO ip_addresses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
+        finally:
+            if before is not None:
+                tx.cur.execute(f"PRAGMA cache_size = {int(before)}")
 
     def get_ip_address(self, account_sid: str, acl_sid: str, sid: str) -> IpAddress:
         with self._read() as cur:

@@ -20,8 +20,8 @@ Each check raises the ``InvalidParameter`` a Twilio error body needs, with
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,6 +29,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import netaddr
+
+from sipgate.acl.address import parse_ipv4
 
 from sipgate.store.model import (
     CODE_INVALID_DOMAIN,
@@ -46,6 +48,7 @@ __all__ = [
     "friendly_name",
     "ip_entry",
     "new_sid",
+    "new_sids",
     "page",
     "trunk_fields",
     "utcnow",
@@ -92,7 +95,15 @@ def utcnow() -> datetime:
 
 def new_sid(prefix: str) -> str:
     """A fresh Twilio-style SID: two letters and 32 lowercase hex digits."""
-    return prefix + uuid.uuid4().hex
+    return prefix + os.urandom(16).hex()
+
+
+def new_sids(prefix: str, count: int) -> list[str]:
+    """``count`` fresh SIDs, in ascending order (a bulk load's: its rows
+    then go into the SID index in order), from one read of the system's
+    random source (one uuid4 per SID cost ~5 s of a million-entry seed)."""
+    text = os.urandom(16 * count).hex()
+    return sorted(prefix + text[i:i + 32] for i in range(0, 32 * count, 32))
 
 
 def page(limit: int, offset: int) -> None:
@@ -195,6 +206,9 @@ class IpEntry:
         return 6 if ":" in self.address else 4
 
 
+_MASK32 = 0xFFFFFFFF
+
+
 def parse_address(value: Any) -> netaddr.IPAddress:
     """Parse an IP address strictly; 21235 on anything else."""
     if value is None or value == "":
@@ -219,6 +233,20 @@ def _prefix(value: Any, width: int) -> int:
 
 def ip_entry(ip_address: Any, cidr_prefix_length: Any = None) -> IpEntry:
     """Check an address and prefix length (None: one host) into an IpEntry."""
+    # The common case, a strict dotted quad (which is its own canonical
+    # text), without netaddr: what _ip_entry gives for it, a few times
+    # faster (validation was ~17 s of a million-entry seed).
+    value = parse_ipv4(ip_address) if type(ip_address) is str else None
+    if value is None:
+        return _ip_entry(ip_address, cidr_prefix_length)
+    prefix = 32 if cidr_prefix_length is None else _prefix(cidr_prefix_length, 32)
+    net = value & ~(_MASK32 >> prefix)
+    return IpEntry(ip_address, prefix, f"{net >> 24}.{net >> 16 & 255}.{net >> 8 & 255}.{net & 255}/{prefix}")
+
+
+def _ip_entry(ip_address: Any, cidr_prefix_length: Any) -> IpEntry:
+    """ip_entry through netaddr: every form and family (and the reference
+    its dotted-quad shortcut is tested against)."""
     addr = parse_address(ip_address)
     width = 32 if addr.version == 4 else 128
     prefix = width if cidr_prefix_length is None else _prefix(cidr_prefix_length, width)

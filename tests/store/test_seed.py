@@ -87,6 +87,10 @@ LIST = '[[accounts.ip_access_control_lists]]\nfriendly_name = "l"\n'
      "accounts[0].ip_access_control_lists[0].ip_addresses[0].friendly_name"),
     (HEAD + LIST + 'ip_addresses = [{ ip_address = "10.0.0.1", colour = "red" }]\n',
      "accounts[0].ip_access_control_lists[0].ip_addresses[0].colour"),
+    (HEAD + LIST + 'ip_addresses = [{ ip_address = "10.0.0.1" }, "10.0.0.2"]\n',
+     "accounts[0].ip_access_control_lists[0].ip_addresses[1]"),
+    (HEAD + LIST + 'ip_addresses = [{ ip_address = "10.0.0.1" }, {}]\n',
+     "accounts[0].ip_access_control_lists[0].ip_addresses[1].ip_address"),
     (HEAD + '[[accounts.trunks]]\ndomain_name = "t.example"\nsecure = "yes"\n', "accounts[0].trunks[0].secure"),
     (HEAD + '[[accounts.trunks]]\ndomain_name = "bad_name"\n', "accounts[0].trunks[0].domain_name"),
     (HEAD + '[[accounts.trunks]]\ndomain_name = "t.example"\nrecording_mode = "x"\n',
@@ -185,3 +189,24 @@ def test_seed_bulk_load_counts_against_what_exists_and_the_file_itself(store_fac
     assert err.value.key == "accounts[0].ip_access_control_lists[0].ip_addresses[1].ip_address"
     assert "maximum of 3" in str(err.value)
     assert store.revision() == revision and store.count_ip_addresses(account, acl.sid) == 3
+
+
+def test_a_bulk_seed_loads_every_address(store, tmp_path):
+    """Over SqliteStore's bulk threshold (a larger page cache for the
+    insert): every address in, one revision, and SQLite's connection left
+    with the cache size it had."""
+    from sipgate.store.sqlite import _BULK_ROWS, SqliteStore
+
+    n = _BULK_ROWS + 500
+    sqlite = isinstance(store, SqliteStore)
+    before = store._db.execute("PRAGMA cache_size").fetchone()[0] if sqlite else None
+    lines = [f'  {{ ip_address = "10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" }},' for i in range(n)]
+    path = tmp_path / "bulk.toml"
+    path.write_text(HEAD + LIST + "ip_addresses = [\n" + "\n".join(lines) + "\n]\n")
+    report = load_seed(store, path)
+    assert report.created == {"accounts": 1, "ip_access_control_lists": 1, "ip_addresses": n}
+    (acl_sid, entries), = store.snapshot().acls.items()
+    assert len(entries) == store.count_ip_addresses("AC00000000000000000000000000000001", acl_sid) == n
+    if sqlite:
+        assert store._db.execute("PRAGMA cache_size").fetchone()[0] == before
+    assert load_seed(store, path).existing["ip_addresses"] == n
