@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import struct
 import time
 from dataclasses import replace
 from functools import partial
@@ -25,6 +26,11 @@ __all__ = ["Server", "new_event_loop", "run"]
 
 log = logging.getLogger("sipgate.server")
 
+# --workers: how long an API write's 2xx waits, at most, for the other
+# workers to have the change in force (they take milliseconds; this bounds
+# a stopped or stuck one, and a full recompile of a large table).
+WORKER_ACK_TIMEOUT = 5.0
+
 
 def _prepare_store(store: Any, seed: str | None, config: Config) -> None:
     """Apply the seed file (if any) and make sure the config's accounts exist."""
@@ -38,7 +44,8 @@ class Server:
     """One sipgate edge process: listeners, table reloader, API, metrics."""
 
     def __init__(self, config: Config, *, seed: str | None = None,
-                 sockets: list[Any] | None = None, worker: int = 0, config_path: str | None = None) -> None:
+                 sockets: list[Any] | None = None, worker: int = 0, config_path: str | None = None,
+                 acks: Any = None) -> None:
         self.config = config
         self.config_path = config_path
         self.seed = seed or config.seed
@@ -62,8 +69,19 @@ class Server:
         self._unlisten: Callable[[], None] | None = None
         # --workers, in worker 0: the other workers' PIDs (wake_workers).
         self.workers: list[int] = []
+        # --workers: memory shared by the workers, one int64 slot each: the
+        # generation of the table each one has in force (worker 0 waits on
+        # them before an API write's 2xx).
+        self.acks = acks
+        self._reaped: set[int] = set()
         self._configure_flood(config)
         self._configure_deny_log(config)
+
+    def _install(self, table: Any, compile_seconds: float = 0.0) -> None:
+        """Put ``table`` in force, and say so in this worker's slot."""
+        self.edge.install(table, compile_seconds)
+        if self.acks is not None:
+            struct.pack_into("q", self.acks, 8 * self.worker, table.generation)
 
     @property
     def sip_addresses(self) -> list[tuple[str, int]]:
@@ -90,7 +108,7 @@ class Server:
             # Seed and accounts before the first compile: a write right after
             # it would force the first API change into another compile.
             await loop.run_in_executor(None, _prepare_store, self.store, self.seed, self.config)
-            self.reloader = Reloader(self.store, self.edge.install, self.config.store.poll_interval,
+            self.reloader = Reloader(self.store, self._install, self.config.store.poll_interval,
                                      current=lambda: self.edge.table)
             await self.reloader.refresh(force=True)
             table = self.edge.table
@@ -206,11 +224,13 @@ class Server:
         stats = self.stats
 
         async def enforce() -> None:
-            # An API write committed: its 2xx waits for the table swap.
+            # An API write committed: its 2xx waits for the table swap, here
+            # and in every other worker.
             started = time.perf_counter()
             await reloader.refresh()
-            stats.enforcement.observe(time.perf_counter() - started)
             self.wake_workers()
+            await self.workers_enforce(reloader.generation)
+            stats.enforcement.observe(time.perf_counter() - started)
 
         import ssl
 
@@ -263,6 +283,45 @@ class Server:
         """--workers: tell the other workers a write committed (SIGUSR1 wakes
         their reloader) instead of leaving them to their next poll."""
         self._signal_workers(signal.SIGUSR1)
+
+    async def workers_enforce(self, generation: int, timeout: float | None = None) -> bool:
+        """--workers (worker 0): wait until every other worker still running
+        has a table of ``generation`` or later in force (their slots in
+        ``acks``), at most ``timeout`` (WORKER_ACK_TIMEOUT); False, logged,
+        when one has not.  A worker patches its table within milliseconds
+        of the wake-up; one that is stopped or stuck must not hold the API
+        forever, and one that has exited has nothing to enforce."""
+        if not self.workers or self.acks is None:
+            return True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (WORKER_ACK_TIMEOUT if timeout is None else timeout)
+        pause = 0.0005
+        while True:
+            behind = [(n, pid) for n, pid in enumerate(self.workers, 1)
+                      if struct.unpack_from("q", self.acks, 8 * n)[0] < generation and self._running(pid)]
+            if not behind:
+                return True
+            if loop.time() >= deadline:
+                log.warning("worker(s) %s not yet enforcing revision %d after %g s: the API answers anyway "
+                            "(they apply it when they run again)", ", ".join(f"{n} (pid {pid})" for n, pid in behind),
+                            generation, WORKER_ACK_TIMEOUT if timeout is None else timeout)
+                return False
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.01)
+
+    def _running(self, pid: int) -> bool:
+        """Worker ``pid`` has not exited (reaped here if it has; logged once)."""
+        if pid in self._reaped:
+            return False
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done, status = pid, 0
+        if not done:
+            return True
+        self._reaped.add(pid)
+        log.error("worker pid %d exited (status %d); the others go on", pid, status)
+        return False
 
     def _signal_workers(self, sig: signal.Signals) -> None:
         """--workers (worker 0): send ``sig`` to every other worker alive."""
@@ -453,10 +512,10 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 async def serve(config: Config, *, seed: str | None = None,
                 on_ready: Callable[[Server], None] | None = None,
                 sockets: list[Any] | None = None, worker: int = 0, config_path: str | None = None,
-                workers: list[int] | None = None) -> None:
+                workers: list[int] | None = None, acks: Any = None) -> None:
     """Run until SIGINT or SIGTERM; SIGHUP rereads the config file; SIGUSR1
     checks the store now (worker 0 sends it to the others after a write)."""
-    server = Server(config, seed=seed, sockets=sockets, worker=worker, config_path=config_path)
+    server = Server(config, seed=seed, sockets=sockets, worker=worker, config_path=config_path, acks=acks)
     server.workers = list(workers or ())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -521,11 +580,12 @@ def _run_workers(config: Config, seed: str | None, workers: int, config_path: st
     source address and port spreads over the workers (with SO_REUSEPORT it
     would not).  Each worker has its own store connection, reloader and
     table.  Worker 0 (this process) applies the seed first and serves the
-    API and /metrics; a write through the API is in force in worker 0 when
-    its 2xx is sent and in the others after their next revision check
-    (``store.poll_interval``), and /metrics counts worker 0's traffic only.
+    API and /metrics; a write through the API wakes the others (SIGUSR1)
+    and its 2xx waits until every worker has it in force (each one's table
+    generation in a shared memory slot, see Server.workers_enforce);
+    /metrics counts worker 0's traffic only.
     """
-    import os
+    import mmap
 
     from sipgate.transport.udp import make_socket
 
@@ -538,6 +598,8 @@ def _run_workers(config: Config, seed: str | None, workers: int, config_path: st
         store.close()
     # (open_listener takes each worker's port from the shared socket.)
     sockets = [make_socket(listener, config.sip.socket_buffer) for listener in config.sip.listen]
+    # Anonymous shared memory, zeroed: one table generation per worker.
+    acks = mmap.mmap(-1, 8 * workers)
     config = replace(config, seed=None)
     quiet = replace(config, api=replace(config.api, enabled=False), metrics=replace(config.metrics, enabled=False))
     # Until a worker's loop handles them, SIGUSR1 (worker 0's "a write
@@ -553,7 +615,7 @@ def _run_workers(config: Config, seed: str | None, workers: int, config_path: st
             try:
                 _die_with_parent()
                 with asyncio.Runner(loop_factory=new_event_loop) as runner:
-                    runner.run(serve(quiet, sockets=sockets, worker=worker, config_path=config_path))
+                    runner.run(serve(quiet, sockets=sockets, worker=worker, config_path=config_path, acks=acks))
             except BaseException:  # noqa: BLE001  (a worker reports and exits, never returns)
                 log.exception("worker %d failed", worker)
                 code = 1
@@ -563,7 +625,8 @@ def _run_workers(config: Config, seed: str | None, workers: int, config_path: st
         children.append(pid)
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            runner.run(serve(config, sockets=sockets, worker=0, config_path=config_path, workers=children))
+            runner.run(serve(config, sockets=sockets, worker=0, config_path=config_path, workers=children,
+                             acks=acks))
     finally:
         for pid in children:
             try:
@@ -571,7 +634,10 @@ def _run_workers(config: Config, seed: str | None, workers: int, config_path: st
             except ProcessLookupError:
                 pass
         for pid in children:
-            os.waitpid(pid, 0)
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:  # (reaped already: see Server._running)
+                pass
     return 0
 
 

@@ -110,13 +110,95 @@ def test_a_write_through_the_api_is_enforced_by_every_worker_at_once(tmp_path):
             with urllib.request.urlopen(urllib.request.Request(f"{lists}/{acl}/IpAddresses.json", data=body,
                                                                headers={"Authorization": auth}), timeout=10) as r:
                 assert r.status == 201
-            time.sleep(0.2)  # the other worker's reloader: woken, patched
+            # No pause: the 2xx waited for the other worker too.
             for i in range(40):
                 caller.send(request(via_host=f"{source}:{caller.address[1]}", call_id=f"post-{i}",
                                     branch=f"z9hG4bK-post-{i}"), edge)
                 relayed = parse(pbx.recv()[0])
                 assert relayed.first("call-id") == f"post-{i}"
             assert caller.nothing(0.3)  # no 403 from a worker still on the old table
+        finally:
+            assert server.stop() == 0
+
+
+def test_an_api_write_waits_for_every_worker_to_enforce_it(tmp_path):
+    """The 2xx of a write is held while worker 1 is stopped (SIGSTOP) and
+    sent once it has the change in force: right after it, with worker 0
+    frozen, worker 1 relays the newly listed source.  A worker that stays
+    stopped holds the 2xx for WORKER_ACK_TIMEOUT at most, and the log names
+    it; one that has exited, not at all."""
+    import json
+    import threading
+    import urllib.parse
+    import urllib.request
+
+    from helpers import ACCOUNT_SID
+    from sipgate.server import WORKER_ACK_TIMEOUT
+
+    with UdpPeer("127.0.0.1") as pbx, UdpPeer("127.0.0.12") as first, UdpPeer("127.0.0.13") as second:
+        config = write_config(tmp_path, pbx.address[1])
+        config.write_text(config.read_text().replace("poll_interval = 0.1", "poll_interval = 60"))
+        server = Serving(["serve", "--config", str(config), "--seed", str(DEMO_SEED), "--workers", "2"])
+        try:
+            server.wait_for(r"\(worker 1\)")
+            (worker,) = children_of(server.proc.pid)
+            edge = ("127.0.0.1", server.sip_port)
+            auth = basic()
+            lists = f"http://127.0.0.1:{server.api_port}/2010-04-01/Accounts/{ACCOUNT_SID}/SIP/IpAccessControlLists"
+            with urllib.request.urlopen(urllib.request.Request(f"{lists}.json", headers={"Authorization": auth}),
+                                        timeout=10) as resp:
+                acl = json.load(resp)["ip_access_control_lists"][0]["sid"]
+
+            def add(source: str, done: list) -> None:
+                body = urllib.parse.urlencode({"FriendlyName": source, "IpAddress": source}).encode()
+                with urllib.request.urlopen(urllib.request.Request(f"{lists}/{acl}/IpAddresses.json", data=body,
+                                                                   headers={"Authorization": auth}), timeout=30) as r:
+                    done.append((r.status, time.monotonic()))
+
+            def relayed_by_worker_1(caller: UdpPeer, call_id: str) -> bool:
+                os.kill(server.proc.pid, signal.SIGSTOP)  # (worker 1 answers)
+                try:
+                    caller.send(request(via_host=f"{caller.address[0]}:{caller.address[1]}", call_id=call_id,
+                                        branch=f"z9hG4bK-{call_id}"), edge)
+                    return parse(pbx.recv()[0]).first("call-id") == call_id
+                finally:
+                    os.kill(server.proc.pid, signal.SIGCONT)
+
+            # Worker 1 stopped, then continued: the 2xx comes after that.
+            os.kill(worker, signal.SIGSTOP)
+            done: list = []
+            writer = threading.Thread(target=add, args=("127.0.0.12", done))
+            try:
+                writer.start()
+                time.sleep(1.0)
+                assert done == [], "answered while worker 1 could not have the change"
+            finally:
+                continued = time.monotonic()
+                os.kill(worker, signal.SIGCONT)
+                writer.join(10)
+            assert done and done[0][0] == 201 and done[0][1] >= continued
+            assert relayed_by_worker_1(first, "ack-1")
+            # Worker 1 stopped throughout: the 2xx after the bound, logged.
+            os.kill(worker, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                done = []
+                add("127.0.0.13", done)
+                assert done[0][0] == 201 and WORKER_ACK_TIMEOUT <= done[0][1] - started < WORKER_ACK_TIMEOUT + 3
+                assert any("not yet enforcing revision" in line and f"pid {worker}" in line for line in server.log)
+            finally:
+                os.kill(worker, signal.SIGCONT)
+            time.sleep(0.5)  # (once running it takes the wake-up it missed)
+            assert relayed_by_worker_1(second, "late")
+            # A worker that has exited has nothing to enforce: no wait, and
+            # worker 0 (reaping it) still stops cleanly.
+            os.kill(worker, signal.SIGKILL)
+            assert gone(worker)
+            started = time.monotonic()
+            done = []
+            add("127.0.0.14", done)
+            assert done[0][0] == 201 and done[0][1] - started < WORKER_ACK_TIMEOUT / 2
+            assert any(f"worker pid {worker} exited" in line for line in server.log)
         finally:
             assert server.stop() == 0
 
