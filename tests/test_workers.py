@@ -79,6 +79,33 @@ def test_workers_die_with_worker_zero(tmp_path):
         assert all(gone(pid) for pid in workers), "a worker outlived worker 0"
 
 
+def two_workers(tmp_path: Path, pbx_port: int) -> Serving:
+    """`sipgate serve --workers 2` on the demo seed, its revision poll 60 s
+    away (only a wake-up brings a change in time), both workers serving."""
+    config = write_config(tmp_path, pbx_port)
+    config.write_text(config.read_text().replace("poll_interval = 0.1", "poll_interval = 60"))
+    server = Serving(["serve", "--config", str(config), "--seed", str(DEMO_SEED), "--workers", "2"])
+    try:
+        server.wait_for(r"\(worker 1\)")
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def demo_addresses(server: Serving) -> str:
+    """The IpAddresses URL of the demo list on ``server``'s API."""
+    import json
+    import urllib.request
+
+    from helpers import ACCOUNT_SID
+
+    lists = f"http://127.0.0.1:{server.api_port}/2010-04-01/Accounts/{ACCOUNT_SID}/SIP/IpAccessControlLists"
+    with urllib.request.urlopen(urllib.request.Request(f"{lists}.json", headers={"Authorization": basic()}),
+                                timeout=10) as resp:
+        return f"{lists}/{json.load(resp)['ip_access_control_lists'][0]['sid']}/IpAddresses.json"
+
+
 def test_a_write_through_the_api_is_enforced_by_every_worker_at_once(tmp_path):
     """Worker 0 wakes the others (SIGUSR1) after an API write; with their
     revision poll 60 s away, every INVITE from the newly listed address is
@@ -86,29 +113,19 @@ def test_a_write_through_the_api_is_enforced_by_every_worker_at_once(tmp_path):
     import urllib.parse
     import urllib.request
 
-    from helpers import ACCOUNT_SID
-
     source = "127.0.0.11"
     with UdpPeer("127.0.0.1") as pbx, UdpPeer(source) as caller:
-        config = write_config(tmp_path, pbx.address[1])
-        config.write_text(config.read_text().replace("poll_interval = 0.1", "poll_interval = 60"))
-        server = Serving(["serve", "--config", str(config), "--seed", str(DEMO_SEED), "--workers", "2"])
+        server = two_workers(tmp_path, pbx.address[1])
         try:
-            server.wait_for(r"\(worker 1\)")
             edge = ("127.0.0.1", server.sip_port)
-            auth = basic()
-            lists = f"http://127.0.0.1:{server.api_port}/2010-04-01/Accounts/{ACCOUNT_SID}/SIP/IpAccessControlLists"
-            import json
-            with urllib.request.urlopen(urllib.request.Request(f"{lists}.json", headers={"Authorization": auth}),
-                                        timeout=10) as resp:
-                acl = json.load(resp)["ip_access_control_lists"][0]["sid"]
+            addresses = demo_addresses(server)
             for i in range(10):  # before: both workers refuse it
                 caller.send(request(via_host=f"{source}:{caller.address[1]}", call_id=f"pre-{i}",
                                     branch=f"z9hG4bK-pre-{i}"), edge)
                 assert parse(caller.recv()[0]).status == 403
             body = urllib.parse.urlencode({"FriendlyName": "new", "IpAddress": source}).encode()
-            with urllib.request.urlopen(urllib.request.Request(f"{lists}/{acl}/IpAddresses.json", data=body,
-                                                               headers={"Authorization": auth}), timeout=10) as r:
+            with urllib.request.urlopen(urllib.request.Request(addresses, data=body,
+                                                               headers={"Authorization": basic()}), timeout=10) as r:
                 assert r.status == 201
             # No pause: the 2xx waited for the other worker too.
             for i in range(40):
@@ -127,32 +144,24 @@ def test_an_api_write_waits_for_every_worker_to_enforce_it(tmp_path):
     frozen, worker 1 relays the newly listed source.  A worker that stays
     stopped holds the 2xx for WORKER_ACK_TIMEOUT at most, and the log names
     it; one that has exited, not at all."""
-    import json
     import threading
     import urllib.parse
     import urllib.request
 
-    from helpers import ACCOUNT_SID
     from sipgate.server import WORKER_ACK_TIMEOUT
 
     with UdpPeer("127.0.0.1") as pbx, UdpPeer("127.0.0.12") as first, UdpPeer("127.0.0.13") as second:
-        config = write_config(tmp_path, pbx.address[1])
-        config.write_text(config.read_text().replace("poll_interval = 0.1", "poll_interval = 60"))
-        server = Serving(["serve", "--config", str(config), "--seed", str(DEMO_SEED), "--workers", "2"])
+        server = two_workers(tmp_path, pbx.address[1])
         try:
-            server.wait_for(r"\(worker 1\)")
             (worker,) = children_of(server.proc.pid)
             edge = ("127.0.0.1", server.sip_port)
-            auth = basic()
-            lists = f"http://127.0.0.1:{server.api_port}/2010-04-01/Accounts/{ACCOUNT_SID}/SIP/IpAccessControlLists"
-            with urllib.request.urlopen(urllib.request.Request(f"{lists}.json", headers={"Authorization": auth}),
-                                        timeout=10) as resp:
-                acl = json.load(resp)["ip_access_control_lists"][0]["sid"]
+            addresses = demo_addresses(server)
 
             def add(source: str, done: list) -> None:
                 body = urllib.parse.urlencode({"FriendlyName": source, "IpAddress": source}).encode()
-                with urllib.request.urlopen(urllib.request.Request(f"{lists}/{acl}/IpAddresses.json", data=body,
-                                                                   headers={"Authorization": auth}), timeout=30) as r:
+                with urllib.request.urlopen(urllib.request.Request(addresses, data=body,
+                                                                   headers={"Authorization": basic()}),
+                                            timeout=30) as r:
                     done.append((r.status, time.monotonic()))
 
             def relayed_by_worker_1(caller: UdpPeer, call_id: str) -> bool:
