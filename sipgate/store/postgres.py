@@ -20,16 +20,20 @@ semantics.  What differs is how they are kept:
   opening a store applies the missing ones under
   ``pg_advisory_xact_lock``, so processes starting at once apply each
   exactly once (DDL is transactional: all or nothing).
-* One connection per store, shared by its threads under a lock, as the
-  SQLite backend does.  An operation waits at most ``timeout`` for that
-  lock, and each statement at most ``timeout`` for a server lock (another
-  process's write: ``lock_timeout``), as SQLite's busy timeout bounds the
-  wait for its lock; a statement runs at most ``STATEMENT_TIMEOUT``;
-  connecting waits at most ``connect_timeout``.  Any driver error fails as Unavailable (the API
-  answers 503).  A connection found dead when an operation starts (the
-  server restarted) is replaced once, transparently, because nothing was
-  sent on it yet; a connection that breaks mid-operation fails that
-  operation and is replaced by the next one.
+* A small pool of connections per store (``POOL_SIZE``, opened as
+  needed and kept): an operation takes one for its transaction and gives
+  it back, so a read (an API GET, the reloader's change check) goes on
+  while a write waits for another node's write, where one shared
+  connection made it wait too.  An operation waits at most ``timeout``
+  for a free connection, and each statement at most ``timeout`` for a
+  server lock (another writer: ``lock_timeout``), as SQLite's busy
+  timeout bounds the wait for its lock; a statement runs at most
+  ``STATEMENT_TIMEOUT``; connecting waits at most ``connect_timeout``.
+  Any driver error fails as Unavailable (the API answers 503).  A
+  connection found dead when an operation starts (the server restarted)
+  is replaced once, transparently, because nothing was sent on it yet; a
+  connection that breaks mid-operation fails that operation and is
+  dropped.
 """
 
 from __future__ import annotations
@@ -127,9 +131,14 @@ MIGRATION_LOCK = 0x5167_6174_6531  # any constant of this program's own
 CHANGE_LOG_KEEP = 1000
 # Opening (and migrating) may wait this long for another process's migration.
 OPEN_TIMEOUT = 10.0
-# How long one operation waits for this store's connection, and for a lock
-# on the server (another writer), before failing as Unavailable (as SQLite's).
+# How long one operation waits for a free connection of this store's pool,
+# and for a lock on the server (another writer), before failing as
+# Unavailable (as SQLite's).
 OP_TIMEOUT = 2.0
+# Connections per store (each process's, opened as needed): writers are
+# serialised by the server anyway (the meta row); more lets reads go on
+# beside a write that waits, at a few MiB of server memory each.
+POOL_SIZE = 4
 # The ceiling on one statement's run time (a snapshot of a million entries
 # must fit): a server too slow for it fails the operation as Unavailable.
 STATEMENT_TIMEOUT = 60.0
@@ -203,6 +212,15 @@ class _Tx:
         self.log.append((op, acl_sid, other_sid, address, prefix))
 
 
+class _Held:
+    """The connection an operation holds (None until it opens one)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: psycopg.Connection[Any] | None) -> None:
+        self.conn = conn
+
+
 class PostgresStore:
     """Accounts, trunks, lists, addresses and associations in one PostgreSQL database."""
 
@@ -214,8 +232,10 @@ class PostgresStore:
         self.max_lists_per_account = max_lists_per_account
         self.timeout = timeout
         self.connect_timeout = max(2, int(connect_timeout))
-        self._lock = threading.RLock()
-        self._conn: psycopg.Connection[Any] | None = None
+        # The pool: a slot per connection an operation may hold, and the
+        # connections open and free.
+        self._slots = threading.BoundedSemaphore(POOL_SIZE)
+        self._idle: list[psycopg.Connection[Any]] = []
         self._closed = False
         self._listener: psycopg.Connection[Any] | None = None
         self._listen_lock = threading.Lock()
@@ -269,8 +289,9 @@ class PostgresStore:
         finally:
             conn.close()
 
-    def _drop(self) -> None:
-        conn, self._conn = self._conn, None
+    @staticmethod
+    def _drop(held: _Held) -> None:
+        conn, held.conn = held.conn, None
         if conn is not None:
             try:
                 conn.close()
@@ -278,26 +299,38 @@ class PostgresStore:
                 pass
 
     @contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _held(self) -> Iterator[_Held]:
+        """A connection of the pool (or None: _begin opens one) for one
+        operation, given back after it unless it broke or the store closed."""
         if self._closed:
             raise Unavailable("store unavailable: closed")
-        if not self._lock.acquire(timeout=self.timeout):
+        if not self._slots.acquire(timeout=self.timeout):
             raise Unavailable(f"store unavailable: busy for more than {self.timeout:g} s")
+        try:
+            held = _Held(self._idle.pop() if self._idle else None)
+        except IndexError:  # (another thread took the last one meanwhile)
+            held = _Held(None)
         try:
             if self._closed:
                 raise Unavailable("store unavailable: closed")
-            yield
+            yield held
         finally:
-            self._lock.release()
+            conn = held.conn
+            if conn is not None:
+                if self._closed or conn.closed or conn.broken:
+                    self._drop(held)
+                else:
+                    self._idle.append(conn)
+            self._slots.release()
 
-    def _begin(self, statement: str) -> psycopg.Connection[Any]:
-        """Start a transaction, on a new connection if the current one is dead."""
-        conn = self._conn
+    def _begin(self, held: _Held, statement: str) -> psycopg.Connection[Any]:
+        """Start a transaction, on a new connection if the held one is dead."""
+        conn = held.conn
         if conn is not None and (conn.closed or conn.broken):
-            self._drop()
+            self._drop(held)
             conn = None
         if conn is None:
-            conn = self._conn = self._connect()
+            conn = held.conn = self._connect()
             conn.execute(statement)
             return conn
         try:
@@ -305,30 +338,30 @@ class PostgresStore:
         except psycopg.OperationalError:
             # Died while idle (a server restart, an idle timeout): nothing
             # of this operation was sent yet, so one new connection is safe.
-            self._drop()
-            conn = self._conn = self._connect()
+            self._drop(held)
+            conn = held.conn = self._connect()
             conn.execute(statement)
         return conn
 
-    def _rollback(self) -> None:
-        conn = self._conn
+    def _rollback(self, held: _Held) -> None:
+        conn = held.conn
         if conn is None:
             return
         if conn.broken or conn.closed:
-            self._drop()
+            self._drop(held)
             return
         try:
             conn.execute("ROLLBACK")
         except psycopg.Error:
-            self._drop()
+            self._drop(held)
 
     @contextmanager
     def _write(self) -> Iterator[_Tx]:
-        with self._locked():
+        with self._held() as held:
             try:
-                conn = self._begin("BEGIN ISOLATION LEVEL READ COMMITTED")
+                conn = self._begin(held, "BEGIN ISOLATION LEVEL READ COMMITTED")
             except psycopg.Error as exc:
-                self._drop()
+                self._drop(held)
                 raise _unavailable(exc) from None
             cur = _Cursor(conn.cursor())
             try:
@@ -349,29 +382,29 @@ class PostgresStore:
                     cur.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, str(revision)))
                 cur.execute("COMMIT")
             except psycopg.Error as exc:
-                self._rollback()
+                self._rollback(held)
                 raise _unavailable(exc) from None
             except BaseException:
-                self._rollback()
+                self._rollback(held)
                 raise
 
     @contextmanager
     def _read(self) -> Iterator[_Cursor]:
-        with self._locked():
+        with self._held() as held:
             try:
-                conn = self._begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                conn = self._begin(held, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             except psycopg.Error as exc:
-                self._drop()
+                self._drop(held)
                 raise _unavailable(exc) from None
             cur = _Cursor(conn.cursor())
             try:
                 yield cur
                 cur.execute("COMMIT")
             except psycopg.Error as exc:
-                self._rollback()
+                self._rollback(held)
                 raise _unavailable(exc) from None
             except BaseException:
-                self._rollback()
+                self._rollback(held)
                 raise
 
     def close(self) -> None:
@@ -380,9 +413,15 @@ class PostgresStore:
         Waits for an operation in progress, and for a ``wait_for_change``
         in progress to time out.
         """
-        with self._lock:
-            self._closed = True
-            self._drop()
+        self._closed = True
+        for _ in range(POOL_SIZE):  # every operation in progress ends
+            self._slots.acquire()
+        try:
+            while self._idle:
+                self._drop(_Held(self._idle.pop()))
+        finally:
+            for _ in range(POOL_SIZE):
+                self._slots.release()
         with self._listen_lock:
             if self._listener is not None:
                 self._listener.close()

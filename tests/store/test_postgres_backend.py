@@ -214,6 +214,61 @@ def test_a_held_lock_fails_writes_within_the_bound_and_reads_go_on(dsn):
         s.close()
 
 
+def test_reads_go_on_beside_a_write_waiting_for_another_writer(dsn):
+    """The pool: while one thread's write waits for the meta row another
+    connection holds, other threads' reads are answered at once (one shared
+    connection made them wait for the write, then fail as busy); the write
+    goes through once the other writer commits."""
+    s = PostgresStore(dsn, timeout=3.0)
+    try:
+        s.ensure_account(A)
+        with psycopg.connect(dsn) as blocker:
+            blocker.execute("BEGIN")
+            blocker.execute("SELECT revision FROM meta FOR UPDATE")
+            written: list = []
+            writer = threading.Thread(target=lambda: written.append(s.create_acl(A, "waits")))
+            writer.start()
+            time.sleep(0.3)  # (the write is now waiting for the row)
+            started = time.monotonic()
+            reads = []
+            readers = [threading.Thread(target=lambda: reads.append((s.revision(), s.count_acls(A))))
+                       for _ in range(3)]
+            for t in readers:
+                t.start()
+            for t in readers:
+                t.join(5)
+            assert reads == [(1, 0)] * 3 and time.monotonic() - started < 1.0 and written == []
+            blocker.execute("COMMIT")
+        writer.join(5)
+        assert [a.friendly_name for a in written] == ["waits"] and s.revision() == 2
+        assert 1 <= len(s._idle) <= 4  # (kept for the next operations)
+    finally:
+        s.close()
+    assert s._idle == []
+
+
+def test_a_full_pool_makes_an_operation_wait_its_bound_then_fail(dsn):
+    from sipgate.store.postgres import POOL_SIZE
+
+    s = PostgresStore(dsn, timeout=0.5)
+    try:
+        s.ensure_account(A)
+        held = [s._held() for _ in range(POOL_SIZE)]
+        for h in held:
+            h.__enter__()
+        try:
+            started = time.monotonic()
+            with pytest.raises(Unavailable, match="busy"):
+                s.revision()
+            assert 0.4 < time.monotonic() - started < 2
+        finally:
+            for h in held:
+                h.__exit__(None, None, None)
+        assert s.revision() == 1
+    finally:
+        s.close()
+
+
 # -- outages ---------------------------------------------------------------------
 
 def test_stopped_server_is_unavailable_quickly_then_the_same_store_reconnects(own_cluster):
@@ -239,12 +294,14 @@ def test_a_killed_connection_is_replaced_transparently(dsn):
     s = PostgresStore(dsn)
     try:
         s.ensure_account(A)
-        pid = s._conn.info.backend_pid
+        (conn,) = s._idle  # (one operation at a time so far: one connection)
+        pid = conn.info.backend_pid
         with psycopg.connect(dsn) as admin:
             assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
         time.sleep(0.2)
         assert s.get_account(A).sid == A
-        assert s._conn.info.backend_pid != pid
+        (conn,) = s._idle
+        assert conn.info.backend_pid != pid
         s.create_acl(A, "x")
         assert s.revision() == 2
     finally:
