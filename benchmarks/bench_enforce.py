@@ -5,9 +5,12 @@ For each table size N: seed one trunk whose list holds N networks, start
 address, an association, a trunk, a domain name, a list name, a used list's
 deletion, a field the edge does not compile) and time the API's 2xx, which
 sipgate sends only after the new table is in force; the INVITE sent right
-after each 2xx must be judged by the new state (asserted).
+after each 2xx must be judged by the new state (asserted).  With
+``--workers 1,2`` each size is measured once per worker count, side by
+side: with two, the 2xx also waits for the other worker, and the INVITE
+after it lands on either.
 
-    .venv/bin/python benchmarks/bench_enforce.py [--sizes 1000,10000,100000] [--changes 10]
+    .venv/bin/python benchmarks/bench_enforce.py [--sizes 1000,10000,100000] [--changes 10] [--workers 1]
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ KINDS = ("address add/remove", "associate/dissociate a 1-entry list", "trunk cre
          "trunk domain change", "rename the big list", "delete a used 1-entry list", "trunk friendly name")
 
 
-def measure(entries: int, changes: int, probe_prefix: int) -> tuple[float, dict[str, list[float]]]:
+def measure(entries: int, changes: int, probe_prefix: int, workers: int = 1) -> tuple[float, dict[str, list[float]]]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-enforce-"))
     times: dict[str, list[float]] = {kind: [] for kind in KINDS}
     counter = iter(range(10**9))
@@ -77,8 +80,10 @@ def measure(entries: int, changes: int, probe_prefix: int) -> tuple[float, dict[
         seed = tmp / "seed.toml"
         write_seed(seed, entries)
         t0 = time.perf_counter()
-        server = Serving(["serve", "--config", str(write_config(tmp, pbx.address[1])), "--seed", str(seed)],
-                         timeout=3600)
+        server = Serving(["serve", "--config", str(write_config(tmp, pbx.address[1])), "--seed", str(seed),
+                          "--workers", str(workers)], timeout=3600)
+        if workers > 1:
+            server.wait_for(rf"\(worker {workers - 1}\)", timeout=3600)
         start_s = time.perf_counter() - t0
 
         def timed(kind: str, method: str, path: str, form: dict[str, str] | None = None) -> dict:
@@ -158,20 +163,23 @@ def main() -> None:
     # /24 like every seeded entry: the change lands in the biggest table,
     # which is copied (the worst case); /32 lands in a table of its own.
     ap.add_argument("--probe-prefix", type=int, default=24)
+    ap.add_argument("--workers", default="1", help="worker counts to measure, side by side (e.g. 1,2)")
     args = ap.parse_args()
+    counts = [int(w) for w in args.workers.split(",")]
     print(f"# change -> enforcement — {datetime.date.today()} — Python {platform.python_version()} "
           f"on {platform.machine()}\n")
     print(f"Seeded entries are random /24s in one list of one trunk; the address changes add and remove "
           f"{DENIED}/{args.probe_prefix}; each pair (add/remove, create/delete, ...) counts as two changes.\n")
-    print("| entries | start with seed | change | n | 2xx (= enforced) p50 | max |")
-    print("| ---: | ---: | :--- | ---: | ---: | ---: |")
+    print("| entries | workers | start with seed | change | n | 2xx (= enforced) p50 | max |")
+    print("| ---: | ---: | ---: | :--- | ---: | ---: | ---: |")
     for n in (int(s) for s in args.sizes.split(",")):
-        start_s, times = measure(n, args.changes, args.probe_prefix)
-        for kind, ms in times.items():
-            print(f"| {n:,} | {start_s:.1f} s | {kind} | {len(ms)} | {statistics.median(ms):.1f} ms | "
-                  f"{max(ms):.1f} ms |", flush=True)
-    print("\nEach 2xx is sent only after the edge swapped in the new table; the INVITE sent right after it "
-          "was judged by the new state every time (asserted).")
+        for workers in counts:
+            start_s, times = measure(n, args.changes, args.probe_prefix, workers)
+            for kind, ms in times.items():
+                print(f"| {n:,} | {workers} | {start_s:.1f} s | {kind} | {len(ms)} | {statistics.median(ms):.1f} ms | "
+                      f"{max(ms):.1f} ms |", flush=True)
+    print("\nEach 2xx is sent only after the edge (every worker) swapped in the new table; the INVITE sent "
+          "right after it was judged by the new state every time (asserted).")
 
 
 if __name__ == "__main__":
