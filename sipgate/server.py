@@ -302,6 +302,7 @@ class Server:
             if not behind:
                 return True
             if loop.time() >= deadline:
+                self.stats.worker_enforce_timeouts += 1
                 log.warning("worker(s) %s not yet enforcing revision %d after %g s: the API answers anyway "
                             "(they apply it when they run again)", ", ".join(f"{n} (pid {pid})" for n, pid in behind),
                             generation, WORKER_ACK_TIMEOUT if timeout is None else timeout)

@@ -192,7 +192,7 @@ def test_promtool_rule_unit_tests():
     assert b"SUCCESS" in r.stdout
     # Every alert of the rules file is exercised by the unit tests.
     tested = set(re.findall(r"alertname:\s*(\S+)", RULES_TEST.read_text()))
-    assert tested == set(alert_names()) and len(tested) == 7
+    assert tested == set(alert_names()) and len(tested) == 8
 
 
 def test_dashboard_structure():
@@ -467,7 +467,8 @@ def loaded_rules(observed) -> dict[str, dict]:
 def test_rules_file_loaded_by_prometheus(loaded_rules):
     assert set(loaded_rules) == set(alert_names())
     assert set(alert_names()) == {"SipgateInternalErrors", "SipgateRejectionSpike", "SipgateDecisionLatencyHigh",
-                                  "SipgateTableStale", "SipgateStoreDown", "SipgatePbxUnreachable", "SipgateNotReady"}
+                                  "SipgateTableStale", "SipgateStoreDown", "SipgatePbxUnreachable", "SipgateNotReady",
+                                  "SipgateWorkerBehind"}
 
 
 @pytest.mark.parametrize("alert", alert_names())
