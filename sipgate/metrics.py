@@ -99,9 +99,9 @@ class EdgeCollector(Collector):
                      "0 while the store cannot be read (the last good table keeps enforcing), else 1.",
                      s.store_up)
         yield _gauge("sipgate_store_revision", "Latest store revision the edge has read.", s.store_revision)
-        yield _counter("sipgate_worker_enforce_timeouts",
-                       "API writes answered before every worker had them in force (--workers: a worker "
-                       "stopped or stuck past the 5 s bound).", s.worker_enforce_timeouts)
+        yield _counter("sipgate_enforce_timeouts",
+                       "API writes answered before every worker and node had them in force (one stopped or "
+                       "stuck past the 5 s bound).", s.enforce_timeouts)
         hist = HistogramMetricFamily(
             "sipgate_change_enforcement_seconds",
             "From an API write's commit to the admission table compiled from it being in force.")

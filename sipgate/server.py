@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import struct
 import time
 from dataclasses import replace
@@ -30,6 +31,12 @@ log = logging.getLogger("sipgate.server")
 # workers to have the change in force (they take milliseconds; this bounds
 # a stopped or stuck one, and a full recompile of a large table).
 WORKER_ACK_TIMEOUT = 5.0
+# Every edge process (each worker of each node) says in the store which
+# revision its table is at after each swap, and at least this often (s);
+# an API write's 2xx waits, as long as WORKER_ACK_TIMEOUT at most, for the
+# processes heard from within NODE_FRESH that are behind it.
+NODE_HEARTBEAT = 2.0
+NODE_FRESH = 10.0
 
 
 def _prepare_store(store: Any, seed: str | None, config: Config) -> None:
@@ -74,6 +81,11 @@ class Server:
         # them before an API write's 2xx).
         self.acks = acks
         self._reaped: set[int] = set()
+        # This process in the store's nodes table (report_node): host, the
+        # PID of worker 0 (the node), worker number.  The wait after a write
+        # leaves out the node's own workers (the shared slots cover them).
+        self.node_prefix = f"{socket.gethostname()}:{os.getpid() if worker == 0 else os.getppid()}:"
+        self.node = f"{self.node_prefix}{worker}"
         self._configure_flood(config)
         self._configure_deny_log(config)
 
@@ -82,6 +94,21 @@ class Server:
         self.edge.install(table, compile_seconds)
         if self.acks is not None:
             struct.pack_into("q", self.acks, 8 * self.worker, table.generation)
+        self._report(table.generation)
+
+    def _report(self, generation: int) -> None:
+        """Tell the store, from a thread, that this process enforces
+        ``generation`` (a write elsewhere waits for that)."""
+        store = self.store
+        if store is None or not hasattr(store, "report_node"):
+            return
+        done = asyncio.get_running_loop().run_in_executor(None, store.report_node, self.node, generation)
+        done.add_done_callback(self._reported)
+
+    def _reported(self, done: asyncio.Future[None]) -> None:
+        exc = None if done.cancelled() else done.exception()
+        if exc is not None and self.edge.error_log.allow():
+            log.warning("could not report table revision to the store: %s", exc)
 
     @property
     def sip_addresses(self) -> list[tuple[str, int]]:
@@ -230,6 +257,7 @@ class Server:
             await reloader.refresh()
             self.wake_workers()
             await self.workers_enforce(reloader.generation)
+            await self.nodes_enforce(reloader.generation)
             stats.enforcement.observe(time.perf_counter() - started)
 
         import ssl
@@ -275,6 +303,8 @@ class Server:
                 if self.reloader is not None:
                     self.stats.store_revision = self.reloader.revision_seen
                     self.stats.store_up = 0 if self.reloader.failing else 1
+                    if tick % int(NODE_HEARTBEAT / 0.5) == 0:
+                        self._report(self.edge.table.generation)
             except Exception:  # noqa: BLE001  (a full disk must not stop the edge)
                 if self.edge.error_log.allow():
                     log.exception("housekeeping failed")
@@ -302,13 +332,43 @@ class Server:
             if not behind:
                 return True
             if loop.time() >= deadline:
-                self.stats.worker_enforce_timeouts += 1
+                self.stats.enforce_timeouts += 1
                 log.warning("worker(s) %s not yet enforcing revision %d after %g s: the API answers anyway "
                             "(they apply it when they run again)", ", ".join(f"{n} (pid {pid})" for n, pid in behind),
                             generation, WORKER_ACK_TIMEOUT if timeout is None else timeout)
                 return False
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.01)
+
+    async def nodes_enforce(self, generation: int, timeout: float = WORKER_ACK_TIMEOUT) -> bool:
+        """Wait until every process of the other nodes sharing the store
+        (this node's workers: workers_enforce) heard from within NODE_FRESH has a
+        table of ``generation`` or later (they report it after each swap),
+        at most ``timeout``; False, logged and counted, when one has not.
+        A node that stops says so (forget_node); one that dies is waited
+        for until NODE_FRESH has passed since it was last heard from."""
+        store = self.store
+        if store is None or not hasattr(store, "nodes_behind"):
+            return True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        pause = 0.001
+        while True:
+            try:
+                behind = await loop.run_in_executor(None, store.nodes_behind, generation, NODE_FRESH,
+                                                    self.node_prefix)
+            except Unavailable as exc:
+                log.warning("cannot tell whether the other nodes enforce revision %d: %s", generation, exc)
+                return False
+            if not behind:
+                return True
+            if loop.time() >= deadline:
+                self.stats.enforce_timeouts += 1
+                log.warning("node(s) %s not yet enforcing revision %d after %g s: the API answers anyway",
+                            ", ".join(behind), generation, timeout)
+                return False
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.02)
 
     def _running(self, pid: int) -> bool:
         """Worker ``pid`` has not exited (reaped here if it has; logged once)."""
@@ -497,6 +557,12 @@ class Server:
             await self.http_runner.cleanup()
             self.http_runner = None
         if self.store is not None:
+            forget = getattr(self.store, "forget_node", None)
+            if forget is not None:
+                try:
+                    await asyncio.get_running_loop().run_in_executor(None, forget, self.node)
+                except Unavailable:
+                    pass  # (then the others wait for it until NODE_FRESH has passed)
             self.store.close()
             self.store = None
 

@@ -142,9 +142,9 @@ class EdgeStats:
         # keeps enforcing): sipgate_store_up.
         self.store_up = 1
         self.enforcement = LatencyHistogram(ENFORCEMENT_BUCKETS)
-        # --workers: API writes answered before every worker had them in
+        # API writes answered before every worker and node had them in
         # force (one stopped or stuck past server.WORKER_ACK_TIMEOUT).
-        self.worker_enforce_timeouts = 0
+        self.enforce_timeouts = 0
         # (method, route template, status code) -> requests; route -> latency.
         self.api_requests: dict[tuple[str, str, str], int] = {}
         self.api_latency: dict[str, LatencyHistogram] = {}

@@ -92,6 +92,50 @@ def test_a_change_through_one_node_is_enforced_by_the_other_at_once(tmp_path, pg
             assert a.stop() == 0
 
 
+def test_a_write_waits_until_the_other_node_enforces_it(tmp_path, pg_url):
+    """Each node's processes report in the store the revision their table
+    is at.  With node B stopped (SIGSTOP), node A's 2xx is held; once B
+    runs again (its NOTIFY read, its table patched, its revision
+    reported) the 2xx comes, and B relays the newly listed source at once.
+    A node that stops cleanly says so: the next write does not wait."""
+    import os
+    import signal
+    import threading
+
+    with UdpPeer("127.0.0.1") as pbx_a, UdpPeer("127.0.0.1") as pbx_b, UdpPeer(SCANNER) as peer:
+        a = Serving(["serve", "--config", str(node_config(tmp_path, "a", pbx_a.address[1], pg_url)),
+                     "--seed", str(DEMO_SEED)])
+        try:
+            b = Serving(["serve", "--config", str(node_config(tmp_path, "b", pbx_b.address[1], pg_url))])
+            try:
+                lists = f"/2010-04-01/Accounts/{ACCOUNT_SID}/SIP/IpAccessControlLists"
+                acl = api(a, "GET", f"{lists}.json")["ip_access_control_lists"][0]["sid"]
+                assert verdict(peer, b, pbx_b, "b-before") == "403"
+                done: list = []
+                writer = threading.Thread(target=lambda: done.append(
+                    (api(a, "POST", f"{lists}/{acl}/IpAddresses.json",
+                         {"FriendlyName": "scanner no more", "IpAddress": SCANNER}), time.monotonic())))
+                os.kill(b.proc.pid, signal.SIGSTOP)
+                try:
+                    writer.start()
+                    time.sleep(1.0)
+                    assert done == [], "node A answered while node B could not have the change"
+                finally:
+                    continued = time.monotonic()
+                    os.kill(b.proc.pid, signal.SIGCONT)
+                    writer.join(10)
+                assert done and done[0][1] >= continued
+                assert verdict(peer, b, pbx_b, "b-at-once") == "relayed"
+            finally:
+                assert b.stop() == 0
+            started = time.monotonic()
+            api(a, "DELETE", f"{lists}/{acl}/IpAddresses/{done[0][0]['sid']}.json")
+            assert time.monotonic() - started < 1.0
+            assert not any("not yet enforcing" in line for line in a.log), "".join(a.log)
+        finally:
+            assert a.stop() == 0
+
+
 def get(port: int, path: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:

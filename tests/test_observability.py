@@ -468,7 +468,7 @@ def test_rules_file_loaded_by_prometheus(loaded_rules):
     assert set(loaded_rules) == set(alert_names())
     assert set(alert_names()) == {"SipgateInternalErrors", "SipgateRejectionSpike", "SipgateDecisionLatencyHigh",
                                   "SipgateTableStale", "SipgateStoreDown", "SipgatePbxUnreachable", "SipgateNotReady",
-                                  "SipgateWorkerBehind"}
+                                  "SipgateEnforcementBehind"}
 
 
 @pytest.mark.parametrize("alert", alert_names())

@@ -195,7 +195,7 @@ def test_an_api_write_waits_for_every_worker_to_enforce_it(tmp_path):
                 add("127.0.0.13", done)
                 assert done[0][0] == 201 and WORKER_ACK_TIMEOUT <= done[0][1] - started < WORKER_ACK_TIMEOUT + 3
                 assert any("not yet enforcing revision" in line and f"pid {worker}" in line for line in server.log)
-                assert metric(server, "sipgate_worker_enforce_timeouts_total") == 1  # (SipgateWorkerBehind)
+                assert metric(server, "sipgate_enforce_timeouts_total") == 1  # (SipgateEnforcementBehind)
             finally:
                 os.kill(worker, signal.SIGCONT)
             time.sleep(0.5)  # (once running it takes the wake-up it missed)

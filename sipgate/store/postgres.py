@@ -124,6 +124,11 @@ MIGRATIONS: tuple[str, ...] = (
         acl_sid TEXT, ip_sid TEXT, address TEXT, prefix INTEGER, {_ROWID});
     CREATE INDEX changes_revision ON changes (revision)
     """,
+    # 2 -> 3: the edge processes sharing the store (see the SQLite backend);
+    # "seen" is the server's clock, one clock for every node.
+    """
+    CREATE TABLE nodes (id TEXT PRIMARY KEY, revision BIGINT NOT NULL, seen TIMESTAMPTZ NOT NULL)
+    """,
 )
 # pg_advisory_xact_lock key held while migrating (advisory locks are per database).
 MIGRATION_LOCK = 0x5167_6174_6531  # any constant of this program's own
@@ -431,6 +436,50 @@ class PostgresStore:
         """The revision number, bumped by every write."""
         with self._read() as cur:
             return cur.execute("SELECT revision FROM meta WHERE id = 1").fetchone()[0]
+
+    # -- the edge processes sharing the store ----------------------------------
+    def _nodes_write(self, statements: list[tuple[str, tuple]]) -> None:
+        """A small transaction on the nodes table alone: not a write of the
+        store's state (no meta lock, no revision)."""
+        with self._held() as held:
+            try:
+                conn = self._begin(held, "BEGIN ISOLATION LEVEL READ COMMITTED")
+            except psycopg.Error as exc:
+                self._drop(held)
+                raise _unavailable(exc) from None
+            try:
+                for sql, params in statements:
+                    conn.execute(sql, params)
+                conn.execute("COMMIT")
+            except psycopg.Error as exc:
+                self._rollback(held)
+                raise _unavailable(exc) from None
+            except BaseException:
+                self._rollback(held)
+                raise
+
+    def report_node(self, node: str, revision: int) -> None:
+        """Record that edge process ``node`` enforces ``revision`` (or a later
+        one it reported) and is alive now; forget processes silent for a day."""
+        self._nodes_write([
+            ("INSERT INTO nodes VALUES (%s, %s, now()) ON CONFLICT (id) DO UPDATE SET "
+             "revision = GREATEST(nodes.revision, EXCLUDED.revision), seen = EXCLUDED.seen", (node, revision)),
+            ("DELETE FROM nodes WHERE seen < now() - interval '1 day'", ()),
+        ])
+
+    def forget_node(self, node: str) -> None:
+        """``node`` stops: no write waits for it any more."""
+        self._nodes_write([("DELETE FROM nodes WHERE id = %s", (node,))])
+
+    def nodes_behind(self, revision: int, fresh: float, exclude: str = "") -> list[str]:
+        """Edge processes heard from in the last ``fresh`` seconds whose table
+        is older than ``revision``, but those whose id starts with ``exclude``
+        (a node's own processes)."""
+        with self._read() as cur:
+            rows = cur.execute("SELECT id FROM nodes WHERE revision < %s AND seen > now() - make_interval(secs => %s) "
+                               "AND (%s = '' OR substr(id, 1, length(%s)) <> %s) ORDER BY id",
+                               (revision, fresh, exclude, exclude, exclude)).fetchall()
+        return [r[0] for r in rows]
 
     # -- change notification -----------------------------------------------
     def wait_for_change(self, timeout: float) -> int | None:

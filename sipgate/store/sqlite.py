@@ -100,6 +100,12 @@ MIGRATIONS: tuple[str, ...] = (
         acl_sid TEXT, ip_sid TEXT, address TEXT, prefix INTEGER);
     CREATE INDEX changes_revision ON changes (revision);
     """,
+    # 2 -> 3: the edge processes sharing this store, each with the revision
+    # its table is at and when it last said so (report_node): a write's 2xx
+    # waits for the live ones (nodes_behind).
+    """
+    CREATE TABLE nodes (id TEXT PRIMARY KEY, revision INTEGER NOT NULL, seen REAL NOT NULL);
+    """,
 )
 # Revisions of change log kept; an edge further behind recompiles in full.
 CHANGE_LOG_KEEP = 1000
@@ -112,6 +118,8 @@ OPEN_TIMEOUT = 10.0
 # instead of queueing behind a lock held for minutes, and a request
 # waiting behind another one does not wait a full bound per request ahead.
 OP_TIMEOUT = 2.0
+# report_node's bound (s): best effort, see there.
+NODE_REPORT_BOUND = 0.05
 # A bulk insert of more rows than this gets a page cache sized to it (see
 # _create_ips).
 _BULK_ROWS = 10_000
@@ -217,16 +225,18 @@ class SqliteStore:
             self._busy_ms = ms
 
     @contextmanager
-    def _locked(self) -> Iterator[None]:
-        """Hold this connection, waiting at most ``timeout`` in all (for the
-        other threads using it, then for SQLite's lock), or raise Unavailable."""
+    def _locked(self, bound: float | None = None) -> Iterator[None]:
+        """Hold this connection, waiting at most ``timeout`` (or ``bound``) in
+        all (for the other threads using it, then for SQLite's lock), or
+        raise Unavailable."""
         started = time.monotonic()
-        if not self._lock.acquire(timeout=self.timeout):
-            raise Unavailable(f"store unavailable: busy for more than {self.timeout:g} s")
+        bound = self.timeout if bound is None else bound
+        if not self._lock.acquire(timeout=bound):
+            raise Unavailable(f"store unavailable: busy for more than {bound:g} s")
         try:
             # Whatever is left of the bound is SQLite's busy timeout.
             try:
-                self._set_busy_timeout(max(0.05, self.timeout - (time.monotonic() - started)))
+                self._set_busy_timeout(max(0.05, bound - (time.monotonic() - started)))
             except sqlite3.Error as exc:
                 raise _unavailable(exc) from None
             yield
@@ -234,8 +244,8 @@ class SqliteStore:
             self._lock.release()
 
     @contextmanager
-    def _write(self) -> Iterator[_Tx]:
-        with self._locked():
+    def _write(self, bound: float | None = None) -> Iterator[_Tx]:
+        with self._locked(bound):
             try:
                 cur = self._db.cursor()
                 cur.execute("BEGIN IMMEDIATE")
@@ -291,6 +301,36 @@ class SqliteStore:
         """The revision number, bumped by every write."""
         with self._read() as cur:
             return cur.execute("SELECT revision FROM meta WHERE id = 1").fetchone()[0]
+
+    # -- the edge processes sharing the store ----------------------------------
+    def report_node(self, node: str, revision: int) -> None:
+        """Record that edge process ``node`` enforces ``revision`` (or a later
+        one it reported) and is alive now; forget processes silent for a day.
+        Waits at most NODE_REPORT_BOUND for the connection and the file's
+        lock (Unavailable otherwise: the next report tries again), so that a
+        heartbeat never holds this process's reads behind a locked file."""
+        now = time.time()
+        with self._write(NODE_REPORT_BOUND) as tx:
+            tx.changed = False  # (not the store's state: the revision stays)
+            tx.cur.execute("INSERT INTO nodes VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                           "revision = MAX(revision, excluded.revision), seen = excluded.seen", (node, revision, now))
+            tx.cur.execute("DELETE FROM nodes WHERE seen < ?", (now - 86400,))
+
+    def forget_node(self, node: str) -> None:
+        """``node`` stops: no write waits for it any more."""
+        with self._write() as tx:
+            tx.changed = False
+            tx.cur.execute("DELETE FROM nodes WHERE id = ?", (node,))
+
+    def nodes_behind(self, revision: int, fresh: float, exclude: str = "") -> list[str]:
+        """Edge processes heard from in the last ``fresh`` seconds whose table
+        is older than ``revision``, but those whose id starts with ``exclude``
+        (a node's own processes)."""
+        with self._read() as cur:
+            rows = cur.execute("SELECT id FROM nodes WHERE revision < ? AND seen > ? "
+                               "AND (? = '' OR substr(id, 1, length(?)) <> ?) ORDER BY id",
+                               (revision, time.time() - fresh, exclude, exclude, exclude)).fetchall()
+        return [r[0] for r in rows]
 
     # -- accounts ------------------------------------------------------------
     def ensure_account(self, sid: str, friendly_name: str = "") -> Account:
