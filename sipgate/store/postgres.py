@@ -361,31 +361,19 @@ class PostgresStore:
             self._drop(held)
 
     @contextmanager
-    def _write(self) -> Iterator[_Tx]:
+    def _transaction(self, begin: str) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection in a transaction started with ``begin``,
+        committed after the block, rolled back if it raises (a driver error
+        as Unavailable)."""
         with self._held() as held:
             try:
-                conn = self._begin(held, "BEGIN ISOLATION LEVEL READ COMMITTED")
+                conn = self._begin(held, begin)
             except psycopg.Error as exc:
                 self._drop(held)
                 raise _unavailable(exc) from None
-            cur = _Cursor(conn.cursor())
             try:
-                # Serialise writers (see the module docstring), then read the clock.
-                cur.execute("SELECT revision FROM meta WHERE id = 1 FOR UPDATE")
-                tx = _Tx(cur, v.utcnow())
-                yield tx
-                if tx.changed:
-                    revision = cur.execute("UPDATE meta SET revision = revision + 1 WHERE id = 1 "
-                                           "RETURNING revision").fetchone()[0]
-                    if tx.structural or not tx.log:
-                        cur.execute("INSERT INTO changes (revision, op) VALUES (%s, %s)",
-                                    (revision, "S" if tx.structural else "."))
-                    else:
-                        cur.executemany("INSERT INTO changes (revision, op, acl_sid, ip_sid, address, prefix) "
-                                        "VALUES (%s, %s, %s, %s, %s, %s)", [(revision, *row) for row in tx.log])
-                    cur.execute("DELETE FROM changes WHERE revision <= %s", (revision - CHANGE_LOG_KEEP,))
-                    cur.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, str(revision)))
-                cur.execute("COMMIT")
+                yield conn
+                conn.execute("COMMIT")
             except psycopg.Error as exc:
                 self._rollback(held)
                 raise _unavailable(exc) from None
@@ -394,23 +382,29 @@ class PostgresStore:
                 raise
 
     @contextmanager
-    def _read(self) -> Iterator[_Cursor]:
-        with self._held() as held:
-            try:
-                conn = self._begin(held, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            except psycopg.Error as exc:
-                self._drop(held)
-                raise _unavailable(exc) from None
+    def _write(self) -> Iterator[_Tx]:
+        with self._transaction("BEGIN ISOLATION LEVEL READ COMMITTED") as conn:
             cur = _Cursor(conn.cursor())
-            try:
-                yield cur
-                cur.execute("COMMIT")
-            except psycopg.Error as exc:
-                self._rollback(held)
-                raise _unavailable(exc) from None
-            except BaseException:
-                self._rollback(held)
-                raise
+            # Serialise writers (see the module docstring), then read the clock.
+            cur.execute("SELECT revision FROM meta WHERE id = 1 FOR UPDATE")
+            tx = _Tx(cur, v.utcnow())
+            yield tx
+            if tx.changed:
+                revision = cur.execute("UPDATE meta SET revision = revision + 1 WHERE id = 1 "
+                                       "RETURNING revision").fetchone()[0]
+                if tx.structural or not tx.log:
+                    cur.execute("INSERT INTO changes (revision, op) VALUES (%s, %s)",
+                                (revision, "S" if tx.structural else "."))
+                else:
+                    cur.executemany("INSERT INTO changes (revision, op, acl_sid, ip_sid, address, prefix) "
+                                    "VALUES (%s, %s, %s, %s, %s, %s)", [(revision, *row) for row in tx.log])
+                cur.execute("DELETE FROM changes WHERE revision <= %s", (revision - CHANGE_LOG_KEEP,))
+                cur.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, str(revision)))
+
+    @contextmanager
+    def _read(self) -> Iterator[_Cursor]:
+        with self._transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") as conn:
+            yield _Cursor(conn.cursor())
 
     def close(self) -> None:
         """Close the connections; every later operation fails as Unavailable.
@@ -441,22 +435,9 @@ class PostgresStore:
     def _nodes_write(self, statements: list[tuple[str, tuple]]) -> None:
         """A small transaction on the nodes table alone: not a write of the
         store's state (no meta lock, no revision)."""
-        with self._held() as held:
-            try:
-                conn = self._begin(held, "BEGIN ISOLATION LEVEL READ COMMITTED")
-            except psycopg.Error as exc:
-                self._drop(held)
-                raise _unavailable(exc) from None
-            try:
-                for sql, params in statements:
-                    conn.execute(sql, params)
-                conn.execute("COMMIT")
-            except psycopg.Error as exc:
-                self._rollback(held)
-                raise _unavailable(exc) from None
-            except BaseException:
-                self._rollback(held)
-                raise
+        with self._transaction("BEGIN ISOLATION LEVEL READ COMMITTED") as conn:
+            for sql, params in statements:
+                conn.execute(sql, params)
 
     def report_node(self, node: str, revision: int) -> None:
         """Record that edge process ``node`` enforces ``revision`` (or a later
