@@ -256,8 +256,7 @@ class Server:
             started = time.perf_counter()
             await reloader.refresh()
             self.wake_workers()
-            await self.workers_enforce(reloader.generation)
-            await self.nodes_enforce(reloader.generation)
+            await self.wait_enforced(reloader.generation)
             stats.enforcement.observe(time.perf_counter() - started)
 
         import ssl
@@ -314,61 +313,49 @@ class Server:
         their reloader) instead of leaving them to their next poll."""
         self._signal_workers(signal.SIGUSR1)
 
-    async def workers_enforce(self, generation: int, timeout: float | None = None) -> bool:
-        """--workers (worker 0): wait until every other worker still running
-        has a table of ``generation`` or later in force (their slots in
-        ``acks``), at most ``timeout`` (WORKER_ACK_TIMEOUT); False, logged,
-        when one has not.  A worker patches its table within milliseconds
-        of the wake-up; one that is stopped or stuck must not hold the API
-        forever, and one that has exited has nothing to enforce."""
-        if not self.workers or self.acks is None:
+    async def wait_enforced(self, generation: int, timeout: float = WORKER_ACK_TIMEOUT) -> bool:
+        """Wait until every process that must enforce ``generation`` does,
+        at most ``timeout`` for all of them; False, logged and counted, when
+        one has not.  First this node's other workers (--workers: their
+        slots in ``acks``; one that has exited has nothing to enforce),
+        then the processes of the other nodes sharing the store heard from
+        within NODE_FRESH (they report after each swap; a node that stops
+        says so, forget_node; one that dies is waited for until NODE_FRESH
+        has passed).  They take milliseconds; a stopped or stuck one must
+        not hold the API forever."""
+        store = self.store
+        nodes = store is not None and hasattr(store, "nodes_behind")
+        if not nodes and (not self.workers or self.acks is None):
             return True
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + (WORKER_ACK_TIMEOUT if timeout is None else timeout)
+        deadline = loop.time() + timeout
         pause = 0.0005
         while True:
-            behind = [(n, pid) for n, pid in enumerate(self.workers, 1)
-                      if struct.unpack_from("q", self.acks, 8 * n)[0] < generation and self._running(pid)]
+            behind = [f"worker {n} (pid {pid})" for n, pid in self._workers_behind(generation)]
+            if not behind and nodes:
+                try:
+                    behind = [f"node {node}" for node in await loop.run_in_executor(
+                        None, store.nodes_behind, generation, NODE_FRESH, self.node_prefix)]
+                except Unavailable as exc:
+                    log.warning("cannot tell whether the other nodes enforce revision %d: %s", generation, exc)
+                    return False
             if not behind:
                 return True
             if loop.time() >= deadline:
                 self.stats.enforce_timeouts += 1
-                log.warning("worker(s) %s not yet enforcing revision %d after %g s: the API answers anyway "
-                            "(they apply it when they run again)", ", ".join(f"{n} (pid {pid})" for n, pid in behind),
-                            generation, WORKER_ACK_TIMEOUT if timeout is None else timeout)
+                log.warning("%s not yet enforcing revision %d after %g s: the API answers anyway "
+                            "(they apply it when they run again)", ", ".join(behind), generation, timeout)
                 return False
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.01)
 
-    async def nodes_enforce(self, generation: int, timeout: float = WORKER_ACK_TIMEOUT) -> bool:
-        """Wait until every process of the other nodes sharing the store
-        (this node's workers: workers_enforce) heard from within NODE_FRESH has a
-        table of ``generation`` or later (they report it after each swap),
-        at most ``timeout``; False, logged and counted, when one has not.
-        A node that stops says so (forget_node); one that dies is waited
-        for until NODE_FRESH has passed since it was last heard from."""
-        store = self.store
-        if store is None or not hasattr(store, "nodes_behind"):
-            return True
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        pause = 0.001
-        while True:
-            try:
-                behind = await loop.run_in_executor(None, store.nodes_behind, generation, NODE_FRESH,
-                                                    self.node_prefix)
-            except Unavailable as exc:
-                log.warning("cannot tell whether the other nodes enforce revision %d: %s", generation, exc)
-                return False
-            if not behind:
-                return True
-            if loop.time() >= deadline:
-                self.stats.enforce_timeouts += 1
-                log.warning("node(s) %s not yet enforcing revision %d after %g s: the API answers anyway",
-                            ", ".join(behind), generation, timeout)
-                return False
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.02)
+    def _workers_behind(self, generation: int) -> list[tuple[int, int]]:
+        """(number, PID) of this node's other workers still running whose
+        table is older than ``generation``."""
+        if not self.workers or self.acks is None:
+            return []
+        return [(n, pid) for n, pid in enumerate(self.workers, 1)
+                if struct.unpack_from("q", self.acks, 8 * n)[0] < generation and self._running(pid)]
 
     def _running(self, pid: int) -> bool:
         """Worker ``pid`` has not exited (reaped here if it has; logged once)."""
@@ -649,7 +636,7 @@ def _run_workers(config: Config, seed: str | None, workers: int, config_path: st
     table.  Worker 0 (this process) applies the seed first and serves the
     API and /metrics; a write through the API wakes the others (SIGUSR1)
     and its 2xx waits until every worker has it in force (each one's table
-    generation in a shared memory slot, see Server.workers_enforce);
+    generation in a shared memory slot, see Server.wait_enforced);
     /metrics counts worker 0's traffic only.
     """
     import mmap
