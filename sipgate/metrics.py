@@ -102,6 +102,8 @@ class EdgeCollector(Collector):
         yield _counter("sipgate_enforce_timeouts",
                        "API writes answered before every worker and node had them in force (one stopped or "
                        "stuck past the 5 s bound).", s.enforce_timeouts)
+        yield _counter("sipgate_worker_restarts",
+                       "--workers: workers started again after one exited (crashed, killed).", s.worker_restarts)
         hist = HistogramMetricFamily(
             "sipgate_change_enforcement_seconds",
             "From an API write's commit to the admission table compiled from it being in force.")

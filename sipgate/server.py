@@ -7,12 +7,11 @@ import logging
 import os
 import signal
 import socket
-import struct
 import time
 from dataclasses import replace
 from functools import partial
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sipgate import native, sdnotify
 from sipgate.config import Config, ConfigError, load_config, restart_required, store_limits
@@ -22,6 +21,9 @@ from sipgate.reload import Reloader
 from sipgate.store import Unavailable, open_store
 from sipgate.store.seed import load_seed
 from sipgate.transport import Edge, EdgeProtocol, SocketTransport, open_listener
+
+if TYPE_CHECKING:
+    from sipgate.workers import Slots
 
 __all__ = ["Server", "new_event_loop", "run"]
 
@@ -52,7 +54,7 @@ class Server:
 
     def __init__(self, config: Config, *, seed: str | None = None,
                  sockets: list[Any] | None = None, worker: int = 0, config_path: str | None = None,
-                 acks: Any = None) -> None:
+                 slots: Slots | None = None, node: int | None = None, supervisor: int | None = None) -> None:
         self.config = config
         self.config_path = config_path
         self.seed = seed or config.seed
@@ -74,17 +76,18 @@ class Server:
         self.not_ready_reason = "starting"
         self._tasks: list[asyncio.Task[None]] = []
         self._unlisten: Callable[[], None] | None = None
-        # --workers, in worker 0: the other workers' PIDs (wake_workers).
-        self.workers: list[int] = []
-        # --workers: memory shared by the workers, one int64 slot each: the
-        # generation of the table each one has in force (worker 0 waits on
-        # them before an API write's 2xx).
-        self.acks = acks
-        self._reaped: set[int] = set()
+        # --workers: memory the workers share (sipgate.workers.Slots): each
+        # one's PID and the generation of the table it has in force (worker
+        # 0 wakes them and waits on them before an API write's 2xx).
+        self.slots = slots
+        # --workers, in worker 0: the PID of the process that forks the
+        # others (and replaces one that dies).
+        self.supervisor = supervisor
+        self._supervisor_gone = False
         # This process in the store's nodes table (report_node): host, the
         # PID of worker 0 (the node), worker number.  The wait after a write
         # leaves out the node's own workers (the shared slots cover them).
-        self.node_prefix = f"{socket.gethostname()}:{os.getpid() if worker == 0 else os.getppid()}:"
+        self.node_prefix = f"{socket.gethostname()}:{os.getpid() if node is None else node}:"
         self.node = f"{self.node_prefix}{worker}"
         self._configure_flood(config)
         self._configure_deny_log(config)
@@ -92,8 +95,8 @@ class Server:
     def _install(self, table: Any, compile_seconds: float = 0.0) -> None:
         """Put ``table`` in force, and say so in this worker's slot."""
         self.edge.install(table, compile_seconds)
-        if self.acks is not None:
-            struct.pack_into("q", self.acks, 8 * self.worker, table.generation)
+        if self.slots is not None:
+            self.slots.set_generation(self.worker, table.generation)
         self._report(table.generation)
 
     def _report(self, generation: int) -> None:
@@ -304,6 +307,8 @@ class Server:
                     self.stats.store_up = 0 if self.reloader.failing else 1
                     if tick % int(NODE_HEARTBEAT / 0.5) == 0:
                         self._report(self.edge.table.generation)
+                if self.slots is not None and self.worker == 0:
+                    self.stats.worker_restarts = self.slots.restarts
             except Exception:  # noqa: BLE001  (a full disk must not stop the edge)
                 if self.edge.error_log.allow():
                     log.exception("housekeeping failed")
@@ -317,7 +322,7 @@ class Server:
         """Wait until every process that must enforce ``generation`` does,
         at most ``timeout`` for all of them; False, logged and counted, when
         one has not.  First this node's other workers (--workers: their
-        slots in ``acks``; one that has exited has nothing to enforce),
+        ``slots``; one that has exited has nothing to enforce),
         then the processes of the other nodes sharing the store heard from
         within NODE_FRESH (they report after each swap; a node that stops
         says so, forget_node; one that dies is waited for until NODE_FRESH
@@ -325,7 +330,7 @@ class Server:
         not hold the API forever."""
         store = self.store
         nodes = store is not None and hasattr(store, "nodes_behind")
-        if not nodes and (not self.workers or self.acks is None):
+        if not nodes and self.slots is None:
             return True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -350,36 +355,40 @@ class Server:
             pause = min(pause * 2, 0.01)
 
     def _workers_behind(self, generation: int) -> list[tuple[int, int]]:
-        """(number, PID) of this node's other workers still running whose
+        """(number, PID) of this node's other workers running now whose
         table is older than ``generation``."""
-        if not self.workers or self.acks is None:
+        slots = self.slots
+        if slots is None or not self._supervisor_running():
             return []
-        return [(n, pid) for n, pid in enumerate(self.workers, 1)
-                if struct.unpack_from("q", self.acks, 8 * n)[0] < generation and self._running(pid)]
+        return [(n, pid) for n, pid in slots.running() if slots.generation(n) < generation]
 
-    def _running(self, pid: int) -> bool:
-        """Worker ``pid`` has not exited (reaped here if it has; logged once)."""
-        if pid in self._reaped:
+    def _supervisor_running(self) -> bool:
+        """--workers, worker 0: the supervisor (sipgate.workers) has not
+        exited (reaped here if it has; logged once).  Without it the slots
+        say nothing: its workers stop with it."""
+        if self.supervisor is None or self._supervisor_gone:
             return False
         try:
-            done, status = os.waitpid(pid, os.WNOHANG)
+            done, status = os.waitpid(self.supervisor, os.WNOHANG)
         except ChildProcessError:
-            done, status = pid, 0
+            done, status = self.supervisor, 0
         if not done:
             return True
-        self._reaped.add(pid)
-        log.error("worker pid %d exited (status %d); the others go on", pid, status)
+        self._supervisor_gone = True
+        log.error("the worker supervisor (pid %d) exited (status %d): the other workers stop with it; "
+                  "worker 0 serves alone until sipgate is restarted", self.supervisor, status)
         return False
 
     def _signal_workers(self, sig: signal.Signals) -> None:
-        """--workers (worker 0): send ``sig`` to every other worker alive."""
-        for pid in self.workers:
+        """--workers (worker 0): send ``sig`` to every other worker running."""
+        if self.slots is None or not self._supervisor_running():
+            return
+        for _n, pid in self.slots.running():
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
 
-    # -- flood defence and deny log ----------------------------------------
     def _configure_flood(self, config: Config) -> None:
         flood = config.flood
         guard = self.edge.flood
@@ -457,6 +466,8 @@ class Server:
                 sdnotify.ready("reloaded")
 
     async def _reload_config(self) -> bool:
+        from sipgate.workers import runtime_config
+
         loop = asyncio.get_running_loop()
         if self.config_path is None:
             if self.edge.deny_log is not None:
@@ -476,10 +487,7 @@ class Server:
         pending = restart_required(old, new)
         for key in pending:
             log.warning("SIGHUP: %s changed; it takes effect at the next restart", key)
-        # Keys that need a restart keep their running values.
-        applied = replace(new, api=old.api, metrics=old.metrics,
-                          store=replace(new.store, url=old.store.url),
-                          sip=replace(new.sip, listen=old.sip.listen, socket_buffer=old.sip.socket_buffer))
+        applied = runtime_config(old, new)  # (what needs a restart keeps its running value)
         logging.getLogger().setLevel(applied.log.level)
         self.edge.reconfigure(applied.sip)
         for protocol in self.protocols:
@@ -566,11 +574,11 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 async def serve(config: Config, *, seed: str | None = None,
                 on_ready: Callable[[Server], None] | None = None,
                 sockets: list[Any] | None = None, worker: int = 0, config_path: str | None = None,
-                workers: list[int] | None = None, acks: Any = None) -> None:
+                slots: Slots | None = None, node: int | None = None, supervisor: int | None = None) -> None:
     """Run until SIGINT or SIGTERM; SIGHUP rereads the config file; SIGUSR1
     checks the store now (worker 0 sends it to the others after a write)."""
-    server = Server(config, seed=seed, sockets=sockets, worker=worker, config_path=config_path, acks=acks)
-    server.workers = list(workers or ())
+    server = Server(config, seed=seed, sockets=sockets, worker=worker, config_path=config_path, slots=slots,
+                    node=node, supervisor=supervisor)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -622,85 +630,6 @@ def run(config: Config, *, seed: str | None = None, workers: int = 1, config_pat
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             runner.run(serve(config, seed=seed, config_path=config_path))
         return 0
-    return _run_workers(config, seed, workers, config_path)
+    from sipgate.workers import run_workers
 
-
-def _run_workers(config: Config, seed: str | None, workers: int, config_path: str | None = None) -> int:
-    """``serve --workers N``: N processes reading one set of SIP sockets.
-
-    The sockets are bound here, before any thread or event loop exists, and
-    the workers are forked around them: the kernel hands each datagram to
-    one of the processes waiting on a socket, so even traffic from a single
-    source address and port spreads over the workers (with SO_REUSEPORT it
-    would not).  Each worker has its own store connection, reloader and
-    table.  Worker 0 (this process) applies the seed first and serves the
-    API and /metrics; a write through the API wakes the others (SIGUSR1)
-    and its 2xx waits until every worker has it in force (each one's table
-    generation in a shared memory slot, see Server.wait_enforced);
-    /metrics counts worker 0's traffic only.
-    """
-    import mmap
-
-    from sipgate.transport.udp import make_socket
-
-    # Migrations, the seed and the accounts once, here, before the workers
-    # open the store side by side.
-    store = open_store(config.store.url, **store_limits(config.store))
-    try:
-        _prepare_store(store, seed or config.seed, config)
-    finally:
-        store.close()
-    # (open_listener takes each worker's port from the shared socket.)
-    sockets = [make_socket(listener, config.sip.socket_buffer) for listener in config.sip.listen]
-    # Anonymous shared memory, zeroed: one table generation per worker.
-    acks = mmap.mmap(-1, 8 * workers)
-    config = replace(config, seed=None)
-    quiet = replace(config, api=replace(config.api, enabled=False), metrics=replace(config.metrics, enabled=False))
-    # Until a worker's loop handles them, SIGUSR1 (worker 0's "a write
-    # committed") and SIGHUP (passed on by worker 0) must not kill it:
-    # ignored from the fork on.
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    children = []
-    for worker in range(1, workers):
-        pid = os.fork()
-        if pid == 0:
-            code = 0
-            try:
-                _die_with_parent()
-                with asyncio.Runner(loop_factory=new_event_loop) as runner:
-                    runner.run(serve(quiet, sockets=sockets, worker=worker, config_path=config_path, acks=acks))
-            except BaseException:  # noqa: BLE001  (a worker reports and exits, never returns)
-                log.exception("worker %d failed", worker)
-                code = 1
-            finally:
-                logging.shutdown()
-                os._exit(code)
-        children.append(pid)
-    try:
-        with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            runner.run(serve(config, sockets=sockets, worker=0, config_path=config_path, workers=children,
-                             acks=acks))
-    finally:
-        for pid in children:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for pid in children:
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:  # (reaped already: see Server._running)
-                pass
-    return 0
-
-
-def _die_with_parent() -> None:
-    """Linux: SIGTERM this worker when worker 0 dies, however it dies."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
+    return run_workers(config, seed, workers, config_path)

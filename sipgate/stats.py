@@ -145,6 +145,9 @@ class EdgeStats:
         # API writes answered before every worker and node had them in
         # force (one stopped or stuck past server.WORKER_ACK_TIMEOUT).
         self.enforce_timeouts = 0
+        # --workers: workers the supervisor started again after one exited
+        # (sipgate.workers.Slots, copied here by worker 0).
+        self.worker_restarts = 0
         # (method, route template, status code) -> requests; route -> latency.
         self.api_requests: dict[tuple[str, str, str], int] = {}
         self.api_latency: dict[str, LatencyHistogram] = {}

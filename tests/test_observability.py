@@ -192,7 +192,7 @@ def test_promtool_rule_unit_tests():
     assert b"SUCCESS" in r.stdout
     # Every alert of the rules file is exercised by the unit tests.
     tested = set(re.findall(r"alertname:\s*(\S+)", RULES_TEST.read_text()))
-    assert tested == set(alert_names()) and len(tested) == 8
+    assert tested == set(alert_names()) and len(tested) == 9
 
 
 def test_dashboard_structure():
@@ -468,7 +468,7 @@ def test_rules_file_loaded_by_prometheus(loaded_rules):
     assert set(loaded_rules) == set(alert_names())
     assert set(alert_names()) == {"SipgateInternalErrors", "SipgateRejectionSpike", "SipgateDecisionLatencyHigh",
                                   "SipgateTableStale", "SipgateStoreDown", "SipgatePbxUnreachable", "SipgateNotReady",
-                                  "SipgateEnforcementBehind"}
+                                  "SipgateEnforcementBehind", "SipgateWorkerRestarted"}
 
 
 @pytest.mark.parametrize("alert", alert_names())

@@ -24,6 +24,13 @@ def children_of(pid: int) -> list[int]:
     return out
 
 
+def workers_of(pid: int) -> tuple[int, list[int]]:
+    """--workers: the supervisor worker 0 (``pid``) forked, and the workers
+    it forked in turn."""
+    (supervisor,) = children_of(pid)
+    return supervisor, children_of(supervisor)
+
+
 def gone(pid: int, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -43,7 +50,7 @@ def test_second_worker_serves_the_shared_socket_and_stops_with_the_first(tmp_pat
                           "--workers", "2"])
         try:
             server.wait_for(r"\(worker 1\)")
-            workers = children_of(server.proc.pid)
+            supervisor, workers = workers_of(server.proc.pid)
             assert len(workers) == 1, workers
             edge = ("127.0.0.1", server.sip_port)
             # Freeze worker 0: whatever is answered now, worker 1 answered,
@@ -63,7 +70,7 @@ def test_second_worker_serves_the_shared_socket_and_stops_with_the_first(tmp_pat
             assert parse(denied.recv()[0]).status == 403
         finally:
             assert server.stop() == 0
-        assert all(gone(pid) for pid in workers)
+        assert all(gone(pid) for pid in [supervisor, *workers])
 
 
 def test_workers_die_with_worker_zero(tmp_path):
@@ -71,12 +78,12 @@ def test_workers_die_with_worker_zero(tmp_path):
         server = Serving(["serve", "--config", str(write_config(tmp_path, pbx.address[1])), "--workers", "3"])
         try:
             server.wait_for(r"\(worker 2\)")
-            workers = children_of(server.proc.pid)
+            supervisor, workers = workers_of(server.proc.pid)
             assert len(workers) == 2, workers
         finally:
             server.proc.kill()  # SIGKILL: no cleanup in worker 0 at all
             server.proc.wait(10)
-        assert all(gone(pid) for pid in workers), "a worker outlived worker 0"
+        assert all(gone(pid) for pid in [supervisor, *workers]), "a worker outlived worker 0"
 
 
 def two_workers(tmp_path: Path, pbx_port: int) -> Serving:
@@ -153,7 +160,7 @@ def test_an_api_write_waits_for_every_worker_to_enforce_it(tmp_path):
     with UdpPeer("127.0.0.1") as pbx, UdpPeer("127.0.0.12") as first, UdpPeer("127.0.0.13") as second:
         server = two_workers(tmp_path, pbx.address[1])
         try:
-            (worker,) = children_of(server.proc.pid)
+            _, (worker,) = workers_of(server.proc.pid)
             edge = ("127.0.0.1", server.sip_port)
             addresses = demo_addresses(server)
 
@@ -200,15 +207,15 @@ def test_an_api_write_waits_for_every_worker_to_enforce_it(tmp_path):
                 os.kill(worker, signal.SIGCONT)
             time.sleep(0.5)  # (once running it takes the wake-up it missed)
             assert relayed_by_worker_1(second, "late")
-            # A worker that has exited has nothing to enforce: no wait, and
-            # worker 0 (reaping it) still stops cleanly.
+            # A worker that has exited has nothing to enforce: no wait (its
+            # replacement starts a second later, from the store as it is).
             os.kill(worker, signal.SIGKILL)
             assert gone(worker)
             started = time.monotonic()
             done = []
             add("127.0.0.14", done)
             assert done[0][0] == 201 and done[0][1] - started < WORKER_ACK_TIMEOUT / 2
-            assert any(f"worker pid {worker} exited" in line for line in server.log)
+            server.wait_for(rf"worker 1 \(pid {worker}\) killed by SIGKILL")
         finally:
             assert server.stop() == 0
 
@@ -222,7 +229,7 @@ def test_sighup_to_worker_zero_reaches_every_worker(tmp_path):
         server = Serving(["serve", "--config", str(config), "--seed", str(DEMO_SEED), "--workers", "2"])
         try:
             server.wait_for(r"\(worker 1\)")
-            (worker,) = children_of(server.proc.pid)
+            _, (worker,) = workers_of(server.proc.pid)
             edge = ("127.0.0.1", server.sip_port)
 
             def unknown(call_id: str) -> bytes:
@@ -250,3 +257,140 @@ def test_sighup_to_worker_zero_reaches_every_worker(tmp_path):
             assert Path(f"/proc/{worker}").exists()  # (and it is still running)
         finally:
             assert server.stop() == 0
+
+
+def test_a_worker_that_dies_is_started_again_with_the_config_in_force(tmp_path):
+    """The supervisor replaces a worker that dies (SIGKILL here, as the
+    OOM killer would send it): the new one serves the shared socket with
+    the table as it is and the config file as it is (rewritten and applied
+    by SIGHUP since the start), and sipgate_worker_restarts_total counts
+    it.  One that dies again soon after it started waits twice as long
+    before its next start, and a stop meanwhile starts nothing."""
+    import urllib.parse
+    import urllib.request
+
+    source = "127.0.0.15"
+    with UdpPeer("127.0.0.1") as pbx, UdpPeer(ALLOWED) as caller, UdpPeer(source) as listed:
+        config = write_config(tmp_path, pbx.address[1])
+        server = Serving(["serve", "--config", str(config), "--seed", str(DEMO_SEED), "--workers", "2"])
+        replacement = 0
+        try:
+            server.wait_for(r"\(worker 1\)")
+            supervisor, (worker,) = workers_of(server.proc.pid)
+            edge = ("127.0.0.1", server.sip_port)
+            config.write_text(config.read_text().replace("[sip]\n", '[sip]\nunknown_host = "drop"\n', 1))
+            os.kill(server.proc.pid, signal.SIGHUP)
+            server.wait_for(r"applied \(worker 1\)")
+            os.kill(worker, signal.SIGKILL)
+            server.wait_for(rf"worker 1 \(pid {worker}\) killed by SIGKILL after [\d.]+ s; starting it again in 1 s")
+            replacement = int(server.wait_for(r"worker 1 started again \(pid (\d+)\)").group(1))
+            since = next(i for i, line in enumerate(server.log) if "started again" in line)
+            server.wait_for(r"SIP/UDP listening on .*\(worker 1\)", start=since)
+            assert children_of(supervisor) == [replacement]
+            body = urllib.parse.urlencode({"FriendlyName": "late", "IpAddress": source}).encode()
+            with urllib.request.urlopen(urllib.request.Request(demo_addresses(server), data=body,
+                                                               headers={"Authorization": basic()}), timeout=10) as r:
+                assert r.status == 201
+            os.kill(server.proc.pid, signal.SIGSTOP)  # (the replacement answers)
+            try:
+                listed.send(request(via_host=f"{source}:{listed.address[1]}", call_id="after"), edge)
+                assert parse(pbx.recv()[0]).first("call-id") == "after"
+                caller.send(request(ruri="sip:1@nobody.example", via_host=f"{ALLOWED}:{caller.address[1]}",
+                                    call_id="unknown"), edge)
+                assert caller.nothing(0.5)  # dropped: the file's unknown_host, not the start's 404
+                caller.send(request(via_host=f"{ALLOWED}:{caller.address[1]}", call_id="demo"), edge)
+                assert parse(pbx.recv()[0]).first("call-id") == "demo"
+            finally:
+                os.kill(server.proc.pid, signal.SIGCONT)
+            deadline = time.monotonic() + 5
+            while metric(server, "sipgate_worker_restarts_total") != 1:  # (copied twice a second)
+                assert time.monotonic() < deadline, "sipgate_worker_restarts_total never 1"
+                time.sleep(0.1)
+            os.kill(replacement, signal.SIGKILL)
+            server.wait_for(rf"worker 1 \(pid {replacement}\) killed by SIGKILL after [\d.]+ s; "
+                            r"starting it again in 2 s")
+        finally:
+            assert server.stop() == 0
+        assert all(gone(pid) for pid in [supervisor, worker, replacement])
+        assert sum("started again" in line for line in server.log) == 1, server.output()
+
+
+def test_worker_zero_serves_on_when_the_supervisor_dies(tmp_path):
+    """Without the supervisor the other workers stop (they die with it)
+    and the slots say nothing any more: worker 0 logs it, its API writes
+    wait for no one, and it still serves and stops cleanly."""
+    import urllib.parse
+    import urllib.request
+
+    source = "127.0.0.16"
+    with UdpPeer("127.0.0.1") as pbx, UdpPeer(source) as listed:
+        server = two_workers(tmp_path, pbx.address[1])
+        try:
+            supervisor, (worker,) = workers_of(server.proc.pid)
+            os.kill(supervisor, signal.SIGKILL)
+            assert gone(worker), "a worker outlived the supervisor"
+            started = time.monotonic()
+            body = urllib.parse.urlencode({"FriendlyName": "alone", "IpAddress": source}).encode()
+            with urllib.request.urlopen(urllib.request.Request(demo_addresses(server), data=body,
+                                                               headers={"Authorization": basic()}), timeout=10) as r:
+                assert r.status == 201
+            assert time.monotonic() - started < 2
+            server.wait_for(rf"worker supervisor \(pid {supervisor}\) exited")
+            listed.send(request(via_host=f"{source}:{listed.address[1]}", call_id="alone"),
+                        ("127.0.0.1", server.sip_port))
+            assert parse(pbx.recv()[0]).first("call-id") == "alone"
+        finally:
+            assert server.stop() == 0
+
+
+SUPERVISED = """
+import logging, os, signal, sys, time
+logging.basicConfig(level="INFO", stream=sys.stderr, format="%(message)s")
+from sipgate.workers import Slots, supervise
+slots = Slots(3)
+def start(n, again):
+    if n == 1:  # dies at once, every time
+        time.sleep(0.05)
+        return 3
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # worker 2 will not stop
+    with open(sys.argv[1], "w") as fh:
+        fh.write(str(os.getpid()))
+    while True:
+        time.sleep(1)
+code = supervise(slots, start, stop_timeout=1.0, first=0.2, longest=0.8)
+print(code, slots.restarts, slots.pid(1), slots.pid(2))
+"""
+
+
+def test_supervise_backs_off_a_worker_that_keeps_dying_and_kills_one_that_will_not_stop(tmp_path):
+    """sipgate.workers.supervise in a process of its own: a worker that
+    exits right after each start is started again after 0.2, 0.4, 0.8,
+    0.8 s (doubling, capped); on SIGTERM a worker that ignores it is
+    killed after stop_timeout, and supervise returns with every slot
+    empty."""
+    import subprocess
+    import sys
+
+    pid_file = tmp_path / "worker2.pid"
+    proc = subprocess.Popen([sys.executable, "-c", SUPERVISED, str(pid_file)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 3.5
+        while time.monotonic() < deadline and not pid_file.exists():
+            time.sleep(0.05)
+        time.sleep(max(0.0, deadline - time.monotonic()))
+        worker = int(pid_file.read_text())
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    delays = [float(d) for d in __import__("re").findall(r"worker 1 \(pid \d+\) exited with status 3 after "
+                                                         r"[\d.]+ s; starting it again in ([\d.]+) s", err)]
+    assert delays[:4] == [0.2, 0.4, 0.8, 0.8], err
+    assert f"worker 2 (pid {worker}) still running 1 s after SIGTERM: SIGKILL" in err
+    code, restarts, pid1, pid2 = map(int, out.split())
+    assert (code, pid1, pid2) == (0, 0, 0)
+    assert restarts == err.count("worker 1 started again") >= 4
+    assert gone(worker)
