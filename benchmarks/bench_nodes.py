@@ -1,12 +1,16 @@
-"""Change -> enforcement across nodes: a write through node A's API, seen by node B.
+"""Change -> enforcement across nodes, and what it costs a write's 2xx.
 
-Two `sipgate serve` nodes share one PostgreSQL (a throwaway cluster this
-script starts and stops by PID, as the tests do: tests/pgcluster.py), with
-their revision poll at 60 s so only NOTIFY can carry a change. Each round
-adds an address through A's API (or deletes it), then sends INVITEs from
-that address to B every 2 ms until B's verdict flips; the time from A's 2xx
-to B's first flipped answer is one sample. Appends p50/p99/max to
-benchmarks/RESULTS.md (issue 7: p99 <= 200 ms).
+Up to three `sipgate serve` nodes share one PostgreSQL (a throwaway cluster
+this script starts and stops by PID, as the tests do: tests/pgcluster.py),
+with their revision poll at 60 s so only NOTIFY can carry a change.  Each
+round adds an address through node A's API, then deletes it; each write's
+2xx latency (request sent to response read) is one sample, with node A
+alone, then with B, then with B and C running: since a 2xx waits until
+every other node has the change in force, the difference is the cost of
+that wait.  With two nodes each 2xx is also followed by INVITEs from that
+address to node B every 2 ms until B's verdict flips (the time from A's
+2xx to B's first flipped answer: at most the probe spacing, as B already
+enforces it).  Appends both tables to benchmarks/RESULTS.md.
 
     .venv/bin/python benchmarks/bench_nodes.py [--rounds 100] [--results -]
 """
@@ -33,8 +37,9 @@ from pgcluster import PgCluster  # noqa: E402
 SOURCE = "127.0.0.9"
 
 
-def wait_flip(peer: UdpPeer, node: Serving, pbx: UdpPeer, want_relay: bool, n: int) -> float:
-    """Send INVITEs every 2 ms until the verdict is the wanted one; when."""
+def wait_flip(peer: UdpPeer, node: Serving, pbx: UdpPeer, want_relay: bool, n: int) -> tuple[float, int]:
+    """Send INVITEs every 2 ms until the verdict is the wanted one: when,
+    and how many INVITEs that took."""
     peer.sock.settimeout(0.002)
     pbx.sock.settimeout(0.0005)
     deadline = time.monotonic() + 10
@@ -48,15 +53,46 @@ def wait_flip(peer: UdpPeer, node: Serving, pbx: UdpPeer, want_relay: bool, n: i
         while time.monotonic() < end:
             try:
                 if call_id.encode() in pbx.sock.recvfrom(65535)[0] and want_relay:
-                    return time.monotonic()
+                    return time.monotonic(), i
             except TimeoutError:
                 pass
             try:
                 if b"SIP/2.0 403" in peer.sock.recvfrom(65535)[0] and not want_relay:
-                    return time.monotonic()
+                    return time.monotonic(), i
             except TimeoutError:
                 pass
     raise SystemExit("node B never followed")
+
+
+def percentile(ms: list[float], q: float) -> float:
+    ms = sorted(ms)
+    return ms[min(len(ms) - 1, int(round(q * (len(ms) - 1))))]
+
+
+def rounds(a: Serving, acl: str, count: int, flip: tuple[UdpPeer, Serving, UdpPeer] | None = None,
+           ) -> tuple[list[float], list[tuple[float, int]]]:
+    """``count`` add/delete pairs through A's API: (2xx latencies, s; with
+    ``flip`` = (caller, node B, B's PBX): A's 2xx to B's flipped verdict, s,
+    and the INVITEs sent until then)."""
+    lists = f"/2010-04-01/Accounts/{ACCOUNT_SID}/SIP/IpAccessControlLists/{acl}/IpAddresses"
+    latency: list[float] = []
+    flips: list[tuple[float, int]] = []
+    for n in range(count):
+        sent = time.monotonic()
+        ip = api(a, "POST", f"{lists}.json", {"FriendlyName": f"r{n}", "IpAddress": SOURCE})
+        done = time.monotonic()
+        latency.append(done - sent)
+        if flip:
+            when, probes = wait_flip(flip[0], flip[1], flip[2], True, 2 * n)
+            flips.append((when - done, probes))
+        sent = time.monotonic()
+        api(a, "DELETE", f"{lists}/{ip['sid']}.json")
+        done = time.monotonic()
+        latency.append(done - sent)
+        if flip:
+            when, probes = wait_flip(flip[0], flip[1], flip[2], False, 2 * n + 1)
+            flips.append((when - done, probes))
+    return latency, flips
 
 
 def main() -> None:
@@ -66,46 +102,57 @@ def main() -> None:
     args = parser.parse_args()
     cluster = PgCluster()
     work = Path(tempfile.mkdtemp(prefix="sipgate-nodes-"))
-    samples: list[float] = []
+    latency: dict[int, list[float]] = {}
+    flips: list[tuple[float, int]] = []
+    nodes: list[Serving] = []
     try:
         cluster.start()
         dsn = cluster.create_database("nodes")
         url = f"postgresql://{cluster.user}@127.0.0.1:{cluster.port}/{dsn.rsplit('dbname=', 1)[1]}"
-        with UdpPeer("127.0.0.1") as pbx_a, UdpPeer("127.0.0.1") as pbx_b, UdpPeer(SOURCE) as peer:
-            a = Serving(["serve", "--config", str(node_config(work / "a", pbx_a.address[1], url)),
-                         "--seed", str(DEMO_SEED)])
-            b = None
+        with UdpPeer("127.0.0.1") as pbx_a, UdpPeer("127.0.0.1") as pbx_b, UdpPeer("127.0.0.1") as pbx_c, \
+                UdpPeer(SOURCE) as peer:
             try:
-                b = Serving(["serve", "--config", str(node_config(work / "b", pbx_b.address[1], url))])
+                a = Serving(["serve", "--config", str(node_config(work / "a", pbx_a.address[1], url)),
+                             "--seed", str(DEMO_SEED)])
+                nodes.append(a)
                 lists = f"/2010-04-01/Accounts/{ACCOUNT_SID}/SIP/IpAccessControlLists"
                 acl = api(a, "GET", f"{lists}.json")["ip_access_control_lists"][0]["sid"]
-                for n in range(args.rounds):
-                    ip = api(a, "POST", f"{lists}/{acl}/IpAddresses.json",
-                             {"FriendlyName": f"r{n}", "IpAddress": SOURCE})
-                    done = time.monotonic()
-                    samples.append(wait_flip(peer, b, pbx_b, True, 2 * n) - done)
-                    api(a, "DELETE", f"{lists}/{acl}/IpAddresses/{ip['sid']}.json")
-                    done = time.monotonic()
-                    samples.append(wait_flip(peer, b, pbx_b, False, 2 * n + 1) - done)
+                rounds(a, acl, 5)  # (warm-up: connections, first compiles)
+                latency[1] = rounds(a, acl, args.rounds)[0]
+                b = Serving(["serve", "--config", str(node_config(work / "b", pbx_b.address[1], url))])
+                nodes.append(b)
+                latency[2], flips = rounds(a, acl, args.rounds, (peer, b, pbx_b))
+                nodes.append(Serving(["serve", "--config", str(node_config(work / "c", pbx_c.address[1], url))]))
+                latency[3] = rounds(a, acl, args.rounds)[0]
             finally:
-                if b is not None:
-                    b.stop()
-                a.stop()
+                for node in reversed(nodes):
+                    node.stop()
     finally:
         cluster.destroy()
     pg_version = subprocess.run([str(cluster.bindir / "postgres"), "--version"], capture_output=True,
                                 text=True).stdout.strip()
-    ms = sorted(s * 1000 for s in samples)
-    p99 = ms[min(len(ms) - 1, int(round(0.99 * (len(ms) - 1))))]
+    rows = []
+    for k, samples in latency.items():
+        ms = [s * 1000 for s in samples]
+        rows.append(f"| {k} | {len(ms)} | {statistics.median(ms):.1f} ms | {percentile(ms, 0.99):.1f} ms "
+                    f"| {max(ms):.1f} ms |\n")
+    ms = [s * 1000 for s, _ in flips]
+    first = sum(1 for _, probes in flips if probes == 1)
     report = (
         f"\n## {time.strftime('%Y-%m-%dT%H:%MZ', time.gmtime())} — change -> enforcement across nodes\n\n"
         f"`benchmarks/bench_nodes.py --rounds {args.rounds}` on {platform.node()} ({os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}, {pg_version}): "
-        "two `sipgate serve` nodes on one PostgreSQL, revision poll 60 s (NOTIFY only); an address added or "
-        "deleted through node A's API, INVITEs from it to node B every 2 ms until B's verdict flips; time "
-        "from A's 2xx to B's first flipped answer (includes up to 2 ms of probe spacing).\n\n"
-        "| samples | p50 | p99 | max |\n| ---: | ---: | ---: | ---: |\n"
-        f"| {len(ms)} | {statistics.median(ms):.1f} ms | {p99:.1f} ms | {ms[-1]:.1f} ms |\n")
+        "`sipgate serve` nodes on one PostgreSQL, revision poll 60 s (NOTIFY only); an address added, then "
+        "deleted, through node A's API, with A alone, then with B, then with B and C running. A write's 2xx "
+        "waits until every other node has it in force.\n\n"
+        "API write latency at node A (request to 2xx, both writes of each round):\n\n"
+        "| nodes | samples | p50 | p99 | max |\n| ---: | ---: | ---: | ---: | ---: |\n" + "".join(rows) +
+        "\nWith two nodes, after each 2xx, INVITEs from the address to node B every 2 ms until B's verdict "
+        "flips: time from A's 2xx to B's first flipped answer (a 403 is read after 0.5 ms of looking for a "
+        "relay first), and how often the first INVITE already got the new verdict.\n\n"
+        "| samples | p50 | p99 | max | flipped at the first INVITE |\n| ---: | ---: | ---: | ---: | ---: |\n"
+        f"| {len(ms)} | {statistics.median(ms):.1f} ms | {percentile(ms, 0.99):.1f} ms | {max(ms):.1f} ms "
+        f"| {first} of {len(flips)} |\n")
     print(report)
     if args.results != "-":
         with open(args.results, "a") as fh:
