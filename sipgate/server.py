@@ -84,6 +84,9 @@ class Server:
         # others (and replaces one that dies).
         self.supervisor = supervisor
         self._supervisor_gone = False
+        # wait_enforced: who held a write for the whole bound, with what it
+        # showed then (not waited for again until that changes).
+        self._given_up: dict[str, object] = {}
         # This process in the store's nodes table (report_node): host, the
         # PID of worker 0 (the node), worker number.  The wait after a write
         # leaves out the node's own workers (the shared slots cover them).
@@ -320,14 +323,16 @@ class Server:
 
     async def wait_enforced(self, generation: int, timeout: float = WORKER_ACK_TIMEOUT) -> bool:
         """Wait until every process that must enforce ``generation`` does,
-        at most ``timeout`` for all of them; False, logged and counted, when
-        one has not.  First this node's other workers (--workers: their
-        ``slots``; one that has exited has nothing to enforce),
-        then the processes of the other nodes sharing the store heard from
-        within NODE_FRESH (they report after each swap; a node that stops
-        says so, forget_node; one that dies is waited for until NODE_FRESH
-        has passed).  They take milliseconds; a stopped or stuck one must
-        not hold the API forever."""
+        at most ``timeout`` for all of them; False, counted, when one has
+        not.  First this node's other workers (--workers: their ``slots``;
+        one that has exited has nothing to enforce), then the processes of
+        the other nodes sharing the store heard from within NODE_FRESH (they
+        report after each swap; a node that stops says so, forget_node).
+        They take milliseconds; a stopped or stuck one must not hold the API
+        forever: it is waited for ``timeout`` once (and logged), then not
+        again until it shows a sign of life (a worker's slot changes, a node
+        reports), so a node that died holds one write, not every write
+        until NODE_FRESH has passed."""
         store = self.store
         nodes = store is not None and hasattr(store, "nodes_behind")
         if not nodes and self.slots is None:
@@ -335,32 +340,46 @@ class Server:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         pause = 0.0005
+        given_up = self._given_up
         while True:
-            behind = [f"worker {n} (pid {pid})" for n, pid in self._workers_behind(generation)]
-            if not behind and nodes:
+            # Who is behind, each with what it last showed (a worker: PID and
+            # table generation; a node: when it last reported); the nodes
+            # once no worker is waited for.
+            behind: dict[str, object] = {f"worker {n} (pid {pid})": (pid, at)
+                                         for n, pid, at in self._workers_behind(generation)}
+            kinds = ["worker "]
+            if nodes and all(given_up.get(who) == mark for who, mark in behind.items()):
                 try:
-                    behind = [f"node {node}" for node in await loop.run_in_executor(
-                        None, store.nodes_behind, generation, NODE_FRESH, self.node_prefix)]
+                    behind.update((f"node {node}", seen) for node, seen in await loop.run_in_executor(
+                        None, store.nodes_behind, generation, NODE_FRESH, self.node_prefix))
                 except Unavailable as exc:
                     log.warning("cannot tell whether the other nodes enforce revision %d: %s", generation, exc)
                     return False
-            if not behind:
-                return True
+                kinds.append("node ")
+            for who in [who for who in given_up if who.startswith(tuple(kinds)) and behind.get(who) != given_up[who]]:
+                del given_up[who]  # (caught up, or heard from again)
+            waiting = [who for who in behind if who not in given_up]
+            if not waiting:
+                if behind:  # (answered before they have it, as the last time)
+                    self.stats.enforce_timeouts += 1
+                return not behind
             if loop.time() >= deadline:
                 self.stats.enforce_timeouts += 1
-                log.warning("%s not yet enforcing revision %d after %g s: the API answers anyway "
-                            "(they apply it when they run again)", ", ".join(behind), generation, timeout)
+                given_up.update((who, behind[who]) for who in waiting)
+                log.warning("%s not yet enforcing revision %d after %g s: the API answers anyway, and "
+                            "does not wait for them again until they are heard from (they apply it when "
+                            "they run again)", ", ".join(waiting), generation, timeout)
                 return False
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.01)
 
-    def _workers_behind(self, generation: int) -> list[tuple[int, int]]:
-        """(number, PID) of this node's other workers running now whose
-        table is older than ``generation``."""
+    def _workers_behind(self, generation: int) -> list[tuple[int, int, int]]:
+        """(number, PID, table generation) of this node's other workers
+        running now whose table is older than ``generation``."""
         slots = self.slots
         if slots is None or not self._supervisor_running():
             return []
-        return [(n, pid) for n, pid in slots.running() if slots.generation(n) < generation]
+        return [(n, pid, at) for n, pid in slots.running() if (at := slots.generation(n)) < generation]
 
     def _supervisor_running(self) -> bool:
         """--workers, worker 0: the supervisor (sipgate.workers) has not

@@ -136,6 +136,65 @@ def test_a_write_waits_until_the_other_node_enforces_it(tmp_path, pg_url):
             assert a.stop() == 0
 
 
+def test_a_silent_node_holds_one_write_not_every_write(tmp_path, pg_url):
+    """Node B stopped (SIGSTOP: to node A as good as dead, it neither
+    patches nor reports): A's first write waits the whole bound and names
+    B in the log; the writes after it do not wait for B again while B
+    stays silent.  Once B runs again (it catches up and reports), A waits
+    for it as before."""
+    import os
+    import signal
+    import threading
+
+    from helpers import metric
+    from sipgate.server import WORKER_ACK_TIMEOUT
+
+    with UdpPeer("127.0.0.1") as pbx_a, UdpPeer("127.0.0.1") as pbx_b, UdpPeer(SCANNER) as peer:
+        a = Serving(["serve", "--config", str(node_config(tmp_path, "a", pbx_a.address[1], pg_url)),
+                     "--seed", str(DEMO_SEED)])
+        try:
+            b = Serving(["serve", "--config", str(node_config(tmp_path, "b", pbx_b.address[1], pg_url))])
+            try:
+                lists = f"/2010-04-01/Accounts/{ACCOUNT_SID}/SIP/IpAccessControlLists"
+                acl = api(a, "GET", f"{lists}.json")["ip_access_control_lists"][0]["sid"]
+                addresses = f"{lists}/{acl}/IpAddresses"
+                os.kill(b.proc.pid, signal.SIGSTOP)
+                try:
+                    started = time.monotonic()
+                    ip = api(a, "POST", f"{addresses}.json", {"FriendlyName": "scanner", "IpAddress": SCANNER})
+                    assert WORKER_ACK_TIMEOUT <= time.monotonic() - started < WORKER_ACK_TIMEOUT + 3
+                    for n in range(3):
+                        started = time.monotonic()
+                        api(a, "POST", f"{addresses}.json", {"FriendlyName": f"more {n}", "IpAddress": f"10.9.0.{n}"})
+                        assert time.monotonic() - started < 1.0, "waited for a node that was waited for already"
+                    assert sum("not yet enforcing" in line for line in a.log) == 1, "".join(a.log)
+                    assert metric(a, "sipgate_enforce_timeouts_total") == 4
+                finally:
+                    os.kill(b.proc.pid, signal.SIGCONT)
+                started = time.monotonic()
+                while verdict(peer, b, pbx_b, f"b-back-{time.monotonic()}") != "relayed":
+                    assert time.monotonic() - started < 10.0, "node B did not catch up"
+                time.sleep(0.5)  # (its report after the patch)
+                done: list = []
+                writer = threading.Thread(target=lambda: done.append(
+                    (api(a, "DELETE", f"{addresses}/{ip['sid']}.json"), time.monotonic())))
+                os.kill(b.proc.pid, signal.SIGSTOP)
+                try:
+                    writer.start()
+                    time.sleep(1.0)
+                    assert done == [], "node A did not wait for node B, heard from again"
+                finally:
+                    continued = time.monotonic()
+                    os.kill(b.proc.pid, signal.SIGCONT)
+                    writer.join(10)
+                assert done and done[0][1] >= continued
+                assert verdict(peer, b, pbx_b, "b-at-once") == "403"
+            finally:
+                assert b.stop() == 0
+        finally:
+            assert a.stop() == 0
+
+
 def get(port: int, path: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:

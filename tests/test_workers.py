@@ -150,7 +150,8 @@ def test_an_api_write_waits_for_every_worker_to_enforce_it(tmp_path):
     sent once it has the change in force: right after it, with worker 0
     frozen, worker 1 relays the newly listed source.  A worker that stays
     stopped holds the 2xx for WORKER_ACK_TIMEOUT at most, and the log names
-    it; one that has exited, not at all."""
+    it, then no other write until it runs again; one that has exited, not
+    at all."""
     import threading
     import urllib.parse
     import urllib.request
@@ -180,9 +181,31 @@ def test_an_api_write_waits_for_every_worker_to_enforce_it(tmp_path):
                 finally:
                     os.kill(server.proc.pid, signal.SIGCONT)
 
-            # Worker 1 stopped, then continued: the 2xx comes after that.
+            # Worker 1 stopped throughout: the 2xx after the bound, logged;
+            # while it stays stopped (its slot unchanged) the next write does
+            # not wait for it again, but is counted.
             os.kill(worker, signal.SIGSTOP)
-            done: list = []
+            try:
+                started = time.monotonic()
+                done: list = []
+                add("127.0.0.13", done)
+                assert done[0][0] == 201 and WORKER_ACK_TIMEOUT <= done[0][1] - started < WORKER_ACK_TIMEOUT + 3
+                assert any("not yet enforcing revision" in line and f"pid {worker}" in line for line in server.log)
+                assert metric(server, "sipgate_enforce_timeouts_total") == 1  # (SipgateEnforcementBehind)
+                started = time.monotonic()
+                done = []
+                add("127.0.0.17", done)
+                assert done[0][0] == 201 and done[0][1] - started < 1.0
+                assert metric(server, "sipgate_enforce_timeouts_total") == 2
+                assert sum("not yet enforcing revision" in line for line in server.log) == 1
+            finally:
+                os.kill(worker, signal.SIGCONT)
+            time.sleep(0.5)  # (once running it takes the wake-up it missed)
+            assert relayed_by_worker_1(second, "late")
+            # Running again, it is waited for again: stopped, then continued,
+            # the 2xx comes after that.
+            os.kill(worker, signal.SIGSTOP)
+            done = []
             writer = threading.Thread(target=add, args=("127.0.0.12", done))
             try:
                 writer.start()
@@ -194,19 +217,6 @@ def test_an_api_write_waits_for_every_worker_to_enforce_it(tmp_path):
                 writer.join(10)
             assert done and done[0][0] == 201 and done[0][1] >= continued
             assert relayed_by_worker_1(first, "ack-1")
-            # Worker 1 stopped throughout: the 2xx after the bound, logged.
-            os.kill(worker, signal.SIGSTOP)
-            try:
-                started = time.monotonic()
-                done = []
-                add("127.0.0.13", done)
-                assert done[0][0] == 201 and WORKER_ACK_TIMEOUT <= done[0][1] - started < WORKER_ACK_TIMEOUT + 3
-                assert any("not yet enforcing revision" in line and f"pid {worker}" in line for line in server.log)
-                assert metric(server, "sipgate_enforce_timeouts_total") == 1  # (SipgateEnforcementBehind)
-            finally:
-                os.kill(worker, signal.SIGCONT)
-            time.sleep(0.5)  # (once running it takes the wake-up it missed)
-            assert relayed_by_worker_1(second, "late")
             # A worker that has exited has nothing to enforce: no wait (its
             # replacement starts a second later, from the store as it is).
             os.kill(worker, signal.SIGKILL)

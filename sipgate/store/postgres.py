@@ -452,15 +452,16 @@ class PostgresStore:
         """``node`` stops: no write waits for it any more."""
         self._nodes_write([("DELETE FROM nodes WHERE id = %s", (node,))])
 
-    def nodes_behind(self, revision: int, fresh: float, exclude: str = "") -> list[str]:
-        """Edge processes heard from in the last ``fresh`` seconds whose table
-        is older than ``revision``, but those whose id starts with ``exclude``
-        (a node's own processes)."""
+    def nodes_behind(self, revision: int, fresh: float, exclude: str = "") -> list[tuple[str, float]]:
+        """(id, Unix time last heard from) of the edge processes heard from in
+        the last ``fresh`` seconds whose table is older than ``revision``,
+        but those whose id starts with ``exclude`` (a node's own processes)."""
         with self._read() as cur:
-            rows = cur.execute("SELECT id FROM nodes WHERE revision < %s AND seen > now() - make_interval(secs => %s) "
+            rows = cur.execute("SELECT id, extract(epoch FROM seen) FROM nodes WHERE revision < %s "
+                               "AND seen > now() - make_interval(secs => %s) "
                                "AND (%s = '' OR substr(id, 1, length(%s)) <> %s) ORDER BY id",
                                (revision, fresh, exclude, exclude, exclude)).fetchall()
-        return [r[0] for r in rows]
+        return [(r[0], float(r[1])) for r in rows]
 
     # -- change notification -----------------------------------------------
     def wait_for_change(self, timeout: float) -> int | None:

@@ -322,15 +322,15 @@ class SqliteStore:
             tx.changed = False
             tx.cur.execute("DELETE FROM nodes WHERE id = ?", (node,))
 
-    def nodes_behind(self, revision: int, fresh: float, exclude: str = "") -> list[str]:
-        """Edge processes heard from in the last ``fresh`` seconds whose table
-        is older than ``revision``, but those whose id starts with ``exclude``
-        (a node's own processes)."""
+    def nodes_behind(self, revision: int, fresh: float, exclude: str = "") -> list[tuple[str, float]]:
+        """(id, Unix time last heard from) of the edge processes heard from in
+        the last ``fresh`` seconds whose table is older than ``revision``,
+        but those whose id starts with ``exclude`` (a node's own processes)."""
         with self._read() as cur:
-            rows = cur.execute("SELECT id FROM nodes WHERE revision < ? AND seen > ? "
+            rows = cur.execute("SELECT id, seen FROM nodes WHERE revision < ? AND seen > ? "
                                "AND (? = '' OR substr(id, 1, length(?)) <> ?) ORDER BY id",
                                (revision, time.time() - fresh, exclude, exclude, exclude)).fetchall()
-        return [r[0] for r in rows]
+        return [(r[0], float(r[1])) for r in rows]
 
     # -- accounts ------------------------------------------------------------
     def ensure_account(self, sid: str, friendly_name: str = "") -> Account:
