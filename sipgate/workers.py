@@ -137,20 +137,27 @@ def supervise(slots: Slots, start: Callable[[int, bool], int], *, stop_timeout: 
             ran = time.monotonic() - since
             delay[n] = 0.0 if ran >= stable else min(max(2 * delay.get(n, 0.0), first), longest)
             due[n] = time.monotonic() + delay[n]
-            how = (f"killed by {signal.Signals(info.si_status).name}"
-                   if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED)
+            how = (f"killed by {_signal_name(info.si_status)}" if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED)
                    else f"exited with status {info.si_status}")
             log.error("worker %d (pid %d) %s after %.1f s; starting it again %s", n, pid, how, ran,
                       f"in {delay[n]:g} s" if delay[n] else "now")
 
+    def start_due(again: bool) -> None:
+        now = time.monotonic()
+        for n in [n for n, when in due.items() if when <= now]:
+            del due[n]
+            try:
+                fork(n, again)
+            except OSError as exc:  # (EAGAIN, ENOMEM: the next try backs off as a crash does)
+                delay[n] = min(max(2 * delay.get(n, 0.0), first), longest)
+                due[n] = time.monotonic() + delay[n]
+                log.error("cannot start worker %d (%s); trying again in %g s", n, exc, delay[n])
+
     try:
-        for n in range(1, slots.count):
-            fork(n, False)
+        due.update((n, 0.0) for n in range(1, slots.count))
+        start_due(False)
         while True:
-            now = time.monotonic()
-            for n in [n for n, when in due.items() if when <= now]:
-                del due[n]
-                fork(n, True)
+            start_due(True)
             timeout = max(0.0, min(due.values()) - time.monotonic()) if due else 3600.0
             got = signal.sigtimedwait(watched, timeout)
             if got is not None and got.si_signo in _STOP_SIGNALS:
@@ -180,6 +187,13 @@ def supervise(slots: Slots, start: Callable[[int, bool], int], *, stop_timeout: 
         return 0
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def die_with_parent(parent: int) -> None:

@@ -404,3 +404,52 @@ def test_supervise_backs_off_a_worker_that_keeps_dying_and_kills_one_that_will_n
     assert (code, pid1, pid2) == (0, 0, 0)
     assert restarts == err.count("worker 1 started again") >= 4
     assert gone(worker)
+
+
+FORK_FAILS = """
+import logging, os, signal, sys, time
+logging.basicConfig(level="INFO", stream=sys.stderr, format="%(message)s")
+from sipgate.workers import Slots, supervise
+real_fork, failures = os.fork, [2]
+def fork():  # (root ignores RLIMIT_NPROC: the two EAGAINs are made here)
+    if failures[0]:
+        failures[0] -= 1
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+    return real_fork()
+os.fork = fork
+slots = Slots(2)
+def start(n, again):
+    with open(sys.argv[1], "w") as fh:
+        fh.write(str(os.getpid()))
+    while True:
+        time.sleep(1)
+code = supervise(slots, start, stop_timeout=2.0, first=0.2, longest=0.8)
+print(code, slots.pid(1))
+"""
+
+
+def test_supervise_tries_again_when_fork_fails(tmp_path):
+    """fork() failing (EAGAIN) does not end the supervisor: it tries again
+    with the same back-off as for a worker that dies."""
+    import subprocess
+    import sys
+
+    pid_file = tmp_path / "worker1.pid"
+    proc = subprocess.Popen([sys.executable, "-c", FORK_FAILS, str(pid_file)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not pid_file.exists():
+            assert time.monotonic() < deadline, "worker 1 never started"
+            time.sleep(0.05)
+        worker = int(pid_file.read_text())
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "cannot start worker 1 ([Errno 11] Resource temporarily unavailable); trying again in 0.2 s" in err, err
+    assert "trying again in 0.4 s" in err and f"worker 1 started again (pid {worker})" in err, err
+    assert out.split() == ["0", "0"]
+    assert gone(worker)
