@@ -10,10 +10,14 @@ NOTIFY path can make the second node follow within the bound asserted here.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -61,6 +65,25 @@ def verdict(peer: UdpPeer, node: Serving, pbx: UdpPeer, call_id: str) -> str:
     return "nothing"
 
 
+def held_while_stopped(node: Serving, write: Callable[[], dict]) -> dict:
+    """Run ``write`` (an API call to another node) with ``node`` stopped
+    (SIGSTOP): no answer in the second it stays stopped, the answer after
+    SIGCONT.  The answer's body."""
+    done: list = []
+    writer = threading.Thread(target=lambda: done.append((write(), time.monotonic())))
+    os.kill(node.proc.pid, signal.SIGSTOP)
+    try:
+        writer.start()
+        time.sleep(1.0)
+        assert done == [], "answered while the stopped node could not have the change"
+    finally:
+        continued = time.monotonic()
+        os.kill(node.proc.pid, signal.SIGCONT)
+        writer.join(10)
+    assert done and done[0][1] >= continued
+    return done[0][0]
+
+
 def test_a_change_through_one_node_is_enforced_by_the_other_at_once(tmp_path, pg_url):
     with UdpPeer("127.0.0.1") as pbx_a, UdpPeer("127.0.0.1") as pbx_b, UdpPeer(SCANNER) as peer:
         a = Serving(["serve", "--config", str(node_config(tmp_path, "a", pbx_a.address[1], pg_url)),
@@ -98,9 +121,6 @@ def test_a_write_waits_until_the_other_node_enforces_it(tmp_path, pg_url):
     runs again (its NOTIFY read, its table patched, its revision
     reported) the 2xx comes, and B relays the newly listed source at once.
     A node that stops cleanly says so: the next write does not wait."""
-    import os
-    import signal
-    import threading
 
     with UdpPeer("127.0.0.1") as pbx_a, UdpPeer("127.0.0.1") as pbx_b, UdpPeer(SCANNER) as peer:
         a = Serving(["serve", "--config", str(node_config(tmp_path, "a", pbx_a.address[1], pg_url)),
@@ -111,25 +131,13 @@ def test_a_write_waits_until_the_other_node_enforces_it(tmp_path, pg_url):
                 lists = f"/2010-04-01/Accounts/{ACCOUNT_SID}/SIP/IpAccessControlLists"
                 acl = api(a, "GET", f"{lists}.json")["ip_access_control_lists"][0]["sid"]
                 assert verdict(peer, b, pbx_b, "b-before") == "403"
-                done: list = []
-                writer = threading.Thread(target=lambda: done.append(
-                    (api(a, "POST", f"{lists}/{acl}/IpAddresses.json",
-                         {"FriendlyName": "scanner no more", "IpAddress": SCANNER}), time.monotonic())))
-                os.kill(b.proc.pid, signal.SIGSTOP)
-                try:
-                    writer.start()
-                    time.sleep(1.0)
-                    assert done == [], "node A answered while node B could not have the change"
-                finally:
-                    continued = time.monotonic()
-                    os.kill(b.proc.pid, signal.SIGCONT)
-                    writer.join(10)
-                assert done and done[0][1] >= continued
+                ip = held_while_stopped(b, lambda: api(a, "POST", f"{lists}/{acl}/IpAddresses.json",
+                                                       {"FriendlyName": "scanner no more", "IpAddress": SCANNER}))
                 assert verdict(peer, b, pbx_b, "b-at-once") == "relayed"
             finally:
                 assert b.stop() == 0
             started = time.monotonic()
-            api(a, "DELETE", f"{lists}/{acl}/IpAddresses/{done[0][0]['sid']}.json")
+            api(a, "DELETE", f"{lists}/{acl}/IpAddresses/{ip['sid']}.json")
             assert time.monotonic() - started < 1.0
             assert not any("not yet enforcing" in line for line in a.log), "".join(a.log)
         finally:
@@ -142,9 +150,6 @@ def test_a_silent_node_holds_one_write_not_every_write(tmp_path, pg_url):
     B in the log; the writes after it do not wait for B again while B
     stays silent.  Once B runs again (it catches up and reports), A waits
     for it as before."""
-    import os
-    import signal
-    import threading
 
     from helpers import metric
     from sipgate.server import WORKER_ACK_TIMEOUT
@@ -175,19 +180,7 @@ def test_a_silent_node_holds_one_write_not_every_write(tmp_path, pg_url):
                 while verdict(peer, b, pbx_b, f"b-back-{time.monotonic()}") != "relayed":
                     assert time.monotonic() - started < 10.0, "node B did not catch up"
                 time.sleep(0.5)  # (its report after the patch)
-                done: list = []
-                writer = threading.Thread(target=lambda: done.append(
-                    (api(a, "DELETE", f"{addresses}/{ip['sid']}.json"), time.monotonic())))
-                os.kill(b.proc.pid, signal.SIGSTOP)
-                try:
-                    writer.start()
-                    time.sleep(1.0)
-                    assert done == [], "node A did not wait for node B, heard from again"
-                finally:
-                    continued = time.monotonic()
-                    os.kill(b.proc.pid, signal.SIGCONT)
-                    writer.join(10)
-                assert done and done[0][1] >= continued
+                held_while_stopped(b, lambda: api(a, "DELETE", f"{addresses}/{ip['sid']}.json"))
                 assert verdict(peer, b, pbx_b, "b-at-once") == "403"
             finally:
                 assert b.stop() == 0
@@ -277,7 +270,6 @@ def test_concurrent_writes_through_three_nodes_end_in_the_same_state_everywhere(
     """Three nodes, three threads writing through different nodes at once
     (addresses added, some deleted again): afterwards every node admits
     exactly the addresses that remain in the store, none of the deleted."""
-    import threading
 
     pbxes = [UdpPeer("127.0.0.1") for _ in range(3)]
     nodes: list[Serving] = []

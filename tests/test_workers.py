@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -353,6 +354,30 @@ def test_worker_zero_serves_on_when_the_supervisor_dies(tmp_path):
             assert server.stop() == 0
 
 
+def run_supervised(script: str, pid_file: Path, seconds: float) -> tuple[int, str, str]:
+    """Run ``script`` (a supervise() call) in a Python process of its own
+    until a worker has written ``pid_file`` and ``seconds`` have passed,
+    then SIGTERM it: (that worker's PID, its stdout, its stderr)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", script, str(pid_file)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        started = time.monotonic()
+        while not pid_file.exists() or time.monotonic() - started < seconds:
+            assert time.monotonic() - started < seconds + 10, "no worker started"
+            time.sleep(0.05)
+        worker = int(pid_file.read_text())
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return worker, out, err
+
+
 SUPERVISED = """
 import logging, os, signal, sys, time
 logging.basicConfig(level="INFO", stream=sys.stderr, format="%(message)s")
@@ -378,26 +403,9 @@ def test_supervise_backs_off_a_worker_that_keeps_dying_and_kills_one_that_will_n
     0.8 s (doubling, capped); on SIGTERM a worker that ignores it is
     killed after stop_timeout, and supervise returns with every slot
     empty."""
-    import subprocess
-    import sys
-
-    pid_file = tmp_path / "worker2.pid"
-    proc = subprocess.Popen([sys.executable, "-c", SUPERVISED, str(pid_file)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 3.5
-        while time.monotonic() < deadline and not pid_file.exists():
-            time.sleep(0.05)
-        time.sleep(max(0.0, deadline - time.monotonic()))
-        worker = int(pid_file.read_text())
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    delays = [float(d) for d in __import__("re").findall(r"worker 1 \(pid \d+\) exited with status 3 after "
-                                                         r"[\d.]+ s; starting it again in ([\d.]+) s", err)]
+    worker, out, err = run_supervised(SUPERVISED, tmp_path / "worker2.pid", 3.5)
+    delays = [float(d) for d in re.findall(r"worker 1 \(pid \d+\) exited with status 3 after "
+                                           r"[\d.]+ s; starting it again in ([\d.]+) s", err)]
     assert delays[:4] == [0.2, 0.4, 0.8, 0.8], err
     assert f"worker 2 (pid {worker}) still running 1 s after SIGTERM: SIGKILL" in err
     code, restarts, pid1, pid2 = map(int, out.split())
@@ -431,24 +439,7 @@ print(code, slots.pid(1))
 def test_supervise_tries_again_when_fork_fails(tmp_path):
     """fork() failing (EAGAIN) does not end the supervisor: it tries again
     with the same back-off as for a worker that dies."""
-    import subprocess
-    import sys
-
-    pid_file = tmp_path / "worker1.pid"
-    proc = subprocess.Popen([sys.executable, "-c", FORK_FAILS, str(pid_file)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 10
-        while not pid_file.exists():
-            assert time.monotonic() < deadline, "worker 1 never started"
-            time.sleep(0.05)
-        worker = int(pid_file.read_text())
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    worker, out, err = run_supervised(FORK_FAILS, tmp_path / "worker1.pid", 0.0)
     assert "cannot start worker 1 ([Errno 11] Resource temporarily unavailable); trying again in 0.2 s" in err, err
     assert "trying again in 0.4 s" in err and f"worker 1 started again (pid {worker})" in err, err
     assert out.split() == ["0", "0"]
