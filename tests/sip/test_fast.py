@@ -428,7 +428,7 @@ SOURCES = st.sampled_from([(DENIED, 5080), (ALLOWED, 5080), (ALLOWED, 5080), ("1
 SOURCES6 = st.sampled_from([PBX6, PBX6, ("::1", 5080), ("::2", 5080), (ALLOWED, 5080)])
 
 
-@settings(max_examples=examples(2500), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(1200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(message(), SOURCES)
 @example(request(), (DENIED, 5080))
 @example(request(via_host="[::1]:5080"), ("::1", 5080))
@@ -602,7 +602,7 @@ def normal_request(draw) -> bytes:
     return ("\r\n".join([f"{method} {ruri} SIP/2.0", *order]) + "\r\n\r\n" + body).encode()
 
 
-@settings(max_examples=examples(1500), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(800), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(normal_request())
 def test_relays_of_normal_form_requests_agree(data):
     out = same(data, (ALLOWED, 5080))

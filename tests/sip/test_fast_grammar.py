@@ -489,7 +489,7 @@ SCAN_DAMAGE = st.sampled_from([b"", b"\r", b"\n", b"\x00", b" ", b"\t", b":", b"
          b"To: \"A\" <sip:a@b>;TAG=t\r\nCall-ID: c\r\nCSeq: 2147483648 INVITE\r\n\r\n", 0, b"", None)
 @example(b"ACK sips:A.B.c SIP/2.0\r\nv: SIP/2.0/UDP H.Example:5;received=1.2.3.4;rport=7;branch=z9hG4bKx\r\n"
          b"f: a b <sip:x@y>;tag=f\r\nt: <sip:a@b>;tag=t\r\ni: c\r\nCSeq: 2147483647\tACK\r\nl: 3\r\n\r\nabc", 0, b"", None)
-@settings(max_examples=examples(800), deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 def test_the_c_scan_reads_what_the_python_scan_reads(data, position, chunk, limit):
     """sipgate/sip/_walk.c's scan returns fast._scan's tuple, field for
     field (the compiled build's receive path runs the C one): on generated

@@ -197,7 +197,7 @@ class StoreModel(RuleBasedStateMachine):
 def test_store_follows_the_model(store_factory):
     StoreModel.factory = staticmethod(store_factory)
     try:
-        run_state_machine_as_test(StoreModel, settings=settings(max_examples=30, stateful_step_count=40,
+        run_state_machine_as_test(StoreModel, settings=settings(max_examples=20, stateful_step_count=40,
                                                                 deadline=None))
     finally:
         StoreModel.factory = None
