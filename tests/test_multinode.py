@@ -17,7 +17,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -84,35 +86,55 @@ def held_while_stopped(node: Serving, write: Callable[[], dict]) -> dict:
     return done[0][0]
 
 
-def test_a_change_through_one_node_is_enforced_by_the_other_at_once(tmp_path, pg_url):
+@dataclass
+class Pair:
+    """Two nodes on one PostgreSQL, their PBX sockets, a socket on SCANNER
+    and the demo list's IpAddresses path."""
+
+    a: Serving
+    b: Serving
+    pbx_a: UdpPeer
+    pbx_b: UdpPeer
+    peer: UdpPeer
+    addresses: str
+
+
+@contextmanager
+def two_nodes(tmp_path: Path, pg_url: str) -> Iterator[Pair]:
+    """Node A (the demo seed) and node B; both stopped at the end, and
+    each must exit 0 (stopping one earlier is fine)."""
     with UdpPeer("127.0.0.1") as pbx_a, UdpPeer("127.0.0.1") as pbx_b, UdpPeer(SCANNER) as peer:
         a = Serving(["serve", "--config", str(node_config(tmp_path, "a", pbx_a.address[1], pg_url)),
                      "--seed", str(DEMO_SEED)])
         try:
             b = Serving(["serve", "--config", str(node_config(tmp_path, "b", pbx_b.address[1], pg_url))])
             try:
-                assert verdict(peer, a, pbx_a, "a-before") == "403"
-                assert verdict(peer, b, pbx_b, "b-before") == "403"
                 lists = f"/2010-04-01/Accounts/{ACCOUNT_SID}/SIP/IpAccessControlLists"
                 acl = api(a, "GET", f"{lists}.json")["ip_access_control_lists"][0]["sid"]
-                # Node A's 2xx: durable, and enforced by A.
-                started = time.monotonic()
-                ip = api(a, "POST", f"{lists}/{acl}/IpAddresses.json",
-                         {"FriendlyName": "scanner no more", "IpAddress": SCANNER})
-                assert verdict(peer, a, pbx_a, "a-after") == "relayed"
-                # Node B follows through NOTIFY (its poll is 60 s away).
-                while verdict(peer, b, pbx_b, f"b-after-{time.monotonic()}") != "relayed":
-                    assert time.monotonic() - started < 2.0, "node B did not follow node A's change"
-                # And back, through node B's API this time.
-                api(b, "DELETE", f"{lists}/{acl}/IpAddresses/{ip['sid']}.json")
-                assert verdict(peer, b, pbx_b, "b-removed") == "403"
-                started = time.monotonic()
-                while verdict(peer, a, pbx_a, f"a-removed-{time.monotonic()}") != "403":
-                    assert time.monotonic() - started < 2.0, "node A did not follow node B's change"
+                yield Pair(a, b, pbx_a, pbx_b, peer, f"{lists}/{acl}/IpAddresses")
             finally:
                 assert b.stop() == 0
         finally:
             assert a.stop() == 0
+
+
+def test_a_change_through_one_node_is_enforced_by_the_other_at_once(tmp_path, pg_url):
+    with two_nodes(tmp_path, pg_url) as n:
+        assert verdict(n.peer, n.a, n.pbx_a, "a-before") == "403"
+        assert verdict(n.peer, n.b, n.pbx_b, "b-before") == "403"
+        # Node A's 2xx: durable, and enforced by A.
+        started = time.monotonic()
+        ip = api(n.a, "POST", f"{n.addresses}.json", {"FriendlyName": "scanner no more", "IpAddress": SCANNER})
+        assert verdict(n.peer, n.a, n.pbx_a, "a-after") == "relayed"
+        # Node B follows through NOTIFY (its poll is 60 s away).
+        while verdict(n.peer, n.b, n.pbx_b, f"b-after-{time.monotonic()}") != "relayed":
+            assert time.monotonic() - started < 2.0, "node B did not follow node A's change"
+        # And back, through node B's API this time.
+        api(n.b, "DELETE", f"{n.addresses}/{ip['sid']}.json")
+        assert verdict(n.peer, n.b, n.pbx_b, "b-removed") == "403"
+        started = time.monotonic()
+        while verdict(n.peer, n.a, n.pbx_a, f"a-removed-{time.monotonic()}") != "403":
+            assert time.monotonic() - started < 2.0, "node A did not follow node B's change"
 
 
 def test_a_write_waits_until_the_other_node_enforces_it(tmp_path, pg_url):
@@ -121,27 +143,16 @@ def test_a_write_waits_until_the_other_node_enforces_it(tmp_path, pg_url):
     runs again (its NOTIFY read, its table patched, its revision
     reported) the 2xx comes, and B relays the newly listed source at once.
     A node that stops cleanly says so: the next write does not wait."""
-
-    with UdpPeer("127.0.0.1") as pbx_a, UdpPeer("127.0.0.1") as pbx_b, UdpPeer(SCANNER) as peer:
-        a = Serving(["serve", "--config", str(node_config(tmp_path, "a", pbx_a.address[1], pg_url)),
-                     "--seed", str(DEMO_SEED)])
-        try:
-            b = Serving(["serve", "--config", str(node_config(tmp_path, "b", pbx_b.address[1], pg_url))])
-            try:
-                lists = f"/2010-04-01/Accounts/{ACCOUNT_SID}/SIP/IpAccessControlLists"
-                acl = api(a, "GET", f"{lists}.json")["ip_access_control_lists"][0]["sid"]
-                assert verdict(peer, b, pbx_b, "b-before") == "403"
-                ip = held_while_stopped(b, lambda: api(a, "POST", f"{lists}/{acl}/IpAddresses.json",
-                                                       {"FriendlyName": "scanner no more", "IpAddress": SCANNER}))
-                assert verdict(peer, b, pbx_b, "b-at-once") == "relayed"
-            finally:
-                assert b.stop() == 0
-            started = time.monotonic()
-            api(a, "DELETE", f"{lists}/{acl}/IpAddresses/{ip['sid']}.json")
-            assert time.monotonic() - started < 1.0
-            assert not any("not yet enforcing" in line for line in a.log), "".join(a.log)
-        finally:
-            assert a.stop() == 0
+    with two_nodes(tmp_path, pg_url) as n:
+        assert verdict(n.peer, n.b, n.pbx_b, "b-before") == "403"
+        ip = held_while_stopped(n.b, lambda: api(n.a, "POST", f"{n.addresses}.json",
+                                                 {"FriendlyName": "scanner no more", "IpAddress": SCANNER}))
+        assert verdict(n.peer, n.b, n.pbx_b, "b-at-once") == "relayed"
+        assert n.b.stop() == 0
+        started = time.monotonic()
+        api(n.a, "DELETE", f"{n.addresses}/{ip['sid']}.json")
+        assert time.monotonic() - started < 1.0
+        assert not any("not yet enforcing" in line for line in n.a.log), "".join(n.a.log)
 
 
 def test_a_silent_node_holds_one_write_not_every_write(tmp_path, pg_url):
@@ -150,42 +161,29 @@ def test_a_silent_node_holds_one_write_not_every_write(tmp_path, pg_url):
     B in the log; the writes after it do not wait for B again while B
     stays silent.  Once B runs again (it catches up and reports), A waits
     for it as before."""
-
     from helpers import metric
     from sipgate.server import WORKER_ACK_TIMEOUT
 
-    with UdpPeer("127.0.0.1") as pbx_a, UdpPeer("127.0.0.1") as pbx_b, UdpPeer(SCANNER) as peer:
-        a = Serving(["serve", "--config", str(node_config(tmp_path, "a", pbx_a.address[1], pg_url)),
-                     "--seed", str(DEMO_SEED)])
+    with two_nodes(tmp_path, pg_url) as n:
+        os.kill(n.b.proc.pid, signal.SIGSTOP)
         try:
-            b = Serving(["serve", "--config", str(node_config(tmp_path, "b", pbx_b.address[1], pg_url))])
-            try:
-                lists = f"/2010-04-01/Accounts/{ACCOUNT_SID}/SIP/IpAccessControlLists"
-                acl = api(a, "GET", f"{lists}.json")["ip_access_control_lists"][0]["sid"]
-                addresses = f"{lists}/{acl}/IpAddresses"
-                os.kill(b.proc.pid, signal.SIGSTOP)
-                try:
-                    started = time.monotonic()
-                    ip = api(a, "POST", f"{addresses}.json", {"FriendlyName": "scanner", "IpAddress": SCANNER})
-                    assert WORKER_ACK_TIMEOUT <= time.monotonic() - started < WORKER_ACK_TIMEOUT + 3
-                    for n in range(3):
-                        started = time.monotonic()
-                        api(a, "POST", f"{addresses}.json", {"FriendlyName": f"more {n}", "IpAddress": f"10.9.0.{n}"})
-                        assert time.monotonic() - started < 1.0, "waited for a node that was waited for already"
-                    assert sum("not yet enforcing" in line for line in a.log) == 1, "".join(a.log)
-                    assert metric(a, "sipgate_enforce_timeouts_total") == 4
-                finally:
-                    os.kill(b.proc.pid, signal.SIGCONT)
+            started = time.monotonic()
+            ip = api(n.a, "POST", f"{n.addresses}.json", {"FriendlyName": "scanner", "IpAddress": SCANNER})
+            assert WORKER_ACK_TIMEOUT <= time.monotonic() - started < WORKER_ACK_TIMEOUT + 3
+            for i in range(3):
                 started = time.monotonic()
-                while verdict(peer, b, pbx_b, f"b-back-{time.monotonic()}") != "relayed":
-                    assert time.monotonic() - started < 10.0, "node B did not catch up"
-                time.sleep(0.5)  # (its report after the patch)
-                held_while_stopped(b, lambda: api(a, "DELETE", f"{addresses}/{ip['sid']}.json"))
-                assert verdict(peer, b, pbx_b, "b-at-once") == "403"
-            finally:
-                assert b.stop() == 0
+                api(n.a, "POST", f"{n.addresses}.json", {"FriendlyName": f"more {i}", "IpAddress": f"10.9.0.{i}"})
+                assert time.monotonic() - started < 1.0, "waited for a node that was waited for already"
+            assert sum("not yet enforcing" in line for line in n.a.log) == 1, "".join(n.a.log)
+            assert metric(n.a, "sipgate_enforce_timeouts_total") == 4
         finally:
-            assert a.stop() == 0
+            os.kill(n.b.proc.pid, signal.SIGCONT)
+        started = time.monotonic()
+        while verdict(n.peer, n.b, n.pbx_b, f"b-back-{time.monotonic()}") != "relayed":
+            assert time.monotonic() - started < 10.0, "node B did not catch up"
+        time.sleep(0.5)  # (its report after the patch)
+        held_while_stopped(n.b, lambda: api(n.a, "DELETE", f"{n.addresses}/{ip['sid']}.json"))
+        assert verdict(n.peer, n.b, n.pbx_b, "b-at-once") == "403"
 
 
 def get(port: int, path: str) -> tuple[int, str]:
