@@ -11,8 +11,9 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 from sipgate.admission import AdmissionTable, TrunkSource
 
@@ -285,3 +286,25 @@ def api_json(node: Serving, method: str, path: str, form: dict | None = None) ->
     with urllib.request.urlopen(req, timeout=10) as resp:
         body = resp.read()
         return json.loads(body) if body else {}
+
+
+T = TypeVar("T")
+
+
+def held_while_stopped(pid: int, write: Callable[[], T]) -> T:
+    """Run ``write`` (an API call) in a thread with process ``pid`` stopped
+    (SIGSTOP): it must not finish in the second the process stays stopped,
+    and must finish after SIGCONT.  What ``write`` returned."""
+    done: list = []
+    writer = threading.Thread(target=lambda: done.append((write(), time.monotonic())))
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        writer.start()
+        time.sleep(1.0)
+        assert done == [], "answered while the stopped process could not have the change"
+    finally:
+        continued = time.monotonic()
+        os.kill(pid, signal.SIGCONT)
+        writer.join(10)
+    assert done and done[0][1] >= continued
+    return done[0][0]

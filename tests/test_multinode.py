@@ -17,14 +17,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from helpers import ACCOUNT_SID, DEMO_SEED, Serving, UdpPeer, basic, pg_node_config, request
+from helpers import ACCOUNT_SID, DEMO_SEED, Serving, UdpPeer, basic, held_while_stopped, pg_node_config, request
 from helpers import api_json as api
 from pgcluster import PgCluster, pg_cluster  # noqa: F401  (the session fixture)
 from sipgate.sip import parse
@@ -65,25 +65,6 @@ def verdict(peer: UdpPeer, node: Serving, pbx: UdpPeer, call_id: str) -> str:
         except TimeoutError:
             pass
     return "nothing"
-
-
-def held_while_stopped(node: Serving, write: Callable[[], dict]) -> dict:
-    """Run ``write`` (an API call to another node) with ``node`` stopped
-    (SIGSTOP): no answer in the second it stays stopped, the answer after
-    SIGCONT.  The answer's body."""
-    done: list = []
-    writer = threading.Thread(target=lambda: done.append((write(), time.monotonic())))
-    os.kill(node.proc.pid, signal.SIGSTOP)
-    try:
-        writer.start()
-        time.sleep(1.0)
-        assert done == [], "answered while the stopped node could not have the change"
-    finally:
-        continued = time.monotonic()
-        os.kill(node.proc.pid, signal.SIGCONT)
-        writer.join(10)
-    assert done and done[0][1] >= continued
-    return done[0][0]
 
 
 @dataclass
@@ -145,7 +126,7 @@ def test_a_write_waits_until_the_other_node_enforces_it(tmp_path, pg_url):
     A node that stops cleanly says so: the next write does not wait."""
     with two_nodes(tmp_path, pg_url) as n:
         assert verdict(n.peer, n.b, n.pbx_b, "b-before") == "403"
-        ip = held_while_stopped(n.b, lambda: api(n.a, "POST", f"{n.addresses}.json",
+        ip = held_while_stopped(n.b.proc.pid, lambda: api(n.a, "POST", f"{n.addresses}.json",
                                                  {"FriendlyName": "scanner no more", "IpAddress": SCANNER}))
         assert verdict(n.peer, n.b, n.pbx_b, "b-at-once") == "relayed"
         assert n.b.stop() == 0
@@ -182,7 +163,7 @@ def test_a_silent_node_holds_one_write_not_every_write(tmp_path, pg_url):
         while verdict(n.peer, n.b, n.pbx_b, f"b-back-{time.monotonic()}") != "relayed":
             assert time.monotonic() - started < 10.0, "node B did not catch up"
         time.sleep(0.5)  # (its report after the patch)
-        held_while_stopped(n.b, lambda: api(n.a, "DELETE", f"{n.addresses}/{ip['sid']}.json"))
+        held_while_stopped(n.b.proc.pid, lambda: api(n.a, "DELETE", f"{n.addresses}/{ip['sid']}.json"))
         assert verdict(n.peer, n.b, n.pbx_b, "b-at-once") == "403"
 
 
