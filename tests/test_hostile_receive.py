@@ -298,3 +298,18 @@ def test_fuzz_non_utf8_call_id_read_alike_by_both_paths():
         replies.append(rec.sent[:])
     assert replies[0] == replies[1] and replies[0][0][0].startswith(b"SIP/2.0 403 ")
     assert b"\xff\xff\xff\xff\xfe\x03@" in replies[0][0][0]
+
+
+def test_folded_lines_under_the_limit_that_unfold_over_it():
+    """test_mutated_invites, once in CI: a Call-ID folded over two lines of
+    5,008 bytes each (each under the 8,192-byte line limit) from the
+    admitted source was relayed unfolded as one line of 10,040 bytes, which
+    the next hop (and sipgate's own parser) refuses.  Now the folded header
+    counts as one line: 513, and no reply, since a reply copies Call-ID."""
+    fold = b"\r\n folded" + b"a" * 5000
+    data = request(rport=True, body=b"v=0\r\n").replace(b"Call-ID: call-1@127.0.0.2", b"Call-ID: call-1@127.0.0.2" + fold + fold, 1)
+    check(data, (ALLOWED, 5080))
+    for proto, rec in EDGES:
+        rec.sent.clear()
+        proto.datagram_received(data, (ALLOWED, 5080))
+        assert rec.sent == []

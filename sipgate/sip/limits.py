@@ -14,7 +14,8 @@ class SipLimits:
     - ``max_headers``: header lines (physical lines, before unfolding) ->
       513 Message Too Large;
     - ``max_header_line``: bytes in one header line (or the whole start
-      line) -> 513 Message Too Large;
+      line; a folded header counts its lines together) -> 513 Message Too
+      Large;
     - ``max_uri``: bytes in the Request-URI -> 414 Request-URI Too Long
       (RFC 3261 §21.4.12);
     - ``max_vias``: Via header field values (default 70, the hop count a

@@ -377,12 +377,21 @@ def _nul_quoted(lines: list[str]) -> bool:
 
 def _long_line(head: bytes, limit: int) -> int:
     """Index of the first line of ``head`` longer than ``limit`` bytes
-    (without its line ending), or -1."""
+    (without its line ending), or -1.  A header folded over several lines
+    counts as those lines together (index: its first line): unfolded, as
+    a relay or a reply writes it, it is one line of about that length,
+    which the next hop would refuse as sipgate does."""
     if len(head) <= limit:
         return -1
+    first = length = 0
     for i, line in enumerate(head.split(b"\n")):
-        if len(line) - (line[-1:] == b"\r") > limit:
-            return i
+        n = len(line) - (line[-1:] == b"\r")
+        if i > 0 and line[:1] in (b" ", b"\t"):
+            length += n
+        else:
+            first, length = i, n
+        if length > limit:
+            return first
     return -1
 
 

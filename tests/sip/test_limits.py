@@ -138,6 +138,29 @@ def test_header_line_length():
     assert verdict(with_extra("X-Long: " + "é" * 4093)) == "513"
 
 
+def test_a_folded_header_counts_its_lines_together():
+    """Unfolded, as a relay or a reply writes it, a folded header is one
+    line: over the limit together, it is over the limit, though each of
+    its lines is under it (found by test_mutated_invites: a Call-ID folded
+    over two 5,008-byte lines was relayed as one 10,040-byte line)."""
+    half = "x" * (150 - 1)
+    assert verdict(with_extra("X-Long: " + half[:140], " " + half), SMALL) == "403"  # (8 + 140 + 150 = 298)
+    assert verdict(with_extra("X-Long: " + half[:143], "\t" + half), SMALL) == "513"  # (301)
+    with pytest.raises(SipParseError) as err:
+        parse(with_extra("X-Long: " + half[:143], " " + half), limits=SMALL)
+    assert err.value.status == 513 and err.value.partial is not None
+    # An admitted caller's folded header, together under the default limit, is relayed unfolded and parses.
+    data = with_extra("X-Long: " + "y" * 5000, " " + "z" * 3000)
+    relayed = []
+    for proto, rec in edge_pair():
+        proto.datagram_received(data, ("127.0.0.2", 5080))
+        assert [dest for _, dest in rec.sent] == [("127.0.0.1", 5070)]
+        relayed.append(parse(rec.sent[0][0]).first("x-long"))
+    assert relayed == ["y" * 5000 + " " + "z" * 3000] * 2
+    over = with_extra("X-Long: " + "y" * 5000, " " + "z" * 3200)
+    assert verdict(over) == "513"
+
+
 def test_request_uri_length():
     def ruri(n: int) -> bytes:
         user = "u" * (n - len(f"sip:@{DEMO_DOMAIN}"))
