@@ -37,6 +37,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from bench_sip import free_port, sipp_version  # noqa: E402
+from common import publish  # noqa: E402
 from peer_kamailio import cpu_seconds, pinned, stop_pid  # noqa: E402
 
 from sipgate import native  # noqa: E402
@@ -164,11 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                 rounds.append((r, mode, us, ok, failed, retrans))
                 print(f"round {r + 1} {mode:>8}: {us:6.1f} µs/call  ({ok:,} successful, {failed} failed, "
                       f"{retrans} retransmissions)", flush=True)
-    text = report(args, rounds)
-    print(text)
-    if args.results != "-":
-        with open(args.results, "a") as out:
-            out.write(text)
+    publish(report(args, rounds), args.results)
     return 0
 
 

@@ -33,6 +33,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from common import baseline_worktree, publish
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PAIRS = ("admitted", "denied")
@@ -144,36 +146,23 @@ def main(argv: list[str] | None = None) -> int:
         if rev.returncode != 0:
             ap.error(f"--baseline {args.baseline}: not a revision of this repository")
         args.baseline = rev.stdout.strip()
-    with tempfile.TemporaryDirectory(prefix="bench-instr-") as tmp:
-        baseline = None
-        if args.baseline:
-            baseline = Path(tmp) / "baseline"
-            subprocess.run(["git", "worktree", "add", "--detach", str(baseline), args.baseline], cwd=ROOT,
-                           check=True, capture_output=True)
-        try:
+    with tempfile.TemporaryDirectory(prefix="bench-instr-") as tmp, \
+            baseline_worktree(args.baseline, Path(tmp)) as baseline:
+        if baseline is not None:
+            subprocess.run([sys.executable, "-m", "sipgate", "native", "build"], cwd=baseline, check=True,
+                           env={**os.environ, "PYTHONPATH": str(baseline)}, capture_output=True)
+        rows = []
+        for pair in PAIRS:
+            now, mode = per_pair(ROOT, pair, args.count)
+            then = None
             if baseline is not None:
-                subprocess.run([sys.executable, "-m", "sipgate", "native", "build"], cwd=baseline, check=True,
-                               env={**os.environ, "PYTHONPATH": str(baseline)}, capture_output=True)
-            rows = []
-            for pair in PAIRS:
-                now, mode = per_pair(ROOT, pair, args.count)
-                then = None
-                if baseline is not None:
-                    then, then_mode = per_pair(baseline, pair, args.count)
-                    if then_mode != mode:
-                        raise SystemExit(f"{args.baseline} ran {then_mode}, this checkout {mode}: not comparable")
-                print(f"{pair}: {now:,.0f}" + (f" (at {args.baseline}: {then:,.0f})" if then is not None else ""),
-                      flush=True)
-                rows.append((pair, mode, now, then))
-        finally:
-            if baseline is not None:
-                subprocess.run(["git", "worktree", "remove", "--force", str(baseline)], cwd=ROOT, check=False,
-                               capture_output=True)
-    text = report(args, rows)
-    print(text)
-    if args.results != "-":
-        with open(args.results, "a") as out:
-            out.write(text)
+                then, then_mode = per_pair(baseline, pair, args.count)
+                if then_mode != mode:
+                    raise SystemExit(f"{args.baseline} ran {then_mode}, this checkout {mode}: not comparable")
+            print(f"{pair}: {now:,.0f}" + (f" (at {args.baseline}: {then:,.0f})" if then is not None else ""),
+                  flush=True)
+            rows.append((pair, mode, now, then))
+    publish(report(args, rows), args.results)
     return 0
 
 

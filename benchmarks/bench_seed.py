@@ -46,6 +46,7 @@ sys.path.insert(0, str(HERE))
 import tomli  # noqa: E402
 
 import table as tables  # noqa: E402
+from common import baseline_worktree, publish  # noqa: E402
 from sipgate.store import open_store  # noqa: E402
 from sipgate.store import validate as v  # noqa: E402
 from sipgate.store.seed import load_seed  # noqa: E402
@@ -175,25 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.repeat <= 20 or not all(tables.TRUNKS < n <= 5_000_000 for n in sizes):
         ap.error(f"--repeat 1-20, --entries each {tables.TRUNKS + 1}-5000000")
     results = []
-    with tempfile.TemporaryDirectory(prefix="bench-seed-") as tmp:
-        baseline = None
-        if args.baseline:
-            baseline = Path(tmp) / "baseline"
-            subprocess.run(["git", "worktree", "add", "--detach", str(baseline), args.baseline], cwd=ROOT,
-                           check=True, capture_output=True)
-        try:
-            for n in sizes:
-                results.append(measure(n, args.repeat, Path(tmp), baseline))
-                print(f"{n:,} entries: {results[-1]}", flush=True)
-        finally:
-            if baseline is not None:
-                subprocess.run(["git", "worktree", "remove", "--force", str(baseline)], cwd=ROOT, check=False,
-                               capture_output=True)
-    text = report(args, results)
-    print(text)
-    if args.results != "-":
-        with open(args.results, "a") as out:
-            out.write(text)
+    with tempfile.TemporaryDirectory(prefix="bench-seed-") as tmp, \
+            baseline_worktree(args.baseline, Path(tmp)) as baseline:
+        for n in sizes:
+            results.append(measure(n, args.repeat, Path(tmp), baseline))
+            print(f"{n:,} entries: {results[-1]}", flush=True)
+    publish(report(args, results), args.results)
     return 0
 
 
