@@ -356,10 +356,12 @@ def run_supervised(script: str, pid_file: Path, seconds: float) -> tuple[int, st
                             stderr=subprocess.PIPE, text=True)
     try:
         started = time.monotonic()
-        while not pid_file.exists() or time.monotonic() - started < seconds:
+        written = ""  # (the worker opens the file, then writes its PID: wait for the PID)
+        while not written or time.monotonic() - started < seconds:
             assert time.monotonic() - started < seconds + 10, "no worker started"
             time.sleep(0.05)
-        worker = int(pid_file.read_text())
+            written = pid_file.read_text() if pid_file.exists() else ""
+        worker = int(written)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=10)
     finally:
