@@ -348,12 +348,14 @@ def test_worker_zero_serves_on_when_the_supervisor_dies(tmp_path):
 def run_supervised(script: str, pid_file: Path, seconds: float) -> tuple[int, str, str]:
     """Run ``script`` (a supervise() call) in a Python process of its own
     until a worker has written ``pid_file`` and ``seconds`` have passed,
-    then SIGTERM it: (that worker's PID, its stdout, its stderr)."""
+    then SIGTERM it: (that worker's PID, its stdout, its stderr).  It runs
+    in a process group of its own: if this fails, the group (the
+    supervisor's PID) is killed, the test's workers with it."""
     import subprocess
     import sys
 
     proc = subprocess.Popen([sys.executable, "-c", script, str(pid_file)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         started = time.monotonic()
         written = ""  # (the worker opens the file, then writes its PID: wait for the PID)
@@ -364,6 +366,12 @@ def run_supervised(script: str, pid_file: Path, seconds: float) -> tuple[int, st
         worker = int(written)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=10)
+    except BaseException:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        raise
     finally:
         if proc.poll() is None:
             proc.kill()
