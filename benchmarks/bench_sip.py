@@ -2,18 +2,31 @@
 
 For each table size (``--sizes``, default 10, 10,000 and 1,000,000 random
 entries over four trunks, see ``table.py``) and each filter (``sipgate serve``
-and Kamailio 5.6 with ``permissions``, see ``peer_kamailio.py``), one after
-the other on the same machine, with the same SIPp scenarios
-(``benchmarks/scenarios``), it measures:
+and Kamailio 5.6 with ``permissions``, see ``peer_kamailio.py``), on the same
+machine, with the same SIPp scenarios (``benchmarks/scenarios``), it
+measures:
 
 1. **Denied flood**: SIPp ``uac_403`` from 127.0.0.3 (INVITE, 403, ACK), the
    rate stepped up; the highest step with 0 failed calls and 0 unanswered
    INVITEs, and the filter's CPU per call.
+   With ``--ceiling`` (the default) ``responder.c`` runs the same ladder in
+   a filter's place: SIPp's own ceiling that hour.
 2. **Admitted calls**: SIPp ``uac_call`` from 127.0.0.2 -> filter -> SIPp
    ``uas_no180`` (INVITE/200/ACK/BYE/200; ACK and BYE come back through the
    filter by its Record-Route), the rate stepped up; the highest step with 0
-   failed calls, CPU per call; and the latency the filter adds: the same
-   calls at a modest fixed rate through the filter and straight to the uas.
+   failed calls, CPU per call, SIPp's own CPU per call (uac + uas: at about
+   one core's second per second SIPp is what fails the step); and the
+   latency the filter adds: the same calls at a modest fixed rate through
+   the filter and straight to the uas.  With ``--ceiling`` the uac also
+   calls the uas straight in the same ladder: SIPp's own ceiling for calls.
+
+Both filters of a size are started one after the other and kept up; each
+runs 2. (latency), 3. and 4. (single captures) on its own, then the denied
+and the admitted ladders run side by side: at each rate every entrant
+(filters and SIPp alone) runs its step before the next rate, in ABBA order,
+so a drift of the shared machine during the ladders (a neighbour's load
+comes and goes over minutes) favours none of them; then the alternated
+latency rounds (4.) and the py-spy profile (5.).
 3. **Mixed**: 90 % denied (one SIPp from 127.0.0.3) and 10 % admitted calls
    (one SIPp from 127.0.0.2) at once, the total rate stepped up; the highest
    step at which the admitted calls keep 0 failures.
@@ -77,6 +90,7 @@ import datetime as dt
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -107,7 +121,7 @@ ALLOWED, DENIED = tables.ALLOWED, tables.DENIED
 BUFF = 4194304
 
 DENIED_STEPS = [2000, 5000, 10000, 12500, 15000, 20000, 25000, 30000, 40000, 50000, 60000]
-ADMITTED_STEPS = [1000, 2000, 3000, 4000, 6000, 8000, 10000, 12000, 15000, 20000]
+ADMITTED_STEPS = [1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000, 12000, 14000, 16000, 20000]
 MIXED_STEPS = [5000, 7500, 10000, 15000, 20000, 30000, 40000, 50000, 60000]
 FALLBACK_STEPS = [1000, 500, 200, 100]
 LATENCY_RATE = 200          # calls/s for the SIPp latency comparison
@@ -358,6 +372,26 @@ class Responder(peer_kamailio.ManagedProcess):
             self.stop()
             raise RuntimeError("responder exited at start")
 
+    def histogram(self) -> dict[float, float]:
+        return {}
+
+
+class Direct:
+    """No filter: the uac calls the uas (the PBX port) straight. Its
+    admitted ladder is SIPp's own ceiling for full calls on its core that
+    day, the ceiling of the admitted column for any filter."""
+
+    name = "SIPp alone"
+
+    def __init__(self, pbx_port: int) -> None:
+        self.port = pbx_port
+
+    def pids(self) -> list[int]:
+        return []
+
+    def alive(self) -> bool:
+        return True
+
 
 class KamailioFilter:
     name = "kamailio"
@@ -434,6 +468,20 @@ class Step:
     def cpu_us_per_call(self) -> float | None:
         return self.cpu_s / self.successful * 1e6 if self.successful else None
 
+    @property
+    def sipp_us_per_call(self) -> float | None:
+        """SIPp's own CPU (every agent of the step) per successful call."""
+        sipp = self.extra.get("sipp_cpu")
+        return sipp / self.successful * 1e6 if sipp is not None and self.successful else None
+
+
+def children_cpu() -> float:
+    """utime + stime of this process's reaped children: across a step, the
+    SIPp agents it started and waited for (the filters, tcpdump and the
+    responder are reaped only when stopped, after every step)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
 
 def judge(run: SippRun, planned: int, rate: float) -> str:
     """'' when the run passes, else what failed."""
@@ -490,7 +538,7 @@ class Bench:
         calls = self.calls_for(rate)
         per = [calls // sources + (1 if i < calls % sources else 0) for i in range(sources)]
         pids = f.pids()
-        cpu0 = cpu_seconds(pids)
+        cpu0, sipp0 = cpu_seconds(pids), children_cpu()
         agents = [self.uac(f"uac403-{i}", "uac_403", DENIED, ("127.0.0.1", f.port), max(rate // sources, 1),
                            per[i], logdir, domain) for i in range(sources)]
         try:
@@ -500,10 +548,11 @@ class Bench:
                 if a.proc.poll() is None:
                     a.stop()
         cpu = cpu_seconds(pids) - cpu0
+        sipp = children_cpu() - sipp0
         why = "; ".join(w for r, n in zip(runs, per) if (w := judge(r, n, rate / sources)))
         if not f.alive():
             why = (why + "; " if why else "") + "filter died"
-        return Step("denied", rate, calls, runs, cpu, not why, why)
+        return Step("denied", rate, calls, runs, cpu, not why, why, {"sipp_cpu": sipp})
 
     def ladder(self, steps: list[int], run_step, label: str) -> tuple[Step | None, Step | None, list[Step]]:
         """Step up until the first failure; if the first step fails, step down."""
@@ -533,6 +582,54 @@ class Bench:
                     best = st
                     break
         return best, first_fail, done
+
+    def alternated_ladders(self, steps: list[int], entrants: list[tuple[str, object]],
+                           label: str) -> list[tuple[Step | None, Step | None, list[Step]]]:
+        """:meth:`ladder` for several entrants (``(name, run_step)``) side by
+        side: each rate of ``steps`` is run for every entrant still climbing
+        before the next rate, in ABBA order (A B C, C B A, A B C, ...), so a
+        drift of the machine during the ladders favours none of them. An
+        entrant stops at its first step that fails twice in a row; one whose
+        first step fails steps down as in :meth:`ladder`. Per entrant, in
+        ``entrants``' order: (best step, first failing step, every step)."""
+        best: list[Step | None] = [None] * len(entrants)
+        fail: list[Step | None] = [None] * len(entrants)
+        done: list[list[Step]] = [[] for _ in entrants]
+        climbing = set(range(len(entrants)))
+        for n, rate in enumerate(steps):
+            order = list(range(len(entrants)))
+            for i in (order[::-1] if n % 2 else order):
+                if i not in climbing:
+                    continue
+                name, run_step = entrants[i]
+                for attempt in (1, 2):  # a failing step is run once more: the machine is shared
+                    st = run_step(rate)  # type: ignore[operator]
+                    done[i].append(st)
+                    log(f"  {name} {label} {rate:>6}/s: {'ok' if st.ok else 'FAIL ' + st.why}; "
+                        f"achieved {st.achieved:,.0f}/s; cpu {fmt_us(st.cpu_us_per_call)}/call; "
+                        f"SIPp {fmt_us(st.sipp_us_per_call)}/call" + (" (retry)" if attempt == 2 else ""))
+                    if st.ok:
+                        break
+                if st.ok:
+                    best[i] = st
+                else:
+                    fail[i] = st
+                    climbing.discard(i)
+            if not climbing:
+                break
+        for i, (name, run_step) in enumerate(entrants):
+            if best[i] is not None:
+                continue
+            for rate in FALLBACK_STEPS:
+                if rate >= steps[0]:
+                    continue
+                st = run_step(rate)  # type: ignore[operator]
+                done[i].append(st)
+                log(f"  {name} {label} {rate:>6}/s: {'ok' if st.ok else 'FAIL ' + st.why}")
+                if st.ok:
+                    best[i] = st
+                    break
+        return [(best[i], fail[i], done[i]) for i in range(len(entrants))]
 
     # -- 5. where sipgate's CPU goes -----------------------------------------
     def profile(self, f, kind: str, rate: int, domain: str, pbx_port: int) -> dict | None:
@@ -587,6 +684,7 @@ class Bench:
     def admitted_step(self, f, rate: int, domain: str, pbx_port: int) -> Step:
         logdir = self.logdir()
         calls = self.calls_for(rate)
+        sipp0 = children_cpu()
         uas = self.uas(logdir, pbx_port)
         try:
             pids = f.pids()
@@ -603,7 +701,8 @@ class Bench:
         why = judge(run, calls, rate)
         if not f.alive():
             why = (why + "; " if why else "") + "filter died"
-        return Step("admitted", rate, calls, [run], cpu, not why, why, {"uas": served})
+        return Step("admitted", rate, calls, [run], cpu, not why, why,
+                    {"uas": served, "sipp_cpu": children_cpu() - sipp0})
 
     def latency_pair(self, f, domain: str, pbx_port: int) -> dict:
         """Same calls through the filter and straight to the uas (SIPp times, ms)."""
@@ -917,21 +1016,15 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args, workdir)
     results: list[dict] = []
     worker_rows: list[tuple] = []
-    ceiling = None
+    ceilings: dict[int, dict[str, tuple]] = {}  # SIPp alone, per size: "denied" (responder), "admitted" (direct)
+    responder: Responder | None = None
     started = time.monotonic()
     try:
         if args.ceiling:
-            # (bounded: the ladder's steps are, and the responder is stopped by PID)
             try:
-                responder = Responder(workdir / "ceiling")
+                responder = Responder(workdir / "ceiling")  # up (idle between its steps) until the end
             except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
                 log(f"SIPp's ceiling skipped: {exc}")
-            else:
-                try:
-                    ceiling = bench.ladder(DENIED_STEPS, lambda rate: bench.denied_step(
-                        responder, rate, "ceiling.sipgate.test"), "responder denied")
-                finally:
-                    responder.stop()
         for size in sizes:
             t = tables.generate(size)
             seed = tables.write_seed(t, workdir / f"seed-{size}.toml")
@@ -951,11 +1044,6 @@ def main(argv: list[str] | None = None) -> int:
                         log(f"{name}: up in {f.load_seconds:.1f} s on 127.0.0.1:{f.port} (pids {f.pids()})")
                         r: dict = {"filter": name, "size": size, "load": f.load_seconds,
                                    "procs": len(f.pids())}
-                        r["denied"] = bench.ladder(DENIED_STEPS, lambda rate: bench.denied_step(f, rate, domain),
-                                                   f"{name} {size} denied")
-                        r["admitted"] = bench.ladder(ADMITTED_STEPS,
-                                                     lambda rate: bench.admitted_step(f, rate, domain, pbx_port),
-                                                     f"{name} {size} admitted")
                         r["latency"] = bench.latency_pair(f, domain, pbx_port)
                         log(f"  SIPp INVITE->200 under 1 ms: via {r['latency']['via'].under_ms(1)}, direct "
                             f"{r['latency']['direct'].under_ms(1)}")
@@ -972,23 +1060,61 @@ def main(argv: list[str] | None = None) -> int:
                                     c["hist"] = histogram_quantiles(h0, f.histogram())
                                 log(f"  capture {kind} {rate}/s: {brief(c)}")
                         r["capture"] = caps
-                        if name == "sipgate" and size == sizes[0]:
-                            r["profile"] = [
-                                p for kind, st in (("denied", r["denied"][0]), ("admitted", r["admitted"][0]))
-                                if st is not None and (p := bench.profile(f, kind, st.rate, domain, pbx_port))]
                         results.append(r)
                         up.append((f, r, pbx_port))
                     except Exception as exc:  # one filter's failure must not lose the others' numbers
                         log(f"{name} {size}: ERROR {exc}")
                         results.append({"filter": name, "size": size, "error": str(exc).splitlines()[0]})
                         f.stop()
-                if tcpdump and up:
-                    alive = [(f, r, pbx_port) for f, r, pbx_port in up if f.alive()]
-                    got = bench.alternated_captures([(f, pbx_port) for f, _, pbx_port in alive], domain,
+                alive = []
+                for f, r, pbx_port in up:
+                    if f.alive():
+                        alive.append((f, r, pbx_port))
+                    else:
+                        r["error"] = "the filter died before its denied and admitted ladders"
+                # The denied and admitted ladders, every filter of the size
+                # (and SIPp alone) side by side, rate by rate in ABBA order.
+                try:
+                    lone = [] if responder is None or not responder.alive() else [responder]
+                    got = bench.alternated_ladders(DENIED_STEPS, [
+                        (x.name, lambda rate, x=x: bench.denied_step(x, rate, domain))
+                        for x in lone + [f for f, _, _ in alive]], f"{size} denied")
+                    if lone:
+                        ceilings.setdefault(size, {})["denied"] = got.pop(0)
+                    for (_f, r, _p), res in zip(alive, got):
+                        r["denied"] = res
+                    direct = [Direct(free_port())] if args.ceiling else []
+                    got = bench.alternated_ladders(ADMITTED_STEPS, [
+                        (x.name, lambda rate, x=x, pbx=pbx: bench.admitted_step(x, rate, domain, pbx))
+                        for x, pbx in [(d, d.port) for d in direct] + [(f, p) for f, _, p in alive]],
+                        f"{size} admitted")
+                    if direct:
+                        ceilings.setdefault(size, {})["admitted"] = got.pop(0)
+                    for (_f, r, _p), res in zip(alive, got):
+                        r["admitted"] = res
+                except Exception as exc:
+                    log(f"{size} ladders: ERROR {exc}")
+                    for _f, r, _p in alive:
+                        if "denied" not in r or "admitted" not in r:
+                            r["error"] = f"ladders: {str(exc).splitlines()[0]}"
+                    alive = [x for x in alive if "error" not in x[1]]
+                if tcpdump and alive:
+                    alive = [(f, r, pbx_port) for f, r, pbx_port in alive if f.alive()]
+                    # (the responder in the rounds too: the machine's own wake-up floor that hour)
+                    lone = [] if responder is None or not responder.alive() else [(responder, 0)]
+                    got = bench.alternated_captures(lone + [(f, pbx_port) for f, _, pbx_port in alive], domain,
                                                     LATENCY_ROUNDS)
+                    if lone:
+                        ceilings.setdefault(size, {})["capture"] = got.pop(0)
+                        got = {i - 1: c for i, c in got.items()}
                     for i, (_f, r, _p) in enumerate(alive):
                         # (in the order the table shows: denied 1,000/s first)
                         r["capture"] = {("denied", 1000): got[i], **r["capture"]}
+                for f, r, pbx_port in alive:
+                    if f.name == "sipgate" and size == sizes[0] and f.alive():
+                        r["profile"] = [
+                            p for kind, st in (("denied", r["denied"][0]), ("admitted", r["admitted"][0]))
+                            if st is not None and (p := bench.profile(f, kind, st.rate, domain, pbx_port))]
             finally:
                 for f in started_filters:
                     f.stop()
@@ -1008,23 +1134,27 @@ def main(argv: list[str] | None = None) -> int:
                     finally:
                         f.stop()
     finally:
+        if responder is not None:
+            responder.stop()
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
             log(f"work directory kept: {workdir}")
 
-    report(results, worker_rows, args, sizes, has_workers, tcpdump, time.monotonic() - started, ceiling)
+    report(results, worker_rows, args, sizes, has_workers, tcpdump, time.monotonic() - started, ceilings)
     return 0 if all("error" not in r for r in results) else 1
 
 
-def targets(results: list[dict]) -> None:
+def targets(results: list[dict], ceilings: dict[int, dict[str, tuple]] | None = None) -> None:
     """Issue 4's targets against this run, per table size: met or by how much missed."""
     by = {(r["filter"], r["size"]): r for r in results if "error" not in r}
     sizes = sorted({size for _, size in by})
     if not any(("sipgate", s) in by and ("kamailio", s) in by for s in sizes):
         return
     print("#### Issue 4's targets in this run\n")
-    print("Computed from the tables below. \"Kamailio\" means Kamailio in this run, on the same table.\n")
+    print("Computed from the tables below. \"Kamailio\" means Kamailio in this run, on the same table. "
+          "\"SIPp alone\": the highest step SIPp itself passed at that size, side by side with the filters "
+          "(denied: against `responder.c`; admitted: uac → uas straight), the most any filter can show.\n")
     print("| entries | target | sipgate | Kamailio | verdict |")
     print("| ---: | --- | ---: | ---: | --- |")
 
@@ -1038,30 +1168,37 @@ def targets(results: list[dict]) -> None:
         s, k = by.get(("sipgate", size)), by.get(("kamailio", size))
         if s is None or k is None:
             continue
+        alone = (ceilings or {}).get(size, {})
+
+        def lone(kind: str) -> str:
+            best = alone.get(kind, (None,))[0]
+            return f"; SIPp alone: {best.rate:,}/s" if best is not None else ""
         sd, kd = s["denied"][0], k["denied"][0]
         sdr, kdr = (sd.rate if sd else 0), (kd.rate if kd else 0)
         row(size, "denied: 60,000 calls/s, 0 failed", sdr, kdr, rate, sdr >= 60000,
-            f"{sdr / 60000:.0%} of the target")
+            f"{sdr / 60000:.0%} of the target{lone('denied')}")
         row(size, "denied calls/s >= Kamailio's", sdr, kdr, rate, sdr >= kdr and sdr > 0,
-            f"{sdr / kdr:.2f}x Kamailio's" if kdr else "")
+            (f"{sdr / kdr:.2f}x Kamailio's" if kdr else "") + lone("denied"))
         sc, kc = (sd.cpu_us_per_call if sd else None), (kd.cpu_us_per_call if kd else None)
         row(size, "CPU per denied call < Kamailio's", sc, kc, fmt_us,
             None if sc is None or kc is None else sc < kc, f"{sc / kc:.2f}x Kamailio's" if sc and kc else "")
         sa, ka = s["admitted"][0], k["admitted"][0]
         sar, kar = (sa.rate if sa else 0), (ka.rate if ka else 0)
         row(size, "admitted calls/s >= Kamailio's", sar, kar, rate, sar >= kar and sar > 0,
-            f"{sar / kar:.2f}x Kamailio's" if kar else "")
+            (f"{sar / kar:.2f}x Kamailio's" if kar else "") + lone("admitted"))
         sac, kac = (sa.cpu_us_per_call if sa else None), (ka.cpu_us_per_call if ka else None)
         row(size, "CPU per admitted call < Kamailio's", sac, kac, fmt_us,
             None if sac is None or kac is None else sac < kac, f"{sac / kac:.2f}x Kamailio's" if sac and kac else "")
         scap, kcap = s.get("capture", {}).get(("denied", 1000)), k.get("capture", {}).get(("denied", 1000))
         sp, kp = (scap or {}).get("p99"), (kcap or {}).get("p99")
+        fp = (alone.get("capture") or {}).get("p99")
         row(size, "denied p99 at 1,000/s (capture, median of alternated rounds) <= Kamailio's", sp, kp, fmt_us,
-            None if sp is None or kp is None else sp <= kp, f"{sp / kp:.2f}x Kamailio's" if sp and kp else "")
+            None if sp is None or kp is None else sp <= kp,
+            (f"{sp / kp:.2f}x Kamailio's" if sp and kp else "") + (f"; responder.c: {fmt_us(fp)}" if fp else ""))
     print("")
 
 
-def report(results, worker_rows, args, sizes, has_workers, tcpdump, elapsed, ceiling=None) -> None:
+def report(results, worker_rows, args, sizes, has_workers, tcpdump, elapsed, ceilings=None) -> None:
     p = print
     p(f"### SIPp side by side: sipgate vs Kamailio — {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"
       f"{' (quick)' if args.quick else ''}\n")
@@ -1089,30 +1226,41 @@ def report(results, worker_rows, args, sizes, has_workers, tcpdump, elapsed, cei
       "stepping stops at the first step that fails twice in a row (both runs are under Every step). CPU: utime+stime of the filter's whole process tree "
       "(/proc) over the step, per successful call.\n")
 
-    if ceiling is not None:
-        best, fail, done = ceiling
-        p(f"SIPp's own ceiling in this run: the denied flood against `benchmarks/responder.c` (C, a 403 for "
-          f"every INVITE, one `recvmmsg` and one `sendmmsg` per batch, on the filter's core in a filter's "
-          f"place) passed up to {fmt_rate(best, fail, done)} calls/s"
-          f"{'' if best is None else f' at {fmt_us(best.cpu_us_per_call)} of its CPU per call'}; "
-          f"first failing step: {fmt_fail(fail, DENIED_STEPS, best)}.\n")
+    p("The denied and the admitted ladders run side by side: at each rate every filter of the table size "
+      "(and SIPp alone, below) runs its step before the next rate, in ABBA order (sipgate, Kamailio; "
+      "Kamailio, sipgate; ...), so a drift of the shared machine during the ladders favours neither. "
+      "The latency pair, the mixed ladder and the single captures run per filter before them. "
+      "SIPp CPU: utime+stime of the step's SIPp agents (the uac and, for admitted calls, the uas, all on "
+      "their one core) per successful call: at rate x SIPp CPU near one core's second, SIPp, not the "
+      "filter, is what fails the step.\n")
+    if ceilings:
+        p("SIPp alone: in the same ladders, SIPp's own ceiling on its core that hour: the denied flood against "
+          "`benchmarks/responder.c` (C, a 403 for every INVITE, one `recvmmsg` and one `sendmmsg` per batch, "
+          "on the filter's core in a filter's place; its CPU is in the filter's column), and the admitted "
+          "calls uac → uas straight, no filter between them. No filter can pass a step SIPp cannot drive "
+          "alone.\n")
 
-    targets(results)
+    targets(results, ceilings)
 
     p("#### 1–2. Denied flood and admitted calls\n")
     p("| filter | entries | load | denied calls/s (0 failed) | CPU / denied call | first failing denied step "
-      "| admitted calls/s (0 failed) | CPU / admitted call | first failing admitted step |")
-    p("| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- |")
-    for r in results:
+      "| admitted calls/s (0 failed) | CPU / admitted call | SIPp CPU / admitted call | first failing admitted step |")
+    p("| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |")
+    none = (None, None, [])
+    rows = [({"filter": "SIPp alone", "size": size, "load": None, "denied": c.get("denied", none),
+              "admitted": c.get("admitted", none)}) for size, c in (ceilings or {}).items()]
+    for r in sorted(rows + results, key=lambda r: r["size"]):  # (stable: SIPp alone first in its size)
         if "error" in r:
-            p(f"| {r['filter']} | {r['size']:,} | | error: {r['error']} | | | | | |")
+            p(f"| {r['filter']} | {r['size']:,} | | error: {r['error']} | | | | | | |")
             continue
         db, df, dd = r["denied"]
         ab, af, ad = r["admitted"]
-        p(f"| {r['filter']} | {r['size']:,} | {r['load']:.1f} s | {fmt_rate(db, df, dd)} | "
-          f"{fmt_us(db.cpu_us_per_call if db else None)} | {fmt_fail(df, DENIED_STEPS, db)} | "
-          f"{fmt_rate(ab, af, ad)} | {fmt_us(ab.cpu_us_per_call if ab else None)} | "
-          f"{fmt_fail(af, ADMITTED_STEPS, ab)} |")
+        load = "" if r["load"] is None else f"{r['load']:.1f} s"
+        p(f"| {r['filter']} | {r['size']:,} | {load} | {fmt_rate(db, df, dd) if dd else 'n/a'} | "
+          f"{fmt_us(db.cpu_us_per_call if db else None)} | {fmt_fail(df, DENIED_STEPS, db) if dd else ''} | "
+          f"{fmt_rate(ab, af, ad) if ad else 'n/a'} | "
+          f"{fmt_us(ab.cpu_us_per_call if ab and r['load'] is not None else None)} | "
+          f"{fmt_us(ab.sipp_us_per_call if ab else None)} | {fmt_fail(af, ADMITTED_STEPS, ab) if ad else ''} |")
     p("")
 
     p(f"#### 2. Latency of admitted calls as SIPp sees it ({LATENCY_RATE} calls/s)\n")
@@ -1160,10 +1308,17 @@ def report(results, worker_rows, args, sizes, has_workers, tcpdump, elapsed, cei
           "of the rounds' (every round is in the table after this one), matched is the sum of the rounds'. "
           "At this rate the filter's core is idle between datagrams and waking it up is most of the latency "
           "and of its variation from one round to the next.\n")
+        floor = [{"filter": "responder.c", "size": size, "capture": {("denied", 1000): c["capture"]}}
+                 for size, c in (ceilings or {}).items() if c.get("capture")]
+        if floor:
+            p("The `responder.c` rows: the C responder (see SIPp alone above) in the same alternated rounds, "
+              "ABBA with the filters: the latency of the machine itself that hour, SIPp's send, the loopback "
+              "and the wake-up of an idle core, with nearly nothing of a filter in it.\n")
         p("| filter | entries | traffic | calls/s | matched | p50 | p99 | p99.9 | sipgate histogram p50 / p99 / p99.9 "
           "| SIPp |")
         p("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |")
-        for r in results:
+        with_floor = sorted(floor + results, key=lambda r: r["size"])  # (stable: responder.c first in its size)
+        for r in with_floor:
             if "error" in r:
                 continue
             for (kind, rate), c in r["capture"].items():
@@ -1177,11 +1332,12 @@ def report(results, worker_rows, args, sizes, has_workers, tcpdump, elapsed, cei
                 p(f"| {r['filter']} | {r['size']:,} | {kind}{rounds} | {rate:,} | {c['n']:,}/{c['requests']:,} | "
                   f"{fmt_us(c['p50'])} | {fmt_us(c['p99'])} | {fmt_us(c['p999'])} | {h} | {c['sipp']} |")
         p("")
-        rounds = [(r, c) for r in results if "error" not in r
+        rounds = [(r, c) for r in with_floor if "error" not in r
                   for c in [r["capture"].get(("denied", 1000))] if c and c.get("rounds")]
         if rounds:
             p("Denied at 1,000/s, every round (p50 / p99 / p99.9; round n of one filter ran next to round n of "
-              "the other, sipgate first in odd rounds, Kamailio first in even ones):\n")
+              "the other, sipgate first in odd rounds, Kamailio first in even ones"
+              + ("; responder.c first in odd rounds, last in even ones" if floor else "") + "):\n")
             p("| filter | entries | " + " | ".join(f"round {i + 1}" for i in range(LATENCY_ROUNDS)) + " |")
             p("| --- | ---: |" + " ---: |" * LATENCY_ROUNDS)
             for r, c in rounds:
@@ -1252,19 +1408,27 @@ def report(results, worker_rows, args, sizes, has_workers, tcpdump, elapsed, cei
             p("")
 
     p("<details><summary>Every step</summary>\n")
-    p("| filter | entries | test | rate/s | planned | successful | achieved/s | CPU / call | result |")
-    p("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    p("| filter | entries | test | rate/s | planned | successful | achieved/s | CPU / call | SIPp CPU / call "
+      "| result |")
+    p("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+
+    def step_row(who: str, size: int, kind: str, st: Step) -> None:
+        p(f"| {who} | {size:,} | {kind} | {st.rate:,} | {st.planned:,} | {st.successful:,} | "
+          f"{st.achieved:,.0f} | {fmt_us(st.cpu_us_per_call) if who != 'SIPp alone' or kind == 'denied' else 'n/a'} | "
+          f"{fmt_us(st.sipp_us_per_call)} | {'ok' if st.ok else st.why} |")
+    for size, c in (ceilings or {}).items():
+        for kind in ("denied", "admitted"):
+            for st in c.get(kind, none)[2]:
+                step_row("SIPp alone", size, kind, st)
     for r in results:
         if "error" in r:
             continue
         for kind in ("denied", "admitted", "mixed"):
             for st in r[kind][2]:
-                p(f"| {r['filter']} | {r['size']:,} | {kind} | {st.rate:,} | {st.planned:,} | {st.successful:,} | "
-                  f"{st.achieved:,.0f} | {fmt_us(st.cpu_us_per_call)} | {'ok' if st.ok else st.why} |")
+                step_row(r["filter"], r["size"], kind, st)
     for n, size, _procs, _b, _f, done in worker_rows:
         for st in done:
-            p(f"| sipgate --workers {n} | {size:,} | denied | {st.rate:,} | {st.planned:,} | {st.successful:,} | "
-              f"{st.achieved:,.0f} | {fmt_us(st.cpu_us_per_call)} | {'ok' if st.ok else st.why} |")
+            step_row(f"sipgate --workers {n}", size, "denied", st)
     p("\n</details>\n")
 
 
