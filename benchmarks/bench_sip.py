@@ -477,8 +477,8 @@ class Step:
 
 def children_cpu() -> float:
     """utime + stime of this process's reaped children: across a step, the
-    SIPp agents it started and waited for (the filters, tcpdump and the
-    responder are reaped only when stopped, after every step)."""
+    SIPp agents it started and waited for (filters, tcpdump and the
+    responder are never stopped, so never reaped, during a step)."""
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
 
@@ -990,7 +990,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--step-seconds", type=float, default=None, help="traffic per step (default 5, --quick 2)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, SIPp CSVs)")
     ap.add_argument("--ceiling", action=argparse.BooleanOptionalAction, default=True,
-                    help="first, the denied flood against benchmarks/responder.c: SIPp's ceiling that day")
+                    help="SIPp alone in the ladders (benchmarks/responder.c for denied calls, uac -> uas straight for admitted ones) and responder.c in the latency rounds: SIPp's ceiling that hour")
     ap.add_argument("--pin", action=argparse.BooleanOptionalAction, default=(os.cpu_count() or 1) >= 2,
                     help="SIPp and tcpdump on core 0, the filter on the others (default with 2+ cores)")
     args = ap.parse_args(argv)
