@@ -153,6 +153,21 @@ compress_unrolled(uint64_t h[8], const unsigned char block[128], uint64_t t, int
 
 typedef void (*compressor)(uint64_t h[8], const unsigned char block[128], uint64_t t, int last);
 
+/* The chain value after the key block, for the last key and digest size
+ * a message of at least one byte was hashed under. Keyed BLAKE2b
+ * compresses the key, zero-padded, as a block of its own, the same block
+ * for every message under that key: sipgate's tags and branches (one
+ * secret, a message of one block) take one compression instead of two.
+ * Checked against the key's bytes on every call, so a new secret (a
+ * reload) only costs the next call the key block again. Every caller holds
+ * the GIL. */
+static struct {
+    int valid;
+    size_t keylen, outlen;
+    unsigned char key[64];
+    uint64_t h[8];
+} after_key;
+
 /* BLAKE2b of in[0:len] with an ``outlen``-byte digest (1..64) under
  * key[0:keylen] (<= 64), compressing with ``compress``. */
 static void
@@ -161,14 +176,27 @@ blake2b_with(compressor compress, const unsigned char *key, size_t keylen, const
 {
     uint64_t h[8];
     unsigned char block[128];
-    memcpy(h, IV, sizeof(h));
-    h[0] ^= 0x01010000ULL ^ ((uint64_t)keylen << 8) ^ (uint64_t)outlen;
     uint64_t t = 0;
-    if (keylen) {
-        memset(block, 0, sizeof(block));
-        memcpy(block, key, keylen);
+    if (keylen && len && after_key.valid && after_key.keylen == keylen && after_key.outlen == outlen
+            && memcmp(after_key.key, key, keylen) == 0) {
+        memcpy(h, after_key.h, sizeof(h));
         t = 128;
-        compress(h, block, t, len == 0);
+    } else {
+        memcpy(h, IV, sizeof(h));
+        h[0] ^= 0x01010000ULL ^ ((uint64_t)keylen << 8) ^ (uint64_t)outlen;
+        if (keylen) {
+            memset(block, 0, sizeof(block));
+            memcpy(block, key, keylen);
+            t = 128;
+            compress(h, block, t, len == 0);
+            if (len) {  /* (not the last block: the state every message under this key starts from) */
+                after_key.keylen = keylen;
+                after_key.outlen = outlen;
+                memcpy(after_key.key, key, keylen);
+                memcpy(after_key.h, h, sizeof(h));
+                after_key.valid = 1;
+            }
+        }
     }
     /* Every full block but the last; the last (full or not) flagged. */
     while (len > 128) {

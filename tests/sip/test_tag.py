@@ -124,3 +124,23 @@ def test_the_c_branch_hash_refuses_what_blake2b_cannot_take():
 
 def test_the_build_in_use_has_the_c_branch_hash_exactly_when_compiled():
     assert (tags.keyed_hex is not None) == native.status()[0]
+
+
+# Keys that share bytes: the same key one byte shorter, or its last byte changed.
+KEYS = [b"k" * 32, b"k" * 31, b"k" * 31 + b"j", b"", bytes(64)]
+
+
+@pytest.mark.skipif(tags.keyed_hex is None, reason="sipgate/sip/_tag.c is not built (pure Python: hashlib)")
+@given(st.lists(st.tuples(st.sampled_from(KEYS), st.sampled_from(["tag", 1, 8, 12, 64]), st.binary(max_size=300)),
+                min_size=1, max_size=12))
+def test_tags_and_branches_under_changing_keys_stay_hashlibs(calls):
+    """The C version keeps the state after the key block of the last key
+    and digest size: calls that switch key (by one byte, or its length),
+    digest size, or between a tag and a branch, in any order, each give
+    hashlib's digest."""
+    for key, size, material in calls:
+        if size == "tag":
+            assert tags.to_tag(key, material, b"", b"", b"") == reference(key, material, b"", b"", b"")
+        else:
+            assert tags.keyed_hex(key, size, material) == \
+                blake2b(material, digest_size=size, key=key).hexdigest().encode()
