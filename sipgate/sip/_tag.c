@@ -159,10 +159,10 @@ typedef void (*compressor)(uint64_t h[8], const unsigned char block[128], uint64
  * for every message under that key: sipgate's tags and branches (one
  * secret, a message of one block) take one compression instead of two.
  * Checked against the key's bytes on every call, so a new secret (a
- * reload) only costs the next call the key block again. Every caller holds
+ * reload) only costs the next call the key block again. A keylen of 0:
+ * nothing kept yet (an unkeyed hash has no key block). Every caller holds
  * the GIL. */
 static struct {
-    int valid;
     size_t keylen, outlen;
     unsigned char key[64];
     uint64_t h[8];
@@ -177,7 +177,7 @@ blake2b_with(compressor compress, const unsigned char *key, size_t keylen, const
     uint64_t h[8];
     unsigned char block[128];
     uint64_t t = 0;
-    if (keylen && len && after_key.valid && after_key.keylen == keylen && after_key.outlen == outlen
+    if (keylen && len && after_key.keylen == keylen && after_key.outlen == outlen
             && memcmp(after_key.key, key, keylen) == 0) {
         memcpy(h, after_key.h, sizeof(h));
         t = 128;
@@ -194,7 +194,6 @@ blake2b_with(compressor compress, const unsigned char *key, size_t keylen, const
                 after_key.outlen = outlen;
                 memcpy(after_key.key, key, keylen);
                 memcpy(after_key.h, h, sizeof(h));
-                after_key.valid = 1;
             }
         }
     }
