@@ -555,43 +555,21 @@ class Bench:
         return Step("denied", rate, calls, runs, cpu, not why, why, {"sipp_cpu": sipp})
 
     def ladder(self, steps: list[int], run_step, label: str) -> tuple[Step | None, Step | None, list[Step]]:
-        """Step up until the first failure; if the first step fails, step down."""
-        done: list[Step] = []
-        best = first_fail = None
-        for rate in steps:
-            for attempt in (1, 2):  # a failing step is run once more: the machine is shared
-                st = run_step(rate)
-                done.append(st)
-                log(f"  {label} {rate:>6}/s: {'ok' if st.ok else 'FAIL ' + st.why}; "
-                    f"achieved {st.achieved:,.0f}/s; cpu {fmt_us(st.cpu_us_per_call)}/call"
-                    + (" (retry)" if attempt == 2 else ""))
-                if st.ok:
-                    break
-            if not st.ok:
-                first_fail = st
-                break
-            best = st
-        if best is None:
-            for rate in FALLBACK_STEPS:
-                if rate >= steps[0]:
-                    continue
-                st = run_step(rate)
-                done.append(st)
-                log(f"  {label} {rate:>6}/s: {'ok' if st.ok else 'FAIL ' + st.why}")
-                if st.ok:
-                    best = st
-                    break
-        return best, first_fail, done
+        """Step up until the first failure; if the first step fails, step down
+        (one entrant of :meth:`alternated_ladders`)."""
+        return self.alternated_ladders(steps, [(label, run_step)])[0]
 
     def alternated_ladders(self, steps: list[int], entrants: list[tuple[str, object]],
-                           label: str) -> list[tuple[Step | None, Step | None, list[Step]]]:
-        """:meth:`ladder` for several entrants (``(name, run_step)``) side by
-        side: each rate of ``steps`` is run for every entrant still climbing
+                           label: str = "") -> list[tuple[Step | None, Step | None, list[Step]]]:
+        """Ladders of several entrants (``(name, run_step)``) side by side:
+        each rate of ``steps`` is run for every entrant still climbing
         before the next rate, in ABBA order (A B C, C B A, A B C, ...), so a
         drift of the machine during the ladders favours none of them. An
-        entrant stops at its first step that fails twice in a row; one whose
-        first step fails steps down as in :meth:`ladder`. Per entrant, in
-        ``entrants``' order: (best step, first failing step, every step)."""
+        entrant stops at its first step that fails twice in a row (the
+        machine is shared: one stall fails a step); one whose first step
+        fails steps down through FALLBACK_STEPS until one passes. Per
+        entrant, in ``entrants``' order: (best step, first failing step,
+        every step)."""
         best: list[Step | None] = [None] * len(entrants)
         fail: list[Step | None] = [None] * len(entrants)
         done: list[list[Step]] = [[] for _ in entrants]
@@ -605,9 +583,11 @@ class Bench:
                 for attempt in (1, 2):  # a failing step is run once more: the machine is shared
                     st = run_step(rate)  # type: ignore[operator]
                     done[i].append(st)
-                    log(f"  {name} {label} {rate:>6}/s: {'ok' if st.ok else 'FAIL ' + st.why}; "
-                        f"achieved {st.achieved:,.0f}/s; cpu {fmt_us(st.cpu_us_per_call)}/call; "
-                        f"SIPp {fmt_us(st.sipp_us_per_call)}/call" + (" (retry)" if attempt == 2 else ""))
+                    sipp = st.sipp_us_per_call
+                    log(f"  {name}{' ' + label if label else ''} {rate:>6}/s: {'ok' if st.ok else 'FAIL ' + st.why}; "
+                        f"achieved {st.achieved:,.0f}/s; cpu {fmt_us(st.cpu_us_per_call)}/call"
+                        + ("" if sipp is None else f"; SIPp {fmt_us(sipp)}/call")
+                        + (" (retry)" if attempt == 2 else ""))
                     if st.ok:
                         break
                 if st.ok:
@@ -625,7 +605,7 @@ class Bench:
                     continue
                 st = run_step(rate)  # type: ignore[operator]
                 done[i].append(st)
-                log(f"  {name} {label} {rate:>6}/s: {'ok' if st.ok else 'FAIL ' + st.why}")
+                log(f"  {name}{' ' + label if label else ''} {rate:>6}/s: {'ok' if st.ok else 'FAIL ' + st.why}")
                 if st.ok:
                     best[i] = st
                     break
