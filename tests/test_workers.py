@@ -166,12 +166,13 @@ def test_an_api_write_waits_for_every_worker_to_enforce_it(tmp_path):
             edge = ("127.0.0.1", server.sip_port)
             addresses = demo_addresses(server)
 
-            def add(source: str, done: list) -> None:
+            def add(source: str) -> tuple[int, float]:
+                """POST an IpAddress: (the status, when the answer came)."""
                 body = urllib.parse.urlencode({"FriendlyName": source, "IpAddress": source}).encode()
                 with urllib.request.urlopen(urllib.request.Request(addresses, data=body,
                                                                    headers={"Authorization": basic()}),
                                             timeout=30) as r:
-                    done.append((r.status, time.monotonic()))
+                    return r.status, time.monotonic()
 
             def relayed_by_worker_1(caller: UdpPeer, call_id: str) -> bool:
                 os.kill(server.proc.pid, signal.SIGSTOP)  # (worker 1 answers)
@@ -188,15 +189,13 @@ def test_an_api_write_waits_for_every_worker_to_enforce_it(tmp_path):
             os.kill(worker, signal.SIGSTOP)
             try:
                 started = time.monotonic()
-                done: list = []
-                add("127.0.0.13", done)
-                assert done[0][0] == 201 and WORKER_ACK_TIMEOUT <= done[0][1] - started < WORKER_ACK_TIMEOUT + 3
+                status, at = add("127.0.0.13")
+                assert status == 201 and WORKER_ACK_TIMEOUT <= at - started < WORKER_ACK_TIMEOUT + 3
                 assert any("not yet enforcing revision" in line and f"pid {worker}" in line for line in server.log)
                 assert metric(server, "sipgate_enforce_timeouts_total") == 1  # (SipgateEnforcementBehind)
                 started = time.monotonic()
-                done = []
-                add("127.0.0.17", done)
-                assert done[0][0] == 201 and done[0][1] - started < 1.0
+                status, at = add("127.0.0.17")
+                assert status == 201 and at - started < 1.0
                 assert metric(server, "sipgate_enforce_timeouts_total") == 2
                 assert sum("not yet enforcing revision" in line for line in server.log) == 1
             finally:
@@ -205,18 +204,15 @@ def test_an_api_write_waits_for_every_worker_to_enforce_it(tmp_path):
             assert relayed_by_worker_1(second, "late")
             # Running again, it is waited for again: stopped, then continued,
             # the 2xx comes after that.
-            done = []
-            held_while_stopped(worker, lambda: add("127.0.0.12", done))
-            assert done[0][0] == 201
+            assert held_while_stopped(worker, lambda: add("127.0.0.12"))[0] == 201
             assert relayed_by_worker_1(first, "ack-1")
             # A worker that has exited has nothing to enforce: no wait (its
             # replacement starts a second later, from the store as it is).
             os.kill(worker, signal.SIGKILL)
             assert gone(worker)
             started = time.monotonic()
-            done = []
-            add("127.0.0.14", done)
-            assert done[0][0] == 201 and done[0][1] - started < WORKER_ACK_TIMEOUT / 2
+            status, at = add("127.0.0.14")
+            assert status == 201 and at - started < WORKER_ACK_TIMEOUT / 2
             server.wait_for(rf"worker 1 \(pid {worker}\) killed by SIGKILL")
         finally:
             assert server.stop() == 0
