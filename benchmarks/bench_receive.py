@@ -103,7 +103,7 @@ def main() -> None:
         proto.connection_made(transport)  # type: ignore[arg-type]
         scanned = scan(INVITE)
         key = edge.tag_key
-        extra = edge.forbidden_extra[True]
+        extra = edge.forbidden_listed
         hist = edge.stats.latency
 
         def lookup() -> bool:

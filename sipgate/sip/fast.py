@@ -504,7 +504,10 @@ def _c_walks() -> tuple[Any, Any, Any]:
 # them: _scan, _relay_response_loop and _splice, value for value, at a
 # fraction of the cost (tests/sip/test_fast_grammar.py holds them to each
 # other).
-_C_SCAN, _C_RELAY_RESPONSE, _C_SPLICE = _c_walks()
+_C_WALKS: Final = _c_walks()
+_C_SCAN: Final = _C_WALKS[0]
+_C_RELAY_RESPONSE: Final = _C_WALKS[1]
+_C_SPLICE: Final = _C_WALKS[2]
 
 
 def _request_line(line: bytes) -> tuple[bytes, bytes, bytes | None] | None:
@@ -816,13 +819,23 @@ def _fields_loop(data: bytes, limits: SipLimits) -> _Fields | None:
     return pos - 2, line0, vias, values, at
 
 
-def scan(data: bytes, limits: SipLimits = DEFAULT_LIMITS) -> Scanned | None:
+def scan_limits(limits: SipLimits) -> tuple[object, object, object, object]:
+    """``limits`` as scan hands them to sipgate/sip/_walk.c, made once: the
+    edge keeps them, so a datagram does not look up four attributes of an
+    interpreted object and box the sum (benchmarks/README.md, "Latency at
+    low rates")."""
+    return min(_MAX_LINES, limits.max_headers + 1), limits.max_header_line, limits.max_uri, limits.max_vias
+
+
+def scan(data: bytes, limits: SipLimits = DEFAULT_LIMITS,
+         packed: tuple[object, object, object, object] | None = None) -> Scanned | None:
     """The fields of a common-shaped INVITE or ACK (see the index names
     above), or None: use the full parser (also for anything over one of
-    ``limits``)."""
+    ``limits``; ``packed``, when given, is ``scan_limits(limits)``)."""
     if _C_SCAN is not None:
-        return _C_SCAN(data, min(_MAX_LINES, limits.max_headers + 1), limits.max_header_line,  # type: ignore[no-any-return]
-                       limits.max_uri, limits.max_vias)
+        if packed is None:
+            packed = scan_limits(limits)
+        return _C_SCAN(data, packed[0], packed[1], packed[2], packed[3])  # type: ignore[no-any-return]
     return _scan(data, limits)
 
 

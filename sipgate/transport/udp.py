@@ -64,6 +64,7 @@ from sipgate.sip.fast import (
     relay_request_bytes,
     relay_response_bytes,
     scan,
+    scan_limits,
     sipgate_route,
     to_tag_for,
 )
@@ -127,6 +128,7 @@ class Edge:
         # The message size limits (sipgate.sip.limits); the config carries
         # them once [sip] max_headers/max_vias/max_header_line/max_uri exist.
         self.limits: SipLimits = getattr(config, "limits", None) or SipLimits()
+        self.scan_limits = scan_limits(self.limits)
         self.secret = config.secret.encode()
         self.pbx = config.pbx
         self.trusted = config.trusted_hosts
@@ -135,10 +137,9 @@ class Edge:
         # trailing headers.
         self.tag_key = hash_key(self.secret)
         server = f"Server: {config.server_header}\r\n".encode() if config.server_header else b""
-        self.forbidden_extra = {
-            True: f"Warning: {WARN_FORBIDDEN}\r\n".encode() + server,
-            False: f"Warning: {WARN_NO_LIST}\r\n".encode() + server,
-        }
+        # (for a trunk with lists, and for one without any)
+        self.forbidden_listed = f"Warning: {WARN_FORBIDDEN}\r\n".encode() + server
+        self.forbidden_unlisted = f"Warning: {WARN_NO_LIST}\r\n".encode() + server
 
     def install(self, table: AdmissionTable, compile_seconds: float = 0.0) -> None:
         """Swap in a new table: one reference assignment, so a datagram is
@@ -174,12 +175,13 @@ class _Judge:
     lines of code and data the first datagram after an idle spell must
     fetch from memory."""
 
-    def __init__(self, trunk: TrunkEntry) -> None:
-        self.trunk = trunk
-        self.contains: Any = trunk.matcher.contains
+    def __init__(self, trunk: TrunkEntry | None, matcher: Any = None) -> None:
+        # (No trunk: the judge of a table's any_trunk matcher, for ACKs.)
+        self.trunk: Any = trunk
+        self.contains: Any = (matcher if trunk is None else trunk.matcher).contains
         owner = getattr(self.contains, "__self__", None)
         self.probes: Probes | None = owner if type(owner) is Probes else None
-        self.listed = bool(trunk.acl_sids)
+        self.listed = trunk is not None and bool(trunk.acl_sids)
 
     def admits(self, source: str) -> bool:
         probes = self.probes
@@ -206,6 +208,10 @@ class EdgeProtocol(asyncio.DatagramProtocol):
         # sgt= trunk SID of sipgate's Route (bytes, in-dialog), for ``judged``.
         self.judges: dict[str | bytes, _Judge] = {}
         self.judged: Any = None
+        # The _Judge of any_trunk (does some trunk admit a source?) of the
+        # table ``anywhere_of``, for ACKs from outside.
+        self.anywhere: _Judge | None = None
+        self.anywhere_of: Any = None
         self.reconfigure()
         # A dual-stack IPv6 socket (bound to ::) reports IPv4 peers as
         # ::ffff:a.b.c.d and can only send to them in that form.
@@ -346,12 +352,12 @@ class EdgeProtocol(asyncio.DatagramProtocol):
             return False
         stats = edge.stats
         if len(data) > 3 and data[0] == 65 and data[1] == 67 and data[2] == 75 and data[3] == 32 \
-                and not edge.table.any_trunk.contains(source):  # ("ACK ")
+                and not self._anywhere(edge.table).admits(source):  # ("ACK ")
             # An ACK is never answered, and one from a source no trunk
             # admits is never relayed: whatever it says, it ends here.
             stats.forbidden_drops += 1
             return True
-        s = scan(data, edge.limits)
+        s = scan(data, edge.limits, edge.scan_limits)
         if s is None:
             return False
         via_host = s[VIA_HOST]
@@ -360,7 +366,8 @@ class EdgeProtocol(asyncio.DatagramProtocol):
             # parser checks the literal (a malformed one is a 400).
             return False
         to_tag = s[TO_TAG]
-        if s[METHOD] == b"ACK" and to_tag is not None and len(to_tag) == OWN_TAG_LENGTH and to_tag.startswith(b"sg") \
+        method: bytes = s[METHOD]  # (typed: the comparisons below are memcmp, not rich comparisons)
+        if method == b"ACK" and to_tag is not None and len(to_tag) == OWN_TAG_LENGTH and to_tag.startswith(b"sg") \
                 and to_tag == to_tag_for(s, edge.tag_key):
             # The ACK of sipgate's own final response (§17.1.1.3).
             stats.absorbed_acks += 1
@@ -377,7 +384,7 @@ class EdgeProtocol(asyncio.DatagramProtocol):
             if judge is None or not judge.admits(source) or s[MAX_FORWARDS] == 0:
                 return False
             return self._fast_relay(s, data, source, addr[1], None, pop, "in_dialog")
-        if s[METHOD] == b"ACK":
+        if method == b"ACK":
             return False
         judge = self._judge(s[HOST], table)
         if judge is None:
@@ -389,14 +396,15 @@ class EdgeProtocol(asyncio.DatagramProtocol):
             route = sipgate_route(s, ctx.own_hosts)
             if route is None:
                 return False
-            rr = self.local.rr_prefix_b + trunk.sid.encode() + b">" if s[METHOD] == b"INVITE" else None
+            rr = self.local.rr_prefix_b + trunk.sid.encode() + b">" if method == b"INVITE" else None
             return self._fast_relay(s, data, source, addr[1], rr, route[0], "admitted")
         stats.forbidden_replies += 1
         port = addr[1] if s[RPORT] is not None or s[VIA_PORT] is None else s[VIA_PORT]
-        self._send(forbidden_response(s, edge.tag_key, edge.forbidden_extra[judge.listed]),
+        self._send(forbidden_response(s, edge.tag_key,
+                                      edge.forbidden_listed if judge.listed else edge.forbidden_unlisted),
                    (addr[0], port))
         if edge.flood is not None or edge.deny_log is not None:
-            self._rejected(data, source, addr[1], "forbidden", s[METHOD], s[HOST], trunk.sid)
+            self._rejected(data, source, addr[1], "forbidden", method, s[HOST], trunk.sid)
         return True
 
     def _judge(self, host: str, table: AdmissionTable) -> _Judge | None:
@@ -418,6 +426,14 @@ class EdgeProtocol(asyncio.DatagramProtocol):
             self.judges = {}
             self.judged = table
         return self.judges.get(key)
+
+    def _anywhere(self, table: AdmissionTable) -> _Judge:
+        """The _Judge of ``table``'s any_trunk (kept while it is in force)."""
+        judge = self.anywhere
+        if judge is None or table is not self.anywhere_of:
+            judge = self.anywhere = _Judge(None, table.any_trunk)
+            self.anywhere_of = table
+        return judge
 
     def _keep(self, key: str | bytes, trunk: TrunkEntry | None) -> _Judge | None:
         """A _Judge of ``trunk`` kept for ``key``; None for no trunk (not kept)."""

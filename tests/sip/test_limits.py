@@ -43,9 +43,8 @@ def edge_pair(limits: SipLimits | None = None, **overrides):
     pair = []
     for fast in (True, False):
         listener = Listener(host="127.0.0.1", port=5060, default_trunk=DEMO_DOMAIN)
-        edge = Edge(replace(SipConfig(listen=(listener,), pbx=("127.0.0.1", 5070), secret="s"), **overrides))
-        if limits is not None:
-            edge.limits = limits
+        config = replace(SipConfig(listen=(listener,), pbx=("127.0.0.1", 5070), secret="s"), **overrides)
+        edge = Edge(config if limits is None else replace(config, limits=limits))
         edge.fast_path = fast
         edge.install(demo_table())
         proto = EdgeProtocol(edge, listener)
@@ -190,3 +189,24 @@ def test_fast_path_declines_over_every_limit():
                 + b"From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n\r\n")
     assert relay_response_bytes(response) is not None
     assert relay_response_bytes(response, SMALL) is None
+
+
+def test_reconfigure_takes_new_limits_on_the_fast_path():
+    """A SIGHUP with new [sip] limits (Edge.reconfigure) holds for the fast
+    path too, which keeps them in the form the C walk takes."""
+    over = with_extra(*(f"X-H{i}: v" for i in range(21 - BASE)))
+    listener = Listener(host="127.0.0.1", port=5060, default_trunk=DEMO_DOMAIN)
+    config = SipConfig(listen=(listener,), pbx=("127.0.0.1", 5070), secret="s")
+    edge = Edge(config)
+    edge.install(demo_table())
+    proto = EdgeProtocol(edge, listener)
+    rec = Recorder()
+    proto.connection_made(rec)  # type: ignore[arg-type]
+    proto.datagram_received(over, (DENIED, 5080))
+    assert rec.sent[-1][0].startswith(b"SIP/2.0 403 ")
+    edge.reconfigure(replace(config, limits=SMALL))
+    proto.reconfigure()
+    before = len(rec.sent)
+    proto.datagram_received(over, (DENIED, 5080))
+    assert len(rec.sent) == before  # (over SMALL's header count: dropped, as verdict() finds)
+    assert edge.stats.internal_errors == 0
