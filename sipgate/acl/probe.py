@@ -19,6 +19,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
+try:
+    from mypy_extensions import i64
+except ImportError:  # (interpreted without mypy_extensions: a plain int)
+    i64 = int  # type: ignore[misc,assignment]
+
 __all__ = ["Probes", "ipv4_value"]
 
 _Shards = tuple[dict[int, Any], ...]
@@ -36,16 +41,18 @@ _ABSENT: Final[Any] = object()
 def ipv4_value(text: str) -> int:
     """The address of dotted-quad ``text`` as an int, as inet_pton reads it
     (four decimal parts of 0-255, no leading zero, nothing else), or -1."""
-    n = len(text)
+    n: i64 = len(text)
     if n < 7 or n > 15:
         return -1
-    value = 0
-    part = 0
-    digits = 0
-    dots = 0
-    i = 0
+    # (Machine integers: compiled, the loop is plain C arithmetic, where
+    # tagged ints checked every step for a boxed value to release.)
+    value: i64 = 0
+    part: i64 = 0
+    digits: i64 = 0
+    dots: i64 = 0
+    i: i64 = 0
     while i < n:
-        c = ord(text[i])
+        c: i64 = ord(text[i])
         if 48 <= c <= 57:
             if digits and part == 0:
                 return -1  # a leading zero
