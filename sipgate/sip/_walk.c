@@ -4,7 +4,8 @@
  * scan(data, max_lines, max_line, max_uri, max_vias) is sipgate.sip.fast._scan,
  * relay_response(data, max_lines, max_line, max_vias) is
  * fast._relay_response_loop and splice(data, s, ours, stamped, record_route,
- * pop_route) is fast._splice, field for field and byte for byte: the
+ * pop_route) is fast._splice and forbidden(s, tag, extra) is the join of
+ * fast.forbidden_response, field for field and byte for byte: the
  * framing checked (every line ends in CRLF, no other CR, LF or NUL), each
  * header name classified, the value grammars checked, the values read
  * sliced out, a relay's output copied in slices around the lines that
@@ -1438,6 +1439,83 @@ splice(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return o.bytes;
 }
 
+/* -- The 403 to a scanned request (fast.forbidden_response) -------------- */
+
+/* fast.Scanned's field indexes forbidden() reads. */
+#define S_CALL_ID 7
+#define S_VIAS 9
+#define S_FROM 10
+#define S_TO 11
+#define S_CSEQ 12
+
+PyDoc_STRVAR(forbidden_doc,
+"forbidden(s, tag, extra) -> bytes\n\n"
+"sipgate.sip.fast.forbidden_response for the scanned request s, given its\n"
+"To-tag (tag) and the encoded lines after CSeq (extra): the same bytes in\n"
+"one allocation, where bytes.join took a tuple and two joins.");
+
+static PyObject *
+forbidden(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyTuple_Check(args[0]) || PyTuple_GET_SIZE(args[0]) != S_FIELDS
+        || !PyBytes_Check(args[1]) || !PyBytes_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "forbidden(s, tag: bytes, extra: bytes)");
+        return NULL;
+    }
+    PyObject *s = args[0], *vias = PyTuple_GET_ITEM(s, S_VIAS);
+    if (!PyList_Check(vias) || PyList_GET_SIZE(vias) == 0) {
+        PyErr_SetString(PyExc_TypeError, "forbidden(): the scan's Vias are not a non-empty list");
+        return NULL;
+    }
+    /* The pieces in order: a literal (p, n) or a field's bytes (o). */
+    static const char *const LIT[] = {"SIP/2.0 403 Forbidden\r\nVia: ", "\r\nFrom: ", "\r\nTo: ", ";tag=",
+                                      "\r\nCall-ID: ", "\r\nCSeq: ", "\r\n", "Content-Length: 0\r\n\r\n"};
+    PyObject *field[] = {PyTuple_GET_ITEM(s, S_FROM), PyTuple_GET_ITEM(s, S_TO), args[1],
+                         PyTuple_GET_ITEM(s, S_CALL_ID), PyTuple_GET_ITEM(s, S_CSEQ), args[2]};
+    Py_ssize_t nv = PyList_GET_SIZE(vias), total = 0;
+    for (int i = 0; i < 8; i++)
+        total += (Py_ssize_t)strlen(LIT[i]);
+    for (int i = 0; i < 6; i++) {
+        if (!PyBytes_Check(field[i])) {
+            PyErr_SetString(PyExc_TypeError, "forbidden(): From, To, Call-ID and CSeq must be bytes");
+            return NULL;
+        }
+        total += PyBytes_GET_SIZE(field[i]);
+    }
+    for (Py_ssize_t i = 0; i < nv; i++) {
+        PyObject *via = PyList_GET_ITEM(vias, i);
+        if (!PyBytes_Check(via)) {
+            PyErr_SetString(PyExc_TypeError, "forbidden(): a Via is not bytes");
+            return NULL;
+        }
+        total += PyBytes_GET_SIZE(via) + (i ? 7 : 0);  /* ("\r\nVia: " between two) */
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL)
+        return NULL;
+    char *w = PyBytes_AS_STRING(out);
+#define PUT(p, n) (memcpy(w, (p), (size_t)(n)), w += (n))
+#define PUT_LIT(i) PUT(LIT[i], strlen(LIT[i]))
+#define PUT_FIELD(o) PUT(PyBytes_AS_STRING(o), PyBytes_GET_SIZE(o))
+    PUT_LIT(0);
+    for (Py_ssize_t i = 0; i < nv; i++) {
+        if (i)
+            PUT("\r\nVia: ", 7);
+        PUT_FIELD(PyList_GET_ITEM(vias, i));
+    }
+    /* From, To;tag=, Call-ID, CSeq, extra, Content-Length */
+    PUT_LIT(1), PUT_FIELD(field[0]);
+    PUT_LIT(2), PUT_FIELD(field[1]), PUT_LIT(3), PUT_FIELD(field[2]);
+    PUT_LIT(4), PUT_FIELD(field[3]);
+    PUT_LIT(5), PUT_FIELD(field[4]), PUT_LIT(6);
+    PUT_FIELD(field[5]);
+    PUT_LIT(7);
+#undef PUT_FIELD
+#undef PUT_LIT
+#undef PUT
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL,
      "configure(token, compact, long): fast.py's header-name tables (once)."},
@@ -1446,6 +1524,7 @@ static PyMethodDef methods[] = {
     {"response_walk", (PyCFunction)(void (*)(void))response_walk, METH_FASTCALL, response_walk_doc},
     {"relay_response", (PyCFunction)(void (*)(void))relay_response, METH_FASTCALL, relay_response_doc},
     {"splice", (PyCFunction)(void (*)(void))splice, METH_FASTCALL, splice_doc},
+    {"forbidden", (PyCFunction)(void (*)(void))forbidden, METH_FASTCALL, forbidden_doc},
     {NULL, NULL, 0, NULL},
 };
 

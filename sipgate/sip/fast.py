@@ -485,19 +485,19 @@ def configure_walks(walk: Any) -> Any:
     return walk
 
 
-def _c_walks() -> tuple[Any, Any, Any]:
-    """(scan, relay_response, splice) of sipgate/sip/_walk.c, configured,
-    or Nones: the compiled build has them (built and guarded with it, see
-    sipgate.native), a build from before them and the interpreted build do
-    not."""
+def _c_walks() -> tuple[Any, Any, Any, Any]:
+    """(scan, relay_response, splice, forbidden) of sipgate/sip/_walk.c,
+    configured, or Nones: the compiled build has them (built and guarded
+    with it, see sipgate.native), a build from before them and the
+    interpreted build do not."""
     if not _COMPILED:
-        return None, None, None
+        return None, None, None, None
     try:
         from sipgate.sip import _walk  # type: ignore[attr-defined]
     except ImportError:
-        return None, None, None
+        return None, None, None, None
     configure_walks(_walk)
-    return _walk.scan, _walk.relay_response, _walk.splice
+    return _walk.scan, _walk.relay_response, _walk.splice, _walk.forbidden
 
 
 # scan, relay_response_bytes and _splice in C where the compiled build has
@@ -508,6 +508,7 @@ _C_WALKS: Final = _c_walks()
 _C_SCAN: Final = _C_WALKS[0]
 _C_RELAY_RESPONSE: Final = _C_WALKS[1]
 _C_SPLICE: Final = _C_WALKS[2]
+_C_FORBIDDEN: Final = _C_WALKS[3]
 
 
 def _request_line(line: bytes) -> tuple[bytes, bytes, bytes | None] | None:
@@ -946,10 +947,18 @@ def forbidden_response(s: Scanned, key: bytes, extra: bytes) -> bytes:
     ``extra`` is the already encoded "Name: value\\r\\n" lines after CSeq
     (Warning, Server).
     """
+    if _C_FORBIDDEN is not None:
+        return _C_FORBIDDEN(s, to_tag_for(s, key), extra)  # type: ignore[no-any-return]
+    return _forbidden_join(s, to_tag_for(s, key), extra)
+
+
+def _forbidden_join(s: Scanned, tag: bytes, extra: bytes) -> bytes:
+    """forbidden_response given the To-tag (sipgate/sip/_walk.c's
+    forbidden is this, byte for byte)."""
     return b"".join((
         b"SIP/2.0 403 Forbidden\r\nVia: ", b"\r\nVia: ".join(s[VIAS]),
         b"\r\nFrom: ", s[FROM_],
-        b"\r\nTo: ", s[TO], b";tag=", to_tag_for(s, key),
+        b"\r\nTo: ", s[TO], b";tag=", tag,
         b"\r\nCall-ID: ", s[CALL_ID],
         b"\r\nCSeq: ", s[CSEQ], b"\r\n",
         extra,

@@ -503,3 +503,49 @@ def test_the_c_scan_reads_what_the_python_scan_reads(data, position, chunk, limi
     for text in (data, damaged):
         assert c_scan(text, limits) == python_scan(text, limits)
     event("scanned" if fast._scan(data, limits) is not None else "declined")
+
+
+FIELD = st.binary(max_size=40)
+
+
+@given(st.lists(FIELD, min_size=1, max_size=5), FIELD, FIELD, FIELD, FIELD, FIELD,
+       st.sampled_from([b"", b'Warning: 399 sipgate "x"\r\n', b'Warning: 399 a "b"\r\nServer: s\r\n']))
+@settings(max_examples=examples(300), deadline=None)
+def test_the_c_403_is_the_joined_one(vias, from_, to, call_id, cseq, tag, extra):
+    """sipgate/sip/_walk.c's forbidden writes fast._forbidden_join's bytes
+    (the compiled build's 403): whatever the fields it reads hold, one Via
+    or several."""
+    if WALK is None:
+        pytest.skip("sipgate/sip/_walk.c is not built")
+    s = [None] * 21
+    s[fast.VIAS], s[fast.FROM_], s[fast.TO], s[fast.CALL_ID], s[fast.CSEQ] = vias, from_, to, call_id, cseq
+    assert WALK.forbidden(tuple(s), tag, extra) == fast._forbidden_join(tuple(s), tag, extra)
+
+
+def test_the_c_403_answers_a_scanned_invite_as_the_join():
+    if WALK is None:
+        pytest.skip("sipgate/sip/_walk.c is not built")
+    s = c_scan(b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h:5060;branch=z9hG4bK1\r\nFrom: <sip:x@y>;tag=f\r\n"
+               b"v: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK2\r\nTo: <sip:a@b>\r\ni: c\r\nCSeq: 1 INVITE\r\n\r\n",
+               fast.DEFAULT_LIMITS)
+    assert s is not None and len(s[fast.VIAS]) == 2
+    assert WALK.forbidden(s, b"sg1", b"Server: s\r\n") == fast._forbidden_join(s, b"sg1", b"Server: s\r\n") == (
+        b"SIP/2.0 403 Forbidden\r\nVia: SIP/2.0/UDP h:5060;branch=z9hG4bK1\r\nVia: SIP/2.0/UDP 10.0.0.9;"
+        b"branch=z9hG4bK2\r\nFrom: <sip:x@y>;tag=f\r\nTo: <sip:a@b>;tag=sg1\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n"
+        b"Server: s\r\nContent-Length: 0\r\n\r\n")
+
+
+def test_the_c_403_refuses_bad_arguments_without_crashing():
+    if WALK is None:
+        pytest.skip("sipgate/sip/_walk.c is not built")
+    s = c_scan(b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h:5060;branch=z9hG4bK1\r\nFrom: <sip:x@y>;tag=f\r\n"
+               b"To: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n", fast.DEFAULT_LIMITS)
+    assert s is not None and WALK.forbidden(s, b"sg1", b"").startswith(b"SIP/2.0 403 Forbidden\r\nVia: ")
+    for args in ((s, "sg1", b""), (s, b"sg1", None), (s[:-1], b"sg1", b""), (list(s), b"sg1", b""),
+                 (s[:fast.VIAS] + ([],) + s[fast.VIAS + 1:], b"sg1", b""),
+                 (s[:fast.VIAS] + ([b"v", "w"],) + s[fast.VIAS + 1:], b"sg1", b""),
+                 (s[:fast.CALL_ID] + (None,) + s[fast.CALL_ID + 1:], b"sg1", b"")):
+        with pytest.raises(TypeError):
+            WALK.forbidden(*args)
+    with pytest.raises(TypeError):
+        WALK.forbidden(s, b"sg1")
