@@ -1467,7 +1467,7 @@ forbidden(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "forbidden(): the scan's Vias are not a non-empty list");
         return NULL;
     }
-    /* The pieces in order: a literal (p, n) or a field's bytes (o). */
+    /* The literals around the fields, in order (see the writes below). */
     static const char *const LIT[] = {"SIP/2.0 403 Forbidden\r\nVia: ", "\r\nFrom: ", "\r\nTo: ", ";tag=",
                                       "\r\nCall-ID: ", "\r\nCSeq: ", "\r\n", "Content-Length: 0\r\n\r\n"};
     PyObject *field[] = {PyTuple_GET_ITEM(s, S_FROM), PyTuple_GET_ITEM(s, S_TO), args[1],

@@ -500,10 +500,10 @@ def _c_walks() -> tuple[Any, Any, Any, Any]:
     return _walk.scan, _walk.relay_response, _walk.splice, _walk.forbidden
 
 
-# scan, relay_response_bytes and _splice in C where the compiled build has
-# them: _scan, _relay_response_loop and _splice, value for value, at a
-# fraction of the cost (tests/sip/test_fast_grammar.py holds them to each
-# other).
+# scan, relay_response_bytes, _splice and forbidden_response's join in C
+# where the compiled build has them: _scan, _relay_response_loop, _splice
+# and _forbidden_join, value for value, at a fraction of the cost
+# (tests/sip/test_fast_grammar.py holds them to each other).
 _C_WALKS: Final = _c_walks()
 _C_SCAN: Final = _C_WALKS[0]
 _C_RELAY_RESPONSE: Final = _C_WALKS[1]
