@@ -14,6 +14,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+try:
+    from mypy_extensions import i64
+except ImportError:  # (interpreted without mypy_extensions: a plain int)
+    i64 = int  # type: ignore[misc,assignment]
+
 __all__ = ["API_BUCKETS", "DECISION_BUCKETS", "DECISION_KINDS", "ENFORCEMENT_BUCKETS", "EdgeStats",
            "LatencyHistogram"]
 
@@ -74,8 +79,8 @@ class LatencyHistogram:
         # (a decision falls in the first buckets) instead of a call into
         # the bisect module, whose code is cold after an idle spell.
         bounds = self.bounds
-        n = len(bounds)
-        i = 0
+        n: i64 = len(bounds)
+        i: i64 = 0  # (machine integers: no tagged-int checks in the loop)
         while i < n and bounds[i] < seconds:
             i += 1
         self.counts[i] += 1
