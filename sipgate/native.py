@@ -1,10 +1,11 @@
 """The receive path compiled with mypyc, and the guard that keeps it honest.
 
 ``sipgate/sip/fast.py``, ``sipgate/transport/udp.py``,
-``sipgate/acl/probe.py`` (the matcher's lookups) and ``sipgate/stats.py``
-(the counters every datagram touches) are plain Python and always work as
-such.  ``sipgate native build`` (``bin/setup`` runs it when a C compiler and
-the Python headers are there) compiles those four modules with mypyc, as
+``sipgate/acl/probe.py`` (the matcher's lookups), ``sipgate/stats.py``
+(the counters every datagram touches) and ``sipgate/flood.py`` (the flood
+defence, which counts every rejected request) are plain Python and always
+work as such.  ``sipgate native build`` (``bin/setup`` runs it when a C
+compiler and the Python headers are there) compiles those five modules with mypyc, as
 one group, into extension modules beside their sources; CPython then
 imports the extension instead of the source.  The
 same source, compiled (see benchmarks/README.md for what it saves).
@@ -35,7 +36,7 @@ from typing import Any
 
 __all__ = ["COMPILED", "build", "clean", "install", "status"]
 
-COMPILED = ("sipgate.sip.fast", "sipgate.transport.udp", "sipgate.acl.probe", "sipgate.stats")
+COMPILED = ("sipgate.sip.fast", "sipgate.transport.udp", "sipgate.acl.probe", "sipgate.stats", "sipgate.flood")
 # Extensions written in C, built with the group and covered by the same
 # guard; they have no Python source, so the compiled build alone imports
 # them (sipgate/transport/udp.py and sipgate/sip/tag.py ask status() first).
