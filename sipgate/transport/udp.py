@@ -175,10 +175,10 @@ class _Judge:
     lines of code and data the first datagram after an idle spell must
     fetch from memory."""
 
-    def __init__(self, trunk: TrunkEntry | None, matcher: Any = None) -> None:
-        # (No trunk: the judge of a table's any_trunk matcher, for ACKs.)
+    def __init__(self, trunk: TrunkEntry | None, matcher: Any) -> None:
+        # (``matcher``: the trunk's; no trunk: a table's any_trunk, for ACKs.)
         self.trunk: Any = trunk
-        self.contains: Any = (matcher if trunk is None else trunk.matcher).contains
+        self.contains: Any = matcher.contains
         owner = getattr(self.contains, "__self__", None)
         self.probes: Probes | None = owner if type(owner) is Probes else None
         self.listed = trunk is not None and bool(trunk.acl_sids)
@@ -439,7 +439,7 @@ class EdgeProtocol(asyncio.DatagramProtocol):
         """A _Judge of ``trunk`` kept for ``key``; None for no trunk (not kept)."""
         if trunk is None:
             return None
-        judge = _Judge(trunk)
+        judge = _Judge(trunk, trunk.matcher)
         if len(self.judges) >= _JUDGES_MAX:
             self.judges = {}
         self.judges[key] = judge

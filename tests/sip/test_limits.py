@@ -195,16 +195,12 @@ def test_reconfigure_takes_new_limits_on_the_fast_path():
     """A SIGHUP with new [sip] limits (Edge.reconfigure) holds for the fast
     path too, which keeps them in the form the C walk takes."""
     over = with_extra(*(f"X-H{i}: v" for i in range(21 - BASE)))
-    listener = Listener(host="127.0.0.1", port=5060, default_trunk=DEMO_DOMAIN)
-    config = SipConfig(listen=(listener,), pbx=("127.0.0.1", 5070), secret="s")
-    edge = Edge(config)
-    edge.install(demo_table())
-    proto = EdgeProtocol(edge, listener)
-    rec = Recorder()
-    proto.connection_made(rec)  # type: ignore[arg-type]
+    (proto, rec), _full_path = edge_pair()
+    edge = proto.edge
+    assert edge.fast_path
     proto.datagram_received(over, (DENIED, 5080))
     assert rec.sent[-1][0].startswith(b"SIP/2.0 403 ")
-    edge.reconfigure(replace(config, limits=SMALL))
+    edge.reconfigure(replace(edge.config, limits=SMALL))
     proto.reconfigure()
     before = len(rec.sent)
     proto.datagram_received(over, (DENIED, 5080))
