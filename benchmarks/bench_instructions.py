@@ -9,7 +9,12 @@ transport that keeps only the last datagram sent):
 
 - admitted: the caller's INVITE relayed to the PBX, and the PBX's 200 OK
   relayed back to the caller;
-- denied: an INVITE from an unlisted source answered 403, and its ACK.
+- denied: an INVITE from an unlisted source answered 403, and its ACK;
+- scanned: the denied pair from 1,000 unlisted sources in turn with the
+  flood defence on at its defaults (as ``sipgate serve`` runs unless
+  ``[flood] enabled = false``): each 403 counts towards its source's
+  window, none reaches the ban.  (The SIPp benchmark turns the defence
+  off: it floods from one source on purpose.)
 
 Each pair runs ``--count`` times after a warm-up of 200, and once more with
 a count of 0; the difference over the count is per pair (start-up, imports
@@ -37,7 +42,8 @@ from common import baseline_worktree, publish
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-PAIRS = ("admitted", "denied")
+PAIRS = ("admitted", "denied", "scanned")
+SCANNERS = 1000
 WARM_UP = 200
 
 
@@ -45,7 +51,8 @@ def child(root: str, pair: str, count: int) -> None:
     """Run one pair ``count`` times against the sipgate under ``root``
     (imported before bench_receive, which would put this checkout first)."""
     sys.path.insert(0, root)
-    from sipgate.config import Listener, SipConfig
+    from sipgate.config import FloodConfig, Listener, SipConfig
+    from sipgate.flood import FloodGuard
     from sipgate.sip import fast
     from sipgate.transport import Edge, EdgeProtocol
 
@@ -69,14 +76,22 @@ def child(root: str, pair: str, count: int) -> None:
         second = INVITE.replace(b"INVITE sip:", b"ACK sip:", 1).replace(b"CSeq: 1 INVITE", b"CSeq: 1 ACK")
         first_from = second_from = ("127.0.0.3", 5080)
         want = (b"SIP/2.0 403 ", b"SIP/2.0 403 ")  # (the ACK is absorbed: nothing new is sent)
+    sources = [(first_from, second_from)]
+    if pair == "scanned":
+        flood = FloodConfig()
+        edge.flood = FloodGuard(flood.density, flood.window, flood.ban_seconds, flood.max_sources,
+                                exempt=edge.exempt)
+        sources = [((f"127.1.{i >> 8}.{i & 255}", 5080),) * 2 for i in range(SCANNERS)]
     transport = Last()
     proto.connection_made(transport)  # type: ignore[arg-type]
-    for _ in range(WARM_UP + count):
+    for i in range(WARM_UP + count):
+        first_from, second_from = sources[i % len(sources)]
         proto.datagram_received(INVITE, first_from)
         assert transport.data.startswith(want[0]), transport.data[:40]
         proto.datagram_received(second, second_from)
         assert transport.data.startswith(want[1]), transport.data[:40]
     assert edge.stats.internal_errors == 0
+    assert edge.flood is None or edge.flood.bans == 0
     print("compiled" if fast.__file__.endswith((".so", ".pyd")) else "pure")
 
 
@@ -117,7 +132,8 @@ def report(args: argparse.Namespace, rows: list[tuple[str, str, float, float | N
         "| --- | --- | ---: |" + (" ---: | ---: |" if args.baseline else ""),
     ]
     labels = {"admitted": "admitted: INVITE relayed + its 200 relayed back",
-              "denied": "denied: INVITE -> 403 + its ACK"}
+              "denied": "denied: INVITE -> 403 + its ACK",
+              "scanned": f"scanned: the denied pair from {SCANNERS:,} sources, flood defence on"}
     for pair, mode, now, then in rows:
         line = f"| {labels[pair]} | {mode} | {now:,.0f} |"
         if then is not None:

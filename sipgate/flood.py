@@ -30,6 +30,20 @@ from collections.abc import Callable
 __all__ = ["FloodGuard"]
 
 
+class _Window:
+    """One source's rejection window: when it started, rejections in it.
+
+    (A class of its own, not a ``[start, count]`` list: compiled, its
+    fields are a C double and a machine integer, not boxed objects.)
+    """
+
+    __slots__ = ("start", "count")
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.count = 1
+
+
 class FloodGuard:
     """Per-source rejection density -> temporary silent ban.
 
@@ -59,10 +73,10 @@ class FloodGuard:
         # Asked before a ban starts: True = never ban this source.
         self.exempt = exempt
         self.banned: dict[str, float] = {}
-        # source -> [window start, rejections in it], oldest window first.
-        # An OrderedDict: popping its oldest entry stays O(1) however many
-        # were deleted before (a plain dict's first-item scan does not).
-        self._windows: OrderedDict[str, list[float]] = OrderedDict()
+        # source -> its window, oldest window first.  An OrderedDict:
+        # popping its oldest entry stays O(1) however many were deleted
+        # before (a plain dict's first-item scan does not).
+        self._windows: OrderedDict[str, _Window] = OrderedDict()
         self.bans = 0  # bans started (a counter)
         self.dropped = 0  # datagrams dropped because their source was banned
 
@@ -85,21 +99,23 @@ class FloodGuard:
         the caller checks).  True when it starts a ban."""
         now = self.clock()
         windows = self._windows
-        entry = windows.get(source)
-        if entry is None:
+        # (``in`` and ``[]`` rather than ``.get()``: on an OrderedDict the
+        # compiled build calls a method by name, the operators are C slots.)
+        if source not in windows:
             if len(windows) >= self.max_sources:
                 windows.popitem(last=False)
-            windows[source] = [now, 1.0]
+            windows[source] = _Window(now)
             return False
-        if now - entry[0] >= self.window:
-            entry[0] = now  # a new window: to the young end
-            entry[1] = 1.0
+        entry = windows[source]
+        if now - entry.start >= self.window:
+            entry.start = now  # a new window: to the young end
+            entry.count = 1
             windows.move_to_end(source)
             return False
-        entry[1] += 1
-        if entry[1] <= self.density:
+        entry.count += 1
+        count = entry.count
+        if count <= self.density:
             return False
-        count = int(entry[1])
         del windows[source]
         if self.exempt is not None and self.exempt(source):
             return False
@@ -146,7 +162,7 @@ class FloodGuard:
         # Oldest first: stop at the first window still running.
         while windows:
             source, entry = next(iter(windows.items()))
-            if now - entry[0] < window:
+            if now - entry.start < window:
                 break
             windows.popitem(last=False)
         return len(self.banned)

@@ -31,6 +31,7 @@ from sipgate.admission import (
     trunk_for_host,
 )
 from sipgate.config import Listener, SipConfig
+from sipgate.flood import FloodGuard
 from sipgate.stats import EdgeStats
 from sipgate.sip import (
     Request,
@@ -113,7 +114,9 @@ class Edge:
         self.error_log = _LogLimiter()
         # The scanner flood defence (sipgate.flood) and the deny log
         # (sipgate.denylog), when configured; the server sets them.
-        self.flood: Any = None
+        # (The guard typed: compiled, its checks per datagram are direct
+        # calls and field reads, not calls and attributes looked up by name.)
+        self.flood: FloodGuard | None = None
         self.deny_log: Any = None
 
     def exempt(self, source: str) -> bool:
@@ -316,7 +319,7 @@ class EdgeProtocol(asyncio.DatagramProtocol):
             else:
                 self._bad_request(exc, addr, msg, data)  # type: ignore[arg-type]
 
-    def _banned(self, flood: Any, source: str) -> bool:
+    def _banned(self, flood: FloodGuard, source: str) -> bool:
         """Drop a datagram from a banned source, unless the ban has run out
         or a trunk (or the PBX side) admits the source now."""
         if self.edge.exempt(source):
