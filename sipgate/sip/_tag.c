@@ -11,8 +11,8 @@
  * the CPU's caches.  hashlib's BLAKE2b is a hash object copied per tag,
  * three method calls and an unrolled compression function of ~8 KiB; this
  * is one call, no allocation but the result, and the compression as a
- * loop over the message schedule (a tag is one or two blocks, so speed
- * per byte does not matter; code size does).
+ * loop over one round's code (a tag is one block after the key's, so code
+ * size matters beside the instructions).
  *
  * keyed_hex(key, size, material) is the same keyed BLAKE2b for the Via
  * branch of a relayed request (sipgate.sip.fast._keyed_hex), hex-encoded,
@@ -43,12 +43,6 @@ static const unsigned char SIGMA[10][16] = {
     {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
     {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5},
     {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
-};
-
-/* The v indexes of the eight G applications of a round. */
-static const unsigned char LANES[8][4] = {
-    {0, 4, 8, 12}, {1, 5, 9, 13}, {2, 6, 10, 14}, {3, 7, 11, 15},
-    {0, 5, 10, 15}, {1, 6, 11, 12}, {2, 7, 8, 13}, {3, 4, 9, 14},
 };
 
 static uint64_t
@@ -90,64 +84,61 @@ finish(uint64_t h[8], const uint64_t v[16])
         h[i] ^= v[i] ^ v[i + 8];
 }
 
-/* One 128-byte block into h; ``t`` bytes hashed so far, this block included. */
+/* G, the mixing of four words of v with two message words, and a round,
+ * eight Gs over the columns and the diagonals of v; ``s`` is the round's
+ * row of SIGMA, the order it takes the message words in. */
+#define G(s, i, a, b, c, d)                                 \
+    do {                                                    \
+        a = a + b + m[(s)[2 * i]];                          \
+        d = rotr(d ^ a, 32);                                \
+        c = c + d;                                          \
+        b = rotr(b ^ c, 24);                                \
+        a = a + b + m[(s)[2 * i + 1]];                      \
+        d = rotr(d ^ a, 16);                                \
+        c = c + d;                                          \
+        b = rotr(b ^ c, 63);                                \
+    } while (0)
+#define ROUND(s)                                            \
+    do {                                                    \
+        G(s, 0, v[0], v[4], v[8], v[12]);                   \
+        G(s, 1, v[1], v[5], v[9], v[13]);                   \
+        G(s, 2, v[2], v[6], v[10], v[14]);                  \
+        G(s, 3, v[3], v[7], v[11], v[15]);                  \
+        G(s, 4, v[0], v[5], v[10], v[15]);                  \
+        G(s, 5, v[1], v[6], v[11], v[12]);                  \
+        G(s, 6, v[2], v[7], v[8], v[13]);                   \
+        G(s, 7, v[3], v[4], v[9], v[14]);                   \
+    } while (0)
+
+/* One 128-byte block into h; ``t`` bytes hashed so far, this block
+ * included.  The twelve rounds as a loop over one round's code (~1.1 KiB),
+ * each reading its row of SIGMA: ~2,400 instructions a block.  The To-tag
+ * uses it: a denied INVITE runs it, and after an idle spell none of it is
+ * in the CPU's caches, so its size counts as well as its instructions.
+ * (A loop over the Gs too, v's indexes read from a table, was ~400 bytes
+ * but ~3,700 instructions: v no longer fits in registers.) */
 static void
 compress(uint64_t h[8], const unsigned char block[128], uint64_t t, int last)
 {
     uint64_t m[16], v[16];
     start(m, v, h, block, t, last);
     for (int r = 0; r < 12; r++) {
-        for (int g = 0; g < 8; g++) {
-            int a = LANES[g][0], b = LANES[g][1], c = LANES[g][2], d = LANES[g][3];
-            uint64_t x = m[SIGMA[r % 10][2 * g]], y = m[SIGMA[r % 10][2 * g + 1]];
-            v[a] = v[a] + v[b] + x;
-            v[d] = rotr(v[d] ^ v[a], 32);
-            v[c] = v[c] + v[d];
-            v[b] = rotr(v[b] ^ v[c], 24);
-            v[a] = v[a] + v[b] + y;
-            v[d] = rotr(v[d] ^ v[a], 16);
-            v[c] = v[c] + v[d];
-            v[b] = rotr(v[b] ^ v[c], 63);
-        }
+        const unsigned char *s = SIGMA[r < 10 ? r : r - 10];
+        ROUND(s);
     }
     finish(h, v);
 }
 
-/* compress() with the rounds written out (the compiler's constant
- * indexes instead of SIGMA and LANES lookups): about half the
- * instructions, ~8 KiB more code.  The relay path's branch uses it: warm
- * under load, where instructions count; the To-tag keeps the small loop
- * (the denied path runs cold after an idle spell, where code size does). */
-#define G(r, i, a, b, c, d)                                 \
-    do {                                                    \
-        a = a + b + m[SIGMA[r][2 * i]];                     \
-        d = rotr(d ^ a, 32);                                \
-        c = c + d;                                          \
-        b = rotr(b ^ c, 24);                                \
-        a = a + b + m[SIGMA[r][2 * i + 1]];                 \
-        d = rotr(d ^ a, 16);                                \
-        c = c + d;                                          \
-        b = rotr(b ^ c, 63);                                \
-    } while (0)
-#define ROUND(r)                                            \
-    do {                                                    \
-        G(r, 0, v[0], v[4], v[8], v[12]);                   \
-        G(r, 1, v[1], v[5], v[9], v[13]);                   \
-        G(r, 2, v[2], v[6], v[10], v[14]);                  \
-        G(r, 3, v[3], v[7], v[11], v[15]);                  \
-        G(r, 4, v[0], v[5], v[10], v[15]);                  \
-        G(r, 5, v[1], v[6], v[11], v[12]);                  \
-        G(r, 6, v[2], v[7], v[8], v[13]);                   \
-        G(r, 7, v[3], v[4], v[9], v[14]);                   \
-    } while (0)
-
+/* compress() with the rounds written out too, so every SIGMA index is the
+ * compiler's constant: ~1,700 instructions a block, ~5 KiB more code.  The
+ * relay path's branch uses it: warm under load, where instructions count. */
 static void
 compress_unrolled(uint64_t h[8], const unsigned char block[128], uint64_t t, int last)
 {
     uint64_t m[16], v[16];
     start(m, v, h, block, t, last);
-    ROUND(0); ROUND(1); ROUND(2); ROUND(3); ROUND(4); ROUND(5);
-    ROUND(6); ROUND(7); ROUND(8); ROUND(9); ROUND(0); ROUND(1);
+    ROUND(SIGMA[0]); ROUND(SIGMA[1]); ROUND(SIGMA[2]); ROUND(SIGMA[3]); ROUND(SIGMA[4]); ROUND(SIGMA[5]);
+    ROUND(SIGMA[6]); ROUND(SIGMA[7]); ROUND(SIGMA[8]); ROUND(SIGMA[9]); ROUND(SIGMA[0]); ROUND(SIGMA[1]);
     finish(h, v);
 }
 
