@@ -14,10 +14,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-try:
-    from mypy_extensions import i64
-except ImportError:  # (interpreted without mypy_extensions: a plain int)
-    i64 = int  # type: ignore[misc,assignment]
+from sipgate._ints import i64
 
 __all__ = ["API_BUCKETS", "DECISION_BUCKETS", "DECISION_KINDS", "ENFORCEMENT_BUCKETS", "EdgeStats",
            "LatencyHistogram"]

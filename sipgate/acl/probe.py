@@ -19,10 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-try:
-    from mypy_extensions import i64
-except ImportError:  # (interpreted without mypy_extensions: a plain int)
-    i64 = int  # type: ignore[misc,assignment]
+from sipgate._ints import i64
 
 __all__ = ["Probes", "ipv4_value"]
 

@@ -25,15 +25,10 @@ from hashlib import blake2b
 from ipaddress import IPv6Address
 from typing import Any, Final
 
+from sipgate._ints import i64
 from sipgate.sip.headers import _KEY_CACHE, COMPACT_FORMS
 from sipgate.sip.limits import DEFAULT_LIMITS, SipLimits
 from sipgate.sip import tag as _tags
-
-try:
-    from mypy_extensions import i64
-except ImportError:  # (an interpreted install without mypy: a plain int)
-    i64 = int  # type: ignore[misc,assignment]
-
 
 __all__ = ["Scanned", "branch_matches", "forbidden_response", "relay_request_bytes", "relay_response_bytes",
            "scan", "sipgate_route", "to_tag_for", "OWN_TAG_LENGTH"]
