@@ -942,9 +942,10 @@ def forbidden_response(s: Scanned, key: bytes, extra: bytes) -> bytes:
     ``extra`` is the already encoded "Name: value\\r\\n" lines after CSeq
     (Warning, Server).
     """
+    tag = to_tag_for(s, key)
     if _C_FORBIDDEN is not None:
-        return _C_FORBIDDEN(s, to_tag_for(s, key), extra)  # type: ignore[no-any-return]
-    return _forbidden_join(s, to_tag_for(s, key), extra)
+        return _C_FORBIDDEN(s, tag, extra)  # type: ignore[no-any-return]
+    return _forbidden_join(s, tag, extra)
 
 
 def _forbidden_join(s: Scanned, tag: bytes, extra: bytes) -> bytes:
