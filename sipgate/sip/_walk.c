@@ -1467,14 +1467,21 @@ forbidden(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "forbidden(): the scan's Vias are not a non-empty list");
         return NULL;
     }
-    /* The literals around the fields, in order (see the writes below). */
-    static const char *const LIT[] = {"SIP/2.0 403 Forbidden\r\nVia: ", "\r\nFrom: ", "\r\nTo: ", ";tag=",
-                                      "\r\nCall-ID: ", "\r\nCSeq: ", "\r\n", "Content-Length: 0\r\n\r\n"};
+    /* The literals around the fields, in order (see the writes below),
+     * with their lengths from sizeof: strlen on an entry of a pointer
+     * table is a libc call per use, which the compiler does not fold. */
+#define L(text) {text, (Py_ssize_t)sizeof(text) - 1}
+    static const struct {
+        const char *text;
+        Py_ssize_t len;
+    } LIT[] = {L("SIP/2.0 403 Forbidden\r\nVia: "), L("\r\nFrom: "), L("\r\nTo: "), L(";tag="),
+               L("\r\nCall-ID: "), L("\r\nCSeq: "), L("\r\n"), L("Content-Length: 0\r\n\r\n")};
+#undef L
     PyObject *field[] = {PyTuple_GET_ITEM(s, S_FROM), PyTuple_GET_ITEM(s, S_TO), args[1],
                          PyTuple_GET_ITEM(s, S_CALL_ID), PyTuple_GET_ITEM(s, S_CSEQ), args[2]};
     Py_ssize_t nv = PyList_GET_SIZE(vias), total = 0;
     for (int i = 0; i < 8; i++)
-        total += (Py_ssize_t)strlen(LIT[i]);
+        total += LIT[i].len;
     for (int i = 0; i < 6; i++) {
         if (!PyBytes_Check(field[i])) {
             PyErr_SetString(PyExc_TypeError, "forbidden(): From, To, Call-ID and CSeq must be bytes");
@@ -1495,7 +1502,7 @@ forbidden(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     char *w = PyBytes_AS_STRING(out);
 #define PUT(p, n) (memcpy(w, (p), (size_t)(n)), w += (n))
-#define PUT_LIT(i) PUT(LIT[i], strlen(LIT[i]))
+#define PUT_LIT(i) PUT(LIT[i].text, LIT[i].len)
 #define PUT_FIELD(o) PUT(PyBytes_AS_STRING(o), PyBytes_GET_SIZE(o))
     PUT_LIT(0);
     for (Py_ssize_t i = 0; i < nv; i++) {
