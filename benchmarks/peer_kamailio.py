@@ -158,8 +158,11 @@ def ensure_installed() -> str:
         return found
     sudo = [] if os.geteuid() == 0 else ["sudo"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, env=env, timeout=600)
-    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "kamailio"], check=True, env=env, timeout=900)
+    # apt's output goes to stderr: a benchmark's stdout is its report
+    # (benchmarks/run appends it to RESULTS.md).
+    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, env=env, timeout=600, stdout=sys.stderr)
+    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "kamailio"], check=True, env=env, timeout=900,
+                   stdout=sys.stderr)
     found = shutil.which("kamailio") or "/usr/sbin/kamailio"
     if not os.path.exists(found):
         raise RuntimeError("apt-get install kamailio did not provide the kamailio binary")
