@@ -46,6 +46,8 @@ static unsigned char label[256], user[256], uri_param[256], scheme[256], addr_sp
 /* INVITE, ACK, BYE, CANCEL as bytes objects (the method scan() returns). */
 static PyObject *method_objects[4];
 static const char *const METHOD_NAMES[4] = {"INVITE", "ACK", "BYE", "CANCEL"};
+/* Their lengths: strlen on an entry of a pointer table is a libc call per use. */
+static const Py_ssize_t METHOD_LENS[4] = {6, 3, 3, 6};
 static signed char compact[256];          /* _COMPACT_SLOTS - 2 */
 static struct {
     unsigned char length;                 /* 0: no name with this key */
@@ -435,7 +437,7 @@ static int
 method_index(const unsigned char *p, Py_ssize_t n)
 {
     for (int m = 0; m < 4; m++)
-        if ((size_t)n == strlen(METHOD_NAMES[m]) && memcmp(p, METHOD_NAMES[m], (size_t)n) == 0)
+        if (n == METHOD_LENS[m] && memcmp(p, METHOD_NAMES[m], (size_t)n) == 0)
             return m;
     return -1;
 }
@@ -656,12 +658,12 @@ decimal(char *out, long long v)
     return k;
 }
 
-/* fast._param_loop over p[0:n] for ``name`` (lower case): 1 found (with
- * the value's bounds, or *va = -1 without "="), 0 not. */
+/* fast._param_loop over p[0:n] for ``name`` (lower case, m bytes): 1
+ * found (with the value's bounds, or *va = -1 without "="), 0 not.
+ * Called through PARAM with a literal, whose length sizeof gives. */
 static int
-param(const unsigned char *p, Py_ssize_t n, const char *name, Py_ssize_t *va, Py_ssize_t *vb)
+param(const unsigned char *p, Py_ssize_t n, const char *name, Py_ssize_t m, Py_ssize_t *va, Py_ssize_t *vb)
 {
-    Py_ssize_t m = (Py_ssize_t)strlen(name);
     for (Py_ssize_t i = 0; i < n;) {
         Py_ssize_t j = i + 1, k = j;  /* (p[i] is ";") */
         while (k < n && p[k] != ';' && p[k] != '=')
@@ -698,13 +700,15 @@ param(const unsigned char *p, Py_ssize_t n, const char *name, Py_ssize_t *va, Py
 /* A parameter's value as fast.scan keeps it: bytes, or None when absent,
  * without "=" or (``empty_is_none``) empty. */
 static PyObject *
-param_value(const unsigned char *p, Py_ssize_t n, const char *name, int empty_is_none)
+param_value(const unsigned char *p, Py_ssize_t n, const char *name, Py_ssize_t m, int empty_is_none)
 {
     Py_ssize_t a, b;
-    if (!param(p, n, name, &a, &b) || a < 0 || (empty_is_none && a == b))
+    if (!param(p, n, name, m, &a, &b) || a < 0 || (empty_is_none && a == b))
         Py_RETURN_NONE;
     return PyBytes_FromStringAndSize((const char *)p + a, b - a);
 }
+#define PARAM(p, n, lit, va, vb) param((p), (n), (lit), (Py_ssize_t)sizeof(lit) - 1, (va), (vb))
+#define PARAM_VALUE(p, n, lit, empty_is_none) param_value((p), (n), (lit), (Py_ssize_t)sizeof(lit) - 1, (empty_is_none))
 
 /* p[a:b] (letters, digits, "-" and ".") lowered, as a str. */
 static PyObject *
@@ -775,7 +779,7 @@ scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t host_a, host_b, port_a, port_b;
     if (!request_line(d, w.line0, &method, &host_a, &host_b, &port_a, &port_b))
         goto refuse;
-    if (w.line0 - (Py_ssize_t)strlen(METHOD_NAMES[method]) - 9 > max_uri)
+    if (w.line0 - METHOD_LENS[method] - 9 > max_uri)
         goto refuse;  /* (the full parser answers 414) */
     if (port_b > port_a && uint_value(d + port_a, port_b - port_a) > 65535)
         goto refuse;
@@ -820,13 +824,13 @@ scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     const unsigned char *vp = v + via_port_b;  /* (the Via's parameters) */
     Py_ssize_t vpn = vn - via_port_b, ra, rb;
-    int has_rport = param(vp, vpn, "rport", &ra, &rb);
+    int has_rport = PARAM(vp, vpn, "rport", &ra, &rb);
     items[0] = method_objects[method];
     Py_INCREF(items[0]);
     items[1] = lowered(d, host_a, host_b);
-    items[2] = param_value(tp + to_params, tn - to_params, "tag", 1);
-    items[3] = param_value(fp + from_params, fn - from_params, "tag", 1);
-    items[4] = param_value(vp, vpn, "branch", 0);
+    items[2] = PARAM_VALUE(tp + to_params, tn - to_params, "tag", 1);
+    items[3] = PARAM_VALUE(fp + from_params, fn - from_params, "tag", 1);
+    items[4] = PARAM_VALUE(vp, vpn, "branch", 0);
     if (via_port >= 0) {
         items[5] = PyLong_FromLongLong(via_port);
     } else {
@@ -1057,7 +1061,7 @@ hops(const unsigned char *top, Py_ssize_t tn, const unsigned char *next, Py_ssiz
         return 0;
     const unsigned char *tparams = top + top_pb, *nparams = next + next_pb;
     Py_ssize_t tpn = tn - top_pb, npn = nn - next_pb, ra, rb, pa, pb, ba, bb;
-    int has_received = param(nparams, npn, "received", &ra, &rb);
+    int has_received = PARAM(nparams, npn, "received", &ra, &rb);
     if (has_received && ra >= 0 && rb - ra > 1 && nparams[ra] == '[' && nparams[rb - 1] == ']') {
         ra++;  /* (Via.received drops an IPv6 reference's brackets) */
         rb--;
@@ -1065,7 +1069,7 @@ hops(const unsigned char *top, Py_ssize_t tn, const unsigned char *next, Py_ssiz
     if (has_received && (ra < 0 || ra == rb))
         return 0;  /* (an empty received: the full path's business) */
     long long port = 0;
-    if (param(nparams, npn, "rport", &pa, &pb) && pa >= 0 && pb - pa <= 5)
+    if (PARAM(nparams, npn, "rport", &pa, &pb) && pa >= 0 && pb - pa <= 5)
         port = uint_value(nparams + pa, pb - pa);
     if (!(port > 0 && port < 65536))
         port = next_number ? next_number : 5060;
@@ -1080,8 +1084,8 @@ hops(const unsigned char *top, Py_ssize_t tn, const unsigned char *next, Py_ssiz
     out[2] = has_received ? PyUnicode_DecodeASCII((const char *)nparams + ra, rb - ra, NULL)
                           : lowered(next, next_ha, next_host);
     out[3] = PyLong_FromLongLong(port);
-    out[4] = param_value(tparams, tpn, "branch", 0);
-    if (param(nparams, npn, "branch", &ba, &bb) && ba >= 0 && bb - ba >= 7 && memcmp(nparams + ba, "z9hG4bK", 7) == 0) {
+    out[4] = PARAM_VALUE(tparams, tpn, "branch", 0);
+    if (PARAM(nparams, npn, "branch", &ba, &bb) && ba >= 0 && bb - ba >= 7 && memcmp(nparams + ba, "z9hG4bK", 7) == 0) {
         /* b"\0".join((b"3261", branch, next host lowered, port digits or b"")) */
         char digits[24];
         int nd = next_number ? decimal(digits, next_number) : 0;
