@@ -539,9 +539,11 @@ class Bench:
         per = [calls // sources + (1 if i < calls % sources else 0) for i in range(sources)]
         pids = f.pids()
         cpu0, sipp0 = cpu_seconds(pids), children_cpu()
-        agents = [self.uac(f"uac403-{i}", "uac_403", DENIED, ("127.0.0.1", f.port), max(rate // sources, 1),
-                           per[i], logdir, domain) for i in range(sources)]
+        agents: list[Sipp] = []  # (filled inside the try: an interrupt between two starts stops the first)
         try:
+            for i in range(sources):
+                agents.append(self.uac(f"uac403-{i}", "uac_403", DENIED, ("127.0.0.1", f.port),
+                                       max(rate // sources, 1), per[i], logdir, domain))
             runs = [a.wait() for a in agents]
         finally:
             for a in agents:
@@ -709,10 +711,12 @@ class Bench:
         try:
             pids = f.pids()
             cpu0 = cpu_seconds(pids)
-            agents = [self.uac("uac403", "uac_403", DENIED, ("127.0.0.1", f.port), denied_rate, dcalls, logdir, domain),
-                      self.uac("uac", "uac_call", ALLOWED, ("127.0.0.1", f.port), admitted_rate, acalls, logdir,
-                               domain)]
+            agents: list[Sipp] = []  # (filled inside the try: an interrupt between two starts stops the first)
             try:
+                agents.append(self.uac("uac403", "uac_403", DENIED, ("127.0.0.1", f.port), denied_rate, dcalls,
+                                       logdir, domain))
+                agents.append(self.uac("uac", "uac_call", ALLOWED, ("127.0.0.1", f.port), admitted_rate, acalls,
+                                       logdir, domain))
                 denied, admitted = [a.wait() for a in agents]
             finally:
                 for a in agents:
@@ -1176,6 +1180,97 @@ def targets(results: list[dict], ceilings: dict[int, dict[str, tuple]] | None = 
             None if sp is None or kp is None else sp <= kp,
             (f"{sp / kp:.2f}x Kamailio's" if sp and kp else "") + (f"; responder.c: {fmt_us(fp)}" if fp else ""))
     print("")
+    notes = missed_notes(results, ceilings)
+    if notes:
+        print("**Where a target was missed**, from the same run: what bounded it (SIPp alone's ceiling, "
+              "the latency rounds, the py-spy profile of section 5) and what to try next.\n")
+        for note in notes:
+            print(f"- {note}")
+        print("")
+
+
+# The system calls and the event loop's wait as py-spy names them: time in
+# the kernel (or idle), not in sipgate's own code.
+KERNEL_FRAMES = ("sendmmsg", "recvmmsg", "epoll_pwait", "epoll_wait", "sendto", "recvfrom", "sendmsg", "recvmsg")
+
+
+def profile_lines(prof: dict | None, n: int = 3) -> tuple[str, str]:
+    """A profile's n largest self shares, and the largest outside the
+    kernel's frames (sipgate's own code), as text; ("", "") without one."""
+    if not prof or "error" in prof or not prof.get("samples"):
+        return "", ""
+    total = prof["samples"]
+    ranked = sorted(prof["own"].items(), key=lambda kv: (-kv[1], kv[0]))
+    top = ", ".join(f"`{name}` {count / total:.0%}" for name, count in ranked[:n])
+    own = next((f"`{name}` ({count / total:.0%} of the samples)" for name, count in ranked
+                if name.split(" ")[0] not in KERNEL_FRAMES and not name.startswith("0x")), "")
+    return top, own
+
+
+def missed_notes(results: list[dict], ceilings: dict[int, dict[str, tuple]] | None = None) -> list[str]:
+    """One line per missed target of issue 4: by how much, what bounded it
+    in this run, and the next thing to try, all from the run's own data."""
+    by = {(r["filter"], r["size"]): r for r in results if "error" not in r}
+    profiles = {prof["kind"]: (r["size"], prof) for r in results if "error" not in r and r["filter"] == "sipgate"
+                for prof in r.get("profile", ()) if "error" not in prof}
+    notes: list[str] = []
+
+    def profiled(kind: str) -> str:
+        size, prof = profiles.get(kind, (None, None))
+        top, own = profile_lines(prof)
+        if not top:
+            return "no py-spy profile in this run"
+        return (f"the py-spy profile ({kind} calls at {prof['rate']:,}/s, {size:,} entries) puts the most self "
+                f"samples in {top}; next to try: sipgate's own largest share, {own or 'none outside the kernel'}")
+
+    for size in sorted({size for _, size in by}):
+        s, k = by.get(("sipgate", size)), by.get(("kamailio", size))
+        if s is None or k is None:
+            continue
+        alone = (ceilings or {}).get(size, {})
+        for kind, target in (("denied", 60000), ("admitted", None)):
+            ours, theirs = s[kind][0], k[kind][0]
+            rate, other = (ours.rate if ours else 0), (theirs.rate if theirs else 0)
+            best = alone.get(kind, (None,))[0]
+            lone = best.rate if best is not None else None
+            goal = max(target or 0, other)
+            if rate >= goal and rate > 0:
+                continue
+            what = (f"{kind} at {size:,} entries: sipgate {rate:,}/s against "
+                    + (f"the target {target:,}/s and " if target and rate < target else "")
+                    + f"Kamailio's {other:,}/s")
+            if lone is not None and lone < goal and rate >= lone:
+                notes.append(f"{what}. SIPp alone passed {lone:,}/s here, no more than sipgate: the load "
+                             f"generator on its one core, not the filter, stopped below {goal:,}/s"
+                             + (f" (Kamailio's {other:,} is a step SIPp alone failed: SIPp's margin decided it)"
+                                if other > max(lone, rate) else "")
+                             + "; next to try: more load than one SIPp process sends (a faster machine, or "
+                             "callers on more cores).")
+            else:
+                bound = f"SIPp alone passed {lone:,}/s, more than sipgate" if lone is not None else \
+                    "no SIPp-alone ceiling measured (--no-ceiling)"
+                notes.append(f"{what}. {bound}: the filter is the bound; {profiled(kind)}.")
+        for kind in ("denied", "admitted"):
+            ours, theirs = s[kind][0], k[kind][0]
+            sc, kc = (ours.cpu_us_per_call if ours else None), (theirs.cpu_us_per_call if theirs else None)
+            if sc is not None and kc is not None and sc >= kc:
+                notes.append(f"CPU per {kind} call at {size:,} entries: sipgate {fmt_us(sc)} against Kamailio's "
+                             f"{fmt_us(kc)} ({sc / kc:.2f}x); {profiled(kind)}.")
+        scap, kcap = s.get("capture", {}).get(("denied", 1000)), k.get("capture", {}).get(("denied", 1000))
+        sp, kp = (scap or {}).get("p99"), (kcap or {}).get("p99")
+        if sp is not None and kp is not None and sp > kp:
+            sr, kr = (scap or {}).get("rounds") or [], (kcap or {}).get("rounds") or []
+            lower = sum(1 for a, b in zip(sr, kr) if a[1] <= b[1])
+            fp = (alone.get("capture") or {}).get("p99")
+            notes.append(
+                f"denied p99 at 1,000/s at {size:,} entries: sipgate {fmt_us(sp)} against Kamailio's {fmt_us(kp)} "
+                f"({sp / kp:.2f}x); sipgate's p99 was the lower in {lower} of {min(len(sr), len(kr))} round "
+                f"pairs, its p50 {fmt_us(scap.get('p50'))} against {fmt_us(kcap.get('p50'))}"
+                + (f", the C responder's p99 {fmt_us(fp)} in the same rounds (the machine's own wake-up)" if fp else "")
+                + "; at this rate the filter's core sleeps between SIPp's bursts and the wake-up with cold caches "
+                "is the latency; next to try: fewer cache lines on the cold denied path "
+                "(`benchmarks/bench_cold.py --cachegrind` counts them).")
+    return notes
 
 
 def report(results, worker_rows, args, sizes, has_workers, tcpdump, elapsed, ceilings=None) -> None:

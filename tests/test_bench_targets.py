@@ -1,0 +1,97 @@
+"""The benchmark report's notes on missed targets (benchmarks/bench_sip.py):
+each missed target gets one line naming what bounded it in the run (SIPp
+alone's ceiling, the filter, the latency rounds) and what to try next,
+and a met target gets none."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import bench_sip  # noqa: E402
+
+
+def step(kind: str, rate: int, cpu_us: float) -> bench_sip.Step:
+    """A passing step of ``rate`` calls over one second, ``cpu_us`` of filter CPU per call."""
+    run = bench_sip.SippRun("uac", {}, rate, rate, 0, 0, 1.0, 0, Path("."))
+    return bench_sip.Step(kind, rate, rate, [run], cpu_us * rate / 1e6, True)
+
+
+def result(name: str, size: int, denied: tuple[int, float], admitted: tuple[int, float],
+           p99: float, rounds: list[float], profile: list | None = None) -> dict:
+    r = {"filter": name, "size": size,
+         "denied": (step("denied", *denied), None, []),
+         "admitted": (step("admitted", *admitted), None, []),
+         "capture": {("denied", 1000): {"p50": p99 / 3, "p99": p99,
+                                         "rounds": [(v / 3, v, v * 2) for v in rounds]}}}
+    if profile is not None:
+        r["profile"] = profile
+    return r
+
+
+PROFILE = {"kind": "denied", "rate": 40000, "ok": True, "samples": 200,
+           "own": {"sendmmsg (libc.so.6)": 100, "epoll_pwait (libc.so.6)": 40,
+                   "Py_DECREF (object.h)": 30, "scan (sipgate/sip/_walk.c)": 20, "0x7f00 (libc.so.6)": 10},
+           "inclusive": {}}
+
+
+def ceiling(denied: int, admitted: int, p99: float) -> dict:
+    return {"denied": (step("denied", denied, 8.0), None, []),
+            "admitted": (step("admitted", admitted, 0.0), None, []),
+            "capture": {"p99": p99}}
+
+
+def test_every_target_met_gives_no_note():
+    results = [result("sipgate", 10, (60000, 9.0), (15000, 40.0), 150, [150] * 7, [PROFILE]),
+               result("kamailio", 10, (60000, 13.0), (15000, 50.0), 160, [160] * 7)]
+    assert bench_sip.missed_notes(results, {10: ceiling(60000, 15000, 100)}) == []
+
+
+def test_a_rate_that_sipp_alone_could_not_send_is_laid_on_sipp():
+    results = [result("sipgate", 10, (40000, 12.0), (12000, 49.0), 300, [300] * 7, [PROFILE]),
+               result("kamailio", 10, (40000, 18.0), (14000, 71.0), 320, [320] * 7)]
+    notes = bench_sip.missed_notes(results, {10: ceiling(40000, 12000, 200)})
+    assert len(notes) == 2, notes
+    denied, admitted = notes
+    assert denied.startswith("denied at 10 entries: sipgate 40,000/s against the target 60,000/s")
+    assert "SIPp alone passed 40,000/s here, no more than sipgate" in denied
+    assert "next to try: more load than one SIPp process sends" in denied
+    assert "a step SIPp alone failed" not in denied  # (Kamailio's 40,000 is no more than sipgate's)
+    assert admitted.startswith("admitted at 10 entries: sipgate 12,000/s against Kamailio's 14,000/s")
+    assert "Kamailio's 14,000 is a step SIPp alone failed" in admitted
+
+
+def test_a_rate_below_sipp_alone_points_at_the_profile():
+    results = [result("sipgate", 10, (30000, 12.0), (15000, 40.0), 300, [300] * 7, [PROFILE]),
+               result("kamailio", 10, (20000, 18.0), (15000, 50.0), 320, [320] * 7)]
+    notes = bench_sip.missed_notes(results, {10: ceiling(40000, 15000, 200)})
+    assert len(notes) == 1, notes
+    assert "SIPp alone passed 40,000/s, more than sipgate: the filter is the bound" in notes[0]
+    # The top self shares, then the largest one outside the system calls and the loop's wait.
+    assert "`sendmmsg (libc.so.6)` 50%, `epoll_pwait (libc.so.6)` 20%, `Py_DECREF (object.h)` 15%" in notes[0]
+    assert "next to try: sipgate's own largest share, `Py_DECREF (object.h)` (15% of the samples)" in notes[0]
+
+
+def test_cpu_and_latency_misses_give_ratio_rounds_and_responder():
+    results = [result("sipgate", 10000, (60000, 20.0), (15000, 60.0), 400,
+                      [300, 500, 400, 450, 350, 420, 380], [PROFILE]),
+               result("kamailio", 10000, (60000, 15.0), (15000, 50.0), 360,
+                      [310, 400, 390, 440, 360, 410, 380])]
+    notes = bench_sip.missed_notes(results, {10000: ceiling(60000, 15000, 210)})
+    cpu = [n for n in notes if n.startswith("CPU per")]
+    assert [n.split(":")[0] for n in cpu] == ["CPU per denied call at 10,000 entries",
+                                             "CPU per admitted call at 10,000 entries"]
+    assert "sipgate 20 µs against Kamailio's 15 µs (1.33x)" in cpu[0]
+    # No admitted profile in the run: said so rather than a denied profile passed off as one.
+    assert "no py-spy profile in this run" in cpu[1]
+    (p99,) = [n for n in notes if n.startswith("denied p99")]
+    assert "sipgate 400 µs against Kamailio's 360 µs (1.11x)" in p99
+    assert "lower in 3 of 7 round pairs" in p99  # 300 <= 310, 350 <= 360 and a tie, 380 <= 380
+    assert "the C responder's p99 210 µs" in p99
+
+
+def test_no_ceiling_measured_is_said_so():
+    results = [result("sipgate", 10, (30000, 12.0), (15000, 40.0), 300, [300] * 7),
+               result("kamailio", 10, (40000, 18.0), (15000, 50.0), 320, [320] * 7)]
+    (note,) = bench_sip.missed_notes(results, None)
+    assert "no SIPp-alone ceiling measured" in note
+    assert "no py-spy profile in this run" in note
