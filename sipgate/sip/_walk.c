@@ -45,9 +45,14 @@ static unsigned char token[256];          /* _T_TOKEN */
 static unsigned char label[256], user[256], uri_param[256], scheme[256], addr_spec[256], hop_value[256];
 /* INVITE, ACK, BYE, CANCEL as bytes objects (the method scan() returns). */
 static PyObject *method_objects[4];
-static const char *const METHOD_NAMES[4] = {"INVITE", "ACK", "BYE", "CANCEL"};
-/* Their lengths: strlen on an entry of a pointer table is a libc call per use. */
-static const Py_ssize_t METHOD_LENS[4] = {6, 3, 3, 6};
+/* A literal with its length from sizeof: strlen on an entry of a pointer
+ * table is a libc call per use, which the compiler does not fold. */
+struct literal {
+    const char *text;
+    Py_ssize_t len;
+};
+#define LITERAL(text) {text, (Py_ssize_t)sizeof(text) - 1}
+static const struct literal METHODS[4] = {LITERAL("INVITE"), LITERAL("ACK"), LITERAL("BYE"), LITERAL("CANCEL")};
 static signed char compact[256];          /* _COMPACT_SLOTS - 2 */
 static struct {
     unsigned char length;                 /* 0: no name with this key */
@@ -75,7 +80,8 @@ configure(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             targets[x][i] = from[i] != 0;
     }
     for (int m = 0; m < 4; m++) {
-        if (method_objects[m] == NULL && (method_objects[m] = PyBytes_FromString(METHOD_NAMES[m])) == NULL)
+        if (method_objects[m] == NULL
+            && (method_objects[m] = PyBytes_FromStringAndSize(METHODS[m].text, METHODS[m].len)) == NULL)
             return NULL;
     }
     const unsigned char *t = (const unsigned char *)PyBytes_AS_STRING(args[0]);
@@ -437,7 +443,7 @@ static int
 method_index(const unsigned char *p, Py_ssize_t n)
 {
     for (int m = 0; m < 4; m++)
-        if (n == METHOD_LENS[m] && memcmp(p, METHOD_NAMES[m], (size_t)n) == 0)
+        if (n == METHODS[m].len && memcmp(p, METHODS[m].text, (size_t)n) == 0)
             return m;
     return -1;
 }
@@ -779,7 +785,7 @@ scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t host_a, host_b, port_a, port_b;
     if (!request_line(d, w.line0, &method, &host_a, &host_b, &port_a, &port_b))
         goto refuse;
-    if (w.line0 - METHOD_LENS[method] - 9 > max_uri)
+    if (w.line0 - METHODS[method].len - 9 > max_uri)
         goto refuse;  /* (the full parser answers 414) */
     if (port_b > port_a && uint_value(d + port_a, port_b - port_a) > 65535)
         goto refuse;
@@ -1471,16 +1477,10 @@ forbidden(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "forbidden(): the scan's Vias are not a non-empty list");
         return NULL;
     }
-    /* The literals around the fields, in order (see the writes below),
-     * with their lengths from sizeof: strlen on an entry of a pointer
-     * table is a libc call per use, which the compiler does not fold. */
-#define L(text) {text, (Py_ssize_t)sizeof(text) - 1}
-    static const struct {
-        const char *text;
-        Py_ssize_t len;
-    } LIT[] = {L("SIP/2.0 403 Forbidden\r\nVia: "), L("\r\nFrom: "), L("\r\nTo: "), L(";tag="),
-               L("\r\nCall-ID: "), L("\r\nCSeq: "), L("\r\n"), L("Content-Length: 0\r\n\r\n")};
-#undef L
+    /* The literals around the fields, in order (see the writes below). */
+    static const struct literal LIT[] = {
+        LITERAL("SIP/2.0 403 Forbidden\r\nVia: "), LITERAL("\r\nFrom: "), LITERAL("\r\nTo: "), LITERAL(";tag="),
+        LITERAL("\r\nCall-ID: "), LITERAL("\r\nCSeq: "), LITERAL("\r\n"), LITERAL("Content-Length: 0\r\n\r\n")};
     PyObject *field[] = {PyTuple_GET_ITEM(s, S_FROM), PyTuple_GET_ITEM(s, S_TO), args[1],
                          PyTuple_GET_ITEM(s, S_CALL_ID), PyTuple_GET_ITEM(s, S_CSEQ), args[2]};
     Py_ssize_t nv = PyList_GET_SIZE(vias), total = 0;
