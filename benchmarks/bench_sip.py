@@ -1131,9 +1131,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def targets(results: list[dict], ceilings: dict[int, dict[str, tuple]] | None = None) -> None:
     """Issue 4's targets against this run, per table size: met or by how much missed."""
-    by = {(r["filter"], r["size"]): r for r in results if "error" not in r}
-    sizes = sorted({size for _, size in by})
-    if not any(("sipgate", s) in by and ("kamailio", s) in by for s in sizes):
+    pairs = side_by_side(results, ceilings)
+    if not pairs:
         return
     print("#### Issue 4's targets in this run\n")
     print("Computed from the tables below. \"Kamailio\" means Kamailio in this run, on the same table. "
@@ -1148,12 +1147,7 @@ def targets(results: list[dict], ceilings: dict[int, dict[str, tuple]] | None = 
         print(f"| {size:,} | {target} | {fmt(ours)} | {fmt(theirs)} | {verdict} |")
 
     rate = lambda v: "n/a" if v is None else f"{v:,.0f}/s"  # noqa: E731
-    for size in sizes:
-        s, k = by.get(("sipgate", size)), by.get(("kamailio", size))
-        if s is None or k is None:
-            continue
-        alone = (ceilings or {}).get(size, {})
-
+    for size, s, k, alone in pairs:
         def lone(kind: str) -> str:
             best = alone.get(kind, (None,))[0]
             return f"; SIPp alone: {best.rate:,}/s" if best is not None else ""
@@ -1189,6 +1183,14 @@ def targets(results: list[dict], ceilings: dict[int, dict[str, tuple]] | None = 
         print("")
 
 
+def side_by_side(results: list[dict], ceilings: dict[int, dict[str, tuple]] | None) -> list[tuple]:
+    """(size, sipgate's result, Kamailio's, SIPp alone's ceilings) for each
+    table size where both filters have results, smallest first."""
+    by = {(r["filter"], r["size"]): r for r in results if "error" not in r}
+    return [(size, by[("sipgate", size)], by[("kamailio", size)], (ceilings or {}).get(size, {}))
+            for size in sorted({size for _, size in by}) if ("sipgate", size) in by and ("kamailio", size) in by]
+
+
 # The system calls and the event loop's wait as py-spy names them: time in
 # the kernel (or idle), not in sipgate's own code.
 KERNEL_FRAMES = ("sendmmsg", "recvmmsg", "epoll_pwait", "epoll_wait", "sendto", "recvfrom", "sendmsg", "recvmsg")
@@ -1197,7 +1199,7 @@ KERNEL_FRAMES = ("sendmmsg", "recvmmsg", "epoll_pwait", "epoll_wait", "sendto", 
 def profile_lines(prof: dict | None, n: int = 3) -> tuple[str, str]:
     """A profile's n largest self shares, and the largest outside the
     kernel's frames (sipgate's own code), as text; ("", "") without one."""
-    if not prof or "error" in prof or not prof.get("samples"):
+    if not prof or not prof.get("samples"):
         return "", ""
     total = prof["samples"]
     ranked = sorted(prof["own"].items(), key=lambda kv: (-kv[1], kv[0]))
@@ -1210,7 +1212,6 @@ def profile_lines(prof: dict | None, n: int = 3) -> tuple[str, str]:
 def missed_notes(results: list[dict], ceilings: dict[int, dict[str, tuple]] | None = None) -> list[str]:
     """One line per missed target of issue 4: by how much, what bounded it
     in this run, and the next thing to try, all from the run's own data."""
-    by = {(r["filter"], r["size"]): r for r in results if "error" not in r}
     profiles = {prof["kind"]: (r["size"], prof) for r in results if "error" not in r and r["filter"] == "sipgate"
                 for prof in r.get("profile", ()) if "error" not in prof}
     notes: list[str] = []
@@ -1223,11 +1224,7 @@ def missed_notes(results: list[dict], ceilings: dict[int, dict[str, tuple]] | No
         return (f"the py-spy profile ({kind} calls at {prof['rate']:,}/s, {size:,} entries) puts the most self "
                 f"samples in {top}; next to try: sipgate's own largest share, {own or 'none outside the kernel'}")
 
-    for size in sorted({size for _, size in by}):
-        s, k = by.get(("sipgate", size)), by.get(("kamailio", size))
-        if s is None or k is None:
-            continue
-        alone = (ceilings or {}).get(size, {})
+    for size, s, k, alone in side_by_side(results, ceilings):
         for kind, target in (("denied", 60000), ("admitted", None)):
             ours, theirs = s[kind][0], k[kind][0]
             rate, other = (ours.rate if ours else 0), (theirs.rate if theirs else 0)
@@ -1259,7 +1256,7 @@ def missed_notes(results: list[dict], ceilings: dict[int, dict[str, tuple]] | No
         scap, kcap = s.get("capture", {}).get(("denied", 1000)), k.get("capture", {}).get(("denied", 1000))
         sp, kp = (scap or {}).get("p99"), (kcap or {}).get("p99")
         if sp is not None and kp is not None and sp > kp:
-            sr, kr = (scap or {}).get("rounds") or [], (kcap or {}).get("rounds") or []
+            sr, kr = scap.get("rounds") or [], kcap.get("rounds") or []
             lower = sum(1 for a, b in zip(sr, kr) if a[1] <= b[1])
             fp = (alone.get("capture") or {}).get("p99")
             notes.append(
