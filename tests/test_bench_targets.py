@@ -95,3 +95,30 @@ def test_no_ceiling_measured_is_said_so():
     (note,) = bench_sip.missed_notes(results, None)
     assert "no SIPp-alone ceiling measured" in note
     assert "no py-spy profile in this run" in note
+
+
+def test_a_note_for_every_missed_row_and_none_for_met_ones():
+    """The report's table rows and its notes come from the same verdicts:
+    each kind of miss in the table has its note, a met table has none."""
+    for s_denied, s_cpu, s_adm, s_p99 in [(60000, 9.0, 15000, 150), (50000, 9.0, 15000, 150),
+                                          (60000, 20.0, 15000, 150), (60000, 9.0, 12000, 150),
+                                          (60000, 9.0, 15000, 400), (40000, 20.0, 12000, 400)]:
+        results = [result("sipgate", 10, (s_denied, s_cpu), (s_adm, 40.0), s_p99, [s_p99] * 7),
+                   result("kamailio", 10, (50000, 13.0), (14000, 50.0), 300, [300] * 7)]
+        _, s, k, alone = bench_sip.side_by_side(results, None)[0]
+        missed = {(v.kind, v.measure) for v in bench_sip.verdicts(s, k, alone) if v.ok is False}
+        noted = {("denied", "rate") if n.startswith("denied at") else ("admitted", "rate")
+                 if n.startswith("admitted at") else ("denied", "cpu") if n.startswith("CPU per denied")
+                 else ("denied", "p99") if n.startswith("denied p99") else ("?", n)
+                 for n in bench_sip.missed_notes(results, None)}
+        assert noted == missed, (s_denied, s_cpu, s_adm, s_p99)
+
+
+def test_a_figure_missing_from_the_run_is_neither_met_nor_noted():
+    results = [result("sipgate", 10, (60000, 9.0), (15000, 40.0), 150, [150] * 7),
+               result("kamailio", 10, (50000, 13.0), (14000, 50.0), 300, [300] * 7)]
+    results[0]["capture"] = {}
+    _, s, k, alone = bench_sip.side_by_side(results, None)[0]
+    (p99,) = [v for v in bench_sip.verdicts(s, k, alone) if v.measure == "p99"]
+    assert p99.ok is None and p99.ours is None
+    assert bench_sip.missed_notes(results, None) == []
