@@ -11,6 +11,10 @@ measures:
    INVITEs, and the filter's CPU per call.
    With ``--ceiling`` (the default) ``responder.c`` runs the same ladder in
    a filter's place: SIPp's own ceiling that hour.
+   1b. The same from 40,000/s with two SIPp callers and nothing pinned
+   (``spread()``), on machines with 2+ cores: one caller on one core stops
+   near 60,000/s here, before the filters do.  The targets' denied rate is
+   the higher of the two ladders; their CPU per call is the pinned one's.
 2. **Admitted calls**: SIPp ``uac_call`` from 127.0.0.2 -> filter -> SIPp
    ``uas_no180`` (INVITE/200/ACK/BYE/200; ACK and BYE come back through the
    filter by its Record-Route), the rate stepped up; the highest step with 0
@@ -86,6 +90,7 @@ stdout (``benchmarks/run`` appends it to RESULTS.md); progress to stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import platform
@@ -124,6 +129,10 @@ DENIED_STEPS = [2000, 5000, 10000, 12500, 15000, 20000, 25000, 30000, 40000, 500
 ADMITTED_STEPS = [1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000, 12000, 14000, 16000, 20000]
 MIXED_STEPS = [5000, 7500, 10000, 15000, 20000, 30000, 40000, 50000, 60000]
 FALLBACK_STEPS = [1000, 500, 200, 100]
+# The denied ladder again with two SIPp callers and nothing pinned (see
+# spread()): from where one caller on one core stops, up past the target.
+SPREAD_STEPS = [40000, 50000, 60000, 70000]
+SPREAD_LABEL = "two callers on every core"
 LATENCY_RATE = 200          # calls/s for the SIPp latency comparison
 LATENCY_ROUNDS = 7          # alternated capture rounds per filter, denied calls at 1,000/s
 
@@ -143,6 +152,45 @@ PLACEMENT: dict[str, set[int] | None] = {"load": None, "filter": None}
 def placed(role: str):
     """A preexec_fn putting the child (and all it starts) on ``role``'s cores."""
     return peer_kamailio.pinned(PLACEMENT[role])
+
+
+def _place(procs: list, cpus: set[int]) -> None:
+    """Every thread of every process of ``procs`` (filters) on ``cpus``."""
+    for f in procs:
+        for pid in f.pids():
+            try:
+                tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+            except OSError:
+                continue  # (gone)
+            for tid in tids:
+                try:
+                    os.sched_setaffinity(tid, cpus)
+                except OSError:
+                    pass
+
+
+@contextlib.contextmanager
+def spread(procs: list):
+    """Inside: SIPp agents started unpinned and ``procs`` (running
+    filters) moved onto every core; after: the --pin placement again.
+
+    One SIPp caller is one process on one core: on this machine it tops out
+    near the denied target (55,000-58,000 calls/s against responder.c,
+    about 17 µs of SIPp CPU per call), while a filter's core is idle half
+    the time at that rate. Two callers and a filter free to run anywhere
+    use what both cores have (measured here: responder.c, sipgate and
+    Kamailio all passed 60,000 so, one pinned caller failed it). The
+    filter then shares its cores with the load, the same for every entrant."""
+    saved = dict(PLACEMENT)
+    PLACEMENT["load"] = None
+    if saved["filter"] is not None:
+        _place(procs, set(range(os.cpu_count() or 1)))
+    try:
+        yield
+    finally:
+        PLACEMENT.update(saved)
+        if saved["filter"] is not None:
+            _place(procs, saved["filter"])
 
 
 def log(msg: str) -> None:
@@ -561,15 +609,15 @@ class Bench:
         (one entrant of :meth:`alternated_ladders`)."""
         return self.alternated_ladders(steps, [(label, run_step)])[0]
 
-    def alternated_ladders(self, steps: list[int], entrants: list[tuple[str, object]],
-                           label: str = "") -> list[tuple[Step | None, Step | None, list[Step]]]:
+    def alternated_ladders(self, steps: list[int], entrants: list[tuple[str, object]], label: str = "",
+                           fallback: list[int] = FALLBACK_STEPS) -> list[tuple[Step | None, Step | None, list[Step]]]:
         """Ladders of several entrants (``(name, run_step)``) side by side:
         each rate of ``steps`` is run for every entrant still climbing
         before the next rate, in ABBA order (A B C, C B A, A B C, ...), so a
         drift of the machine during the ladders favours none of them. An
         entrant stops at its first step that fails twice in a row (the
         machine is shared: one stall fails a step); one whose first step
-        fails steps down through FALLBACK_STEPS until one passes. Per
+        fails steps down through ``fallback`` until one passes. Per
         entrant, in ``entrants``' order: (best step, first failing step,
         every step)."""
         best: list[Step | None] = [None] * len(entrants)
@@ -602,7 +650,7 @@ class Bench:
         for i, (name, run_step) in enumerate(entrants):
             if best[i] is not None:
                 continue
-            for rate in FALLBACK_STEPS:
+            for rate in fallback:
                 if rate >= steps[0]:
                     continue
                 st = run_step(rate)  # type: ignore[operator]
@@ -1067,6 +1115,16 @@ def main(argv: list[str] | None = None) -> int:
                         ceilings.setdefault(size, {})["denied"] = got.pop(0)
                     for (_f, r, _p), res in zip(alive, got):
                         r["denied"] = res
+                    if (os.cpu_count() or 1) >= 2:
+                        entrants = lone + [f for f, _, _ in alive]
+                        with spread(entrants):
+                            got = bench.alternated_ladders(SPREAD_STEPS, [
+                                (x.name, lambda rate, x=x: bench.denied_step(x, rate, domain, sources=2))
+                                for x in entrants], f"{size} denied, {SPREAD_LABEL}", fallback=[])
+                        if lone:
+                            ceilings.setdefault(size, {})["denied_spread"] = got.pop(0)
+                        for (_f, r, _p), res in zip(alive, got):
+                            r["denied_spread"] = res
                     direct = [Direct(free_port())] if args.ceiling else []
                     got = bench.alternated_ladders(ADMITTED_STEPS, [
                         (x.name, lambda rate, x=x, pbx=pbx: bench.admitted_step(x, rate, domain, pbx))
@@ -1143,26 +1201,40 @@ class Verdict:
     bar: float = 0.0
 
 
+def top_step(r: dict, kind: str) -> tuple[Step | None, str]:
+    """The highest step of ``kind`` that ``r`` (a filter's result, or SIPp
+    alone's ceilings) passed: for denied calls in either CPU layout, the
+    pinned ladder's or the spread one's (then with SPREAD_LABEL)."""
+    best, where = r.get(kind, (None,))[0], ""
+    if kind == "denied":
+        other = r.get("denied_spread", (None,))[0]
+        if other is not None and (best is None or other.rate > best.rate):
+            best, where = other, SPREAD_LABEL
+    return best, where
+
+
 def verdicts(s: dict, k: dict, alone: dict) -> list[Verdict]:
     """Issue 4's targets for sipgate's result ``s`` against Kamailio's ``k``
     at one table size (``alone``: SIPp alone's ceilings there), in the
     order the report lists them."""
     def lone(kind: str) -> str:
-        best = alone.get(kind, (None,))[0]
-        return f"; SIPp alone: {best.rate:,}/s" if best is not None else ""
+        best, where = top_step(alone, kind)
+        return f"; SIPp alone: {best.rate:,}/s{f' with {where}' if where else ''}" if best is not None else ""
 
     def times(ours: float | None, theirs: float | None) -> str:
         return f"{ours / theirs:.2f}x Kamailio's" if ours and theirs else ""
 
     rows: list[Verdict] = []
     for kind in ("denied", "admitted"):
-        st, kt = s[kind][0], k[kind][0]
-        rate, other = (st.rate if st else 0), (kt.rate if kt else 0)
+        st, kt = s[kind][0], k[kind][0]  # (CPU per call: the pinned ladder's, one core each)
+        (top, where), (ktop, kwhere) = top_step(s, kind), top_step(k, kind)
+        rate, other = (top.rate if top else 0), (ktop.rate if ktop else 0)
+        at = (f"; sipgate's rate with {where}" if where else "") + (f"; Kamailio's with {kwhere}" if kwhere else "")
         if kind == "denied":
             rows.append(Verdict(kind, "rate", "denied: 60,000 calls/s, 0 failed", rate, other, rate >= 60000,
-                                f"{rate / 60000:.0%} of the target{lone(kind)}", 60000))
+                                f"{rate / 60000:.0%} of the target{at}{lone(kind)}", 60000))
         rows.append(Verdict(kind, "rate", f"{kind} calls/s >= Kamailio's", rate, other, rate >= other and rate > 0,
-                            (f"{rate / other:.2f}x Kamailio's" if other else "") + lone(kind), other))
+                            (f"{rate / other:.2f}x Kamailio's" if other else "") + at + lone(kind), other))
         sc, kc = (st.cpu_us_per_call if st else None), (kt.cpu_us_per_call if kt else None)
         rows.append(Verdict(kind, "cpu", f"CPU per {kind} call < Kamailio's", sc, kc,
                             None if sc is None or kc is None else sc < kc, times(sc, kc)))
@@ -1259,17 +1331,20 @@ def missed_notes(results: list[dict], ceilings: dict[int, dict[str, tuple]] | No
             rate, other = int(rates[-1].ours or 0), int(rates[-1].theirs or 0)
             goal = int(max(v.bar for v in rates))
             fixed = [v for v in rates[:-1] if not v.ok]  # a fixed target (60,000/s) missed, beside Kamailio's
-            best = alone.get(kind, (None,))[0]
+            best, where = top_step(alone, kind)
             lone = best.rate if best is not None else None
             what = (f"{kind} at {size:,} entries: sipgate {rate:,}/s against "
                     + "".join(f"the target {int(v.bar):,}/s and " for v in fixed) + f"Kamailio's {other:,}/s")
             if lone is not None and lone < goal and rate >= lone:
                 notes.append(f"{what}. SIPp alone passed {lone:,}/s here, no more than sipgate: the load "
-                             f"generator on its one core, not the filter, stopped below {goal:,}/s"
+                             f"generator {'with ' + where if where else 'on its one core'}, not the filter, "
+                             f"stopped below {goal:,}/s"
                              + (f" (Kamailio's {other:,} is a step SIPp alone failed: SIPp's margin decided it)"
                                 if other > max(lone, rate) else "")
-                             + "; next to try: more load than one SIPp process sends (a faster machine, or "
-                             "callers on more cores).")
+                             + "; next to try: more load than SIPp sends here"
+                             + (" (a faster machine: two callers on every core were in this run)"
+                                if kind == "denied" and "denied_spread" in alone else
+                                " (a faster machine, or callers on more cores)") + ".")
             else:
                 bound = f"SIPp alone passed {lone:,}/s, more than sipgate" if lone is not None else \
                     "no SIPp-alone ceiling measured (--no-ceiling)"
@@ -1345,7 +1420,8 @@ def report(results, worker_rows, args, sizes, has_workers, tcpdump, elapsed, cei
     p("| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |")
     none = (None, None, [])
     rows = [({"filter": "SIPp alone", "size": size, "load": None, "denied": c.get("denied", none),
-              "admitted": c.get("admitted", none)}) for size, c in (ceilings or {}).items()]
+              "admitted": c.get("admitted", none), "denied_spread": c.get("denied_spread")})
+             for size, c in (ceilings or {}).items()]
     for r in sorted(rows + results, key=lambda r: r["size"]):  # (stable: SIPp alone first in its size)
         if "error" in r:
             p(f"| {r['filter']} | {r['size']:,} | | error: {r['error']} | | | | | | |")
@@ -1359,6 +1435,24 @@ def report(results, worker_rows, args, sizes, has_workers, tcpdump, elapsed, cei
           f"{fmt_us(ab.cpu_us_per_call if ab and r['load'] is not None else None)} | "
           f"{fmt_us(ab.sipp_us_per_call if ab else None)} | {fmt_fail(af, ADMITTED_STEPS, ab) if ad else ''} |")
     p("")
+    spread_rows = [r for r in sorted(rows + results, key=lambda r: r["size"]) if r.get("denied_spread")]
+    if spread_rows:
+        p(f"#### 1b. Denied flood, {SPREAD_LABEL}\n")
+        p("The denied ladder again from 40,000/s, each filter (and SIPp alone against `responder.c`) side by "
+          "side in ABBA order as above, with two SIPp callers (half the rate each) and nothing pinned: the "
+          "callers run unpinned, and each filter may run on either core for these steps. "
+          "One caller on one core stops near the target on this machine; two use what the filter's core "
+          "leaves idle. Each filter shares the cores with the load here, so its CPU per call is not the "
+          "one-core figure of the table above (the targets' CPU rows use that one).\n")
+        p("| filter | entries | denied calls/s (0 failed) | CPU / denied call | SIPp CPU / denied call "
+          "| first failing step |")
+        p("| --- | ---: | ---: | ---: | ---: | --- |")
+        for r in spread_rows:
+            b, fl, d = r["denied_spread"]
+            p(f"| {r['filter']} | {r['size']:,} | {fmt_rate(b, fl, d) if d else 'n/a'} | "
+              f"{fmt_us(b.cpu_us_per_call if b else None)} | "
+              f"{fmt_us(b.sipp_us_per_call if b else None)} | {fmt_fail(fl, SPREAD_STEPS, b) if d else ''} |")
+        p("")
 
     p(f"#### 2. Latency of admitted calls as SIPp sees it ({LATENCY_RATE} calls/s)\n")
     p("SIPp times in whole milliseconds (its mean rounds to 0 here), so only its response-time repartition "
