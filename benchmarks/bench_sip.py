@@ -1333,17 +1333,20 @@ def missed_notes(results: list[dict], ceilings: dict[int, dict[str, tuple]] | No
             fixed = [v for v in rates[:-1] if not v.ok]  # a fixed target (60,000/s) missed, beside Kamailio's
             best, where = top_step(alone, kind)
             lone = best.rate if best is not None else None
+            spread_too = kind == "denied" and "denied_spread" in alone
+            layout = (f"with {where}" if where else
+                      "with one caller and with two on every core" if spread_too else "on its one core")
             what = (f"{kind} at {size:,} entries: sipgate {rate:,}/s against "
                     + "".join(f"the target {int(v.bar):,}/s and " for v in fixed) + f"Kamailio's {other:,}/s")
             if lone is not None and lone < goal and rate >= lone:
                 notes.append(f"{what}. SIPp alone passed {lone:,}/s here, no more than sipgate: the load "
-                             f"generator {'with ' + where if where else 'on its one core'}, not the filter, "
+                             f"generator {layout}, not the filter, "
                              f"stopped below {goal:,}/s"
                              + (f" (Kamailio's {other:,} is a step SIPp alone failed: SIPp's margin decided it)"
                                 if other > max(lone, rate) else "")
                              + "; next to try: more load than SIPp sends here"
                              + (" (a faster machine: two callers on every core were in this run)"
-                                if kind == "denied" and "denied_spread" in alone else
+                                if spread_too else
                                 " (a faster machine, or callers on more cores)") + ".")
             else:
                 bound = f"SIPp alone passed {lone:,}/s, more than sipgate" if lone is not None else \

@@ -147,3 +147,14 @@ def test_the_spread_ladder_counts_for_the_rate_and_is_named():
     (note,) = bench_sip.missed_notes(results, {10: alone})
     assert note.startswith("denied at 10 entries: sipgate 50,000/s against the target 60,000/s")
     assert "SIPp alone passed 70,000/s, more than sipgate: the filter is the bound" in note
+
+
+def test_sipp_alone_equal_in_both_layouts_is_said_so():
+    results = [result("sipgate", 10, (50000, 9.0), (15000, 40.0), 150, [150] * 7),
+               result("kamailio", 10, (50000, 13.0), (15000, 50.0), 300, [300] * 7)]
+    results[0]["denied_spread"] = (step("denied", 50000, 7.5), None, [])
+    alone = ceiling(50000, 15000, 100)
+    alone["denied_spread"] = (step("denied", 50000, 5.0), None, [])
+    (note,) = bench_sip.missed_notes(results, {10: alone})
+    assert "the load generator with one caller and with two on every core, not the filter" in note
+    assert "(a faster machine: two callers on every core were in this run)" in note
