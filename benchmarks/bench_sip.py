@@ -1406,8 +1406,8 @@ def report(results, worker_rows, args, sizes, has_workers, tcpdump, elapsed, cei
       "Kamailio, sipgate; ...), so a drift of the shared machine during the ladders favours neither. "
       "The latency pair, the mixed ladder and the single captures run per filter before them. "
       "SIPp CPU: utime+stime of the step's SIPp agents (the uac and, for admitted calls, the uas, all on "
-      "their one core) per successful call: at rate x SIPp CPU near one core's second, SIPp, not the "
-      "filter, is what fails the step.\n")
+      "their one core; in 1b two callers, unpinned) per successful call: at rate x SIPp CPU near one core's "
+      "second, SIPp, not the filter, is what fails the step.\n")
     if ceilings:
         p("SIPp alone: in the same ladders, SIPp's own ceiling on its core that hour: the denied flood against "
           "`benchmarks/responder.c` (C, a 403 for every INVITE, one `recvmmsg` and one `sendmmsg` per batch, "
@@ -1425,7 +1425,8 @@ def report(results, worker_rows, args, sizes, has_workers, tcpdump, elapsed, cei
     rows = [({"filter": "SIPp alone", "size": size, "load": None, "denied": c.get("denied", none),
               "admitted": c.get("admitted", none), "denied_spread": c.get("denied_spread")})
              for size, c in (ceilings or {}).items()]
-    for r in sorted(rows + results, key=lambda r: r["size"]):  # (stable: SIPp alone first in its size)
+    ordered = sorted(rows + results, key=lambda r: r["size"])  # (stable: SIPp alone first in its size)
+    for r in ordered:
         if "error" in r:
             p(f"| {r['filter']} | {r['size']:,} | | error: {r['error']} | | | | | | |")
             continue
@@ -1438,7 +1439,7 @@ def report(results, worker_rows, args, sizes, has_workers, tcpdump, elapsed, cei
           f"{fmt_us(ab.cpu_us_per_call if ab and r['load'] is not None else None)} | "
           f"{fmt_us(ab.sipp_us_per_call if ab else None)} | {fmt_fail(af, ADMITTED_STEPS, ab) if ad else ''} |")
     p("")
-    spread_rows = [r for r in sorted(rows + results, key=lambda r: r["size"]) if r.get("denied_spread")]
+    spread_rows = [r for r in ordered if r.get("denied_spread")]
     if spread_rows:
         p(f"#### 1b. Denied flood, {SPREAD_LABEL}\n")
         p("The denied ladder again from 40,000/s, each filter (and SIPp alone against `responder.c`) side by "
